@@ -1,0 +1,112 @@
+"""What every stereo dataset shares: a list of file records and one way to load a record.
+
+Each dataset module only finds its files (by listing folders, never opening images) and fills
+``PairRecord``s; loading, the size checks and the sample dict (contract 1) live here once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from stereo.data.io import DataError, read_disparity, read_image, read_mask
+
+Sample = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """Files of one stereo pair. ``noc`` describes non-occluded pixels, as ``noc_from`` says: "mask"
+    (Middlebury/ETH3D ``mask0nocc.png``, 255 = non-occluded), "occlusion" (Scene Flow occlusion maps,
+    non-zero = occluded) or "disparity" (KITTI ``disp_noc``: its valid pixels)."""
+
+    name: str
+    left: str
+    right: str
+    disparity: str
+    disparity_scale: float | None = None
+    noc: str | None = None
+    noc_from: str = "mask"
+    disparity_right: str | None = None
+
+
+def load_record(record: PairRecord) -> Sample:
+    """Read a record's files into a raw sample; sizes that disagree raise an error naming the files."""
+    left = read_image(record.left)
+    right = read_image(record.right)
+    if right.shape != left.shape:
+        raise DataError(
+            f"{record.right}: right image is {right.shape[1]}x{right.shape[0]} but the left image "
+            f"{record.left} is {left.shape[1]}x{left.shape[0]}"
+        )
+    sample: Sample = {"left": left, "right": right, "name": record.name}
+    sample["disparity"], sample["valid"] = _read_matching(record.disparity, record.disparity_scale, record.left, left)
+    if record.disparity_right is not None:
+        sample["disparity_right"], sample["valid_right"] = _read_matching(
+            record.disparity_right, record.disparity_scale, record.left, left
+        )
+    if record.noc is not None:
+        if record.noc_from == "disparity":
+            noc = _read_matching(record.noc, record.disparity_scale, record.left, left)[1]
+        else:
+            mask = read_mask(record.noc)
+            _check_size(record.noc, mask, record.left, left)
+            noc = mask == 255 if record.noc_from == "mask" else mask == 0
+        sample["noc"] = noc & sample["valid"]
+    return sample
+
+
+def _read_matching(path: str, scale: float | None, left_path: str, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    disparity, valid = read_disparity(path, scale)
+    _check_size(path, disparity, left_path, left)
+    return disparity, valid
+
+
+def _check_size(path: str, array: np.ndarray, left_path: str, left: np.ndarray) -> None:
+    if array.shape[:2] != left.shape[:2]:
+        raise DataError(
+            f"{path}: is {array.shape[1]}x{array.shape[0]} but the left image {left_path} "
+            f"is {left.shape[1]}x{left.shape[0]}"
+        )
+
+
+class StereoPairDataset(Dataset):
+    """A map-style dataset over ``PairRecord``s; ``transform`` (if any) maps the raw sample dict."""
+
+    def __init__(self, records: Sequence[PairRecord], transform: Callable[[Sample], Any] | None = None):
+        self.records = list(records)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Any:
+        sample = load_record(self.records[index])
+        return self.transform(sample) if self.transform is not None else sample
+
+    @property
+    def names(self) -> list[str]:
+        return [record.name for record in self.records]
+
+
+def require_files(records: Sequence[PairRecord], what: str) -> None:
+    """Fail at construction, naming every missing file, rather than mid-epoch (stat only, no reads)."""
+    missing = [
+        f"{path}: missing ({record.name})"
+        for record in records
+        for path in (record.left, record.right, record.disparity, record.noc, record.disparity_right)
+        if path is not None and not os.path.isfile(path)
+    ]
+    if missing:
+        raise DataError(f"{what}: {len(missing)} file(s) missing:\n  " + "\n  ".join(missing))
+
+
+def require_nonempty(records: Sequence[PairRecord], what: str) -> None:
+    """An empty dataset is always a wrong path or an empty folder; say so instead of training on nothing."""
+    if not records:
+        raise DataError(f"{what}: no stereo pairs found")

@@ -1,0 +1,293 @@
+"""Readers and writers for every file format stereo datasets use, one function per job.
+
+Why our own code instead of ``cv2.imread``/``imageio`` directly: real files have quirks that the
+generic readers get wrong or hide. Scene Flow PFM headers carry trailing spaces (OpenCV's PFM reader
+rejects them) and store rows bottom-to-top; KITTI disparities are uint16 PNGs scaled by 256 with 0
+meaning "no ground truth"; older Middlebury sets store 8-bit disparities with a per-set scale; some
+PNGs are RGBA or grey. And a truncated or corrupt file must fail with an error naming the file, not
+with ``None`` flowing into numpy three calls later.
+
+Every reader takes the file's bytes itself and decodes from memory, so a short read is detected and
+reported. Every writer writes a temporary file in the destination folder and renames it into place,
+so a crash never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PathLike = str | os.PathLike
+
+# Scale of KITTI's uint16 disparity PNGs: disparity = value / 256, value 0 = no ground truth.
+KITTI_DISPARITY_SCALE = 256.0
+
+# `P[fF]`, width, height, scale, each on its own line; trailing blanks allowed (real Scene Flow
+# headers read "Pf \n960 540 \n-1.0\n"). Data starts right after the newline ending the scale line.
+_PFM_HEADER = re.compile(rb"\A(P[fF])\s+(\d+)\s+(\d+)\s+(\S+)[ \t\r]*\n")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class DataError(ValueError):
+    """A data file exists but its content is unusable (corrupt, truncated, wrong kind)."""
+
+
+def _read_bytes(path: PathLike) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a file") from None
+    if not data:
+        raise DataError(f"{path}: file is empty")
+    return data
+
+
+def _decode_with_opencv(path: PathLike, data: bytes) -> np.ndarray:
+    """Decode PNG/JPEG/WebP/PPM/PGM bytes as stored (bit depth and channel count kept)."""
+    if data.startswith(_PNG_SIGNATURE) and b"IEND" not in data[-12:]:
+        # Some libpng/OpenCV builds return a partially decoded image for a cut-off PNG.
+        raise DataError(f"{path}: PNG file is truncated (no IEND chunk at the end, {len(data)} bytes)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(f"{path}: cannot decode image ({len(data)} bytes): corrupt, truncated or unsupported format")
+    return image
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image as uint8 H×W×3 RGB: RGBA drops alpha, grey becomes 3 channels, 16 bit is scaled."""
+    image = _decode_with_opencv(path, _read_bytes(path))
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"{path}: unsupported image sample type {image.dtype} (expected 8 or 16 bit)")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    raise DataError(f"{path}: unsupported channel count {channels}")
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a single-channel 8-bit mask (e.g. Middlebury ``mask0nocc.png``) as stored, uint8 H×W."""
+    mask = _decode_with_opencv(path, _read_bytes(path))
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise DataError(f"{path}: expected a single-channel 8-bit mask, got {mask.dtype} {mask.shape}")
+    return mask
+
+
+def read_pfm(path: PathLike) -> np.ndarray:
+    """Read a PFM file as float32 H×W (``Pf``) or H×W×3 (``PF``), top row first, native byte order."""
+    return _decode_pfm(path, _read_bytes(path))
+
+
+def _decode_pfm(path: PathLike, data: bytes) -> np.ndarray:
+    header = _PFM_HEADER.match(data[:256])
+    if header is None:
+        raise DataError(f"{path}: not a PFM file (expected a 'Pf'/'PF', 'width height', 'scale' header)")
+    kind, width, height, scale_text = header.groups()
+    width, height = int(width), int(height)
+    try:
+        scale = float(scale_text)
+    except ValueError:
+        raise DataError(f"{path}: PFM scale {scale_text!r} is not a number") from None
+    if scale == 0.0 or not math.isfinite(scale):
+        raise DataError(f"{path}: PFM scale {scale_text.decode(errors='replace')} gives no byte order")
+    channels = 3 if kind == b"PF" else 1
+    expected = width * height * channels * 4
+    available = len(data) - header.end()
+    if width == 0 or height == 0 or available != expected:
+        raise DataError(
+            f"{path}: PFM header says {width}x{height}x{channels} float32 ({expected} bytes) "
+            f"but the file holds {available} bytes of data"
+        )
+    dtype = np.dtype("<f4") if scale < 0 else np.dtype(">f4")
+    shape = (height, width) if channels == 1 else (height, width, 3)
+    stored = np.frombuffer(data, dtype, count=width * height * channels, offset=header.end()).reshape(shape)
+    # Rows are stored bottom-to-top: one copy both flips them and converts to native float32.
+    return np.array(stored[::-1], dtype=np.float32, order="C")
+
+
+def read_disparity(path: PathLike, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a ground-truth disparity map as (float32 H×W disparity, bool H×W valid).
+
+    The decoder follows the file's content, not its name: PFM (disparity = value / scale, scale 1 by
+    default; inf/NaN mark unknown pixels), 16-bit PNG (KITTI: value / 256 unless ``scale`` says
+    otherwise; 0 = unknown) or 8-bit PNG/PGM (older Middlebury: value / ``scale``, which is required
+    because each set uses its own; 0 = unknown). Negative disparities cannot come from a rectified
+    pair (Scene Flow has a few corrupt ones) and are marked invalid too. Invalid pixels are set to 0.
+    """
+    if scale is not None and not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"{path}: disparity scale must be a positive number, got {scale}")
+    data = _read_bytes(path)
+    if data[:2] in (b"Pf", b"PF"):
+        stored = _decode_pfm(path, data)
+        if stored.ndim != 2:
+            raise DataError(f"{path}: disparity PFM must have one channel ('Pf'), this one has 3 ('PF')")
+        disparity = stored if scale is None else stored / np.float32(scale)
+        valid = np.isfinite(disparity) & (disparity >= 0)
+    else:
+        raw = _decode_with_opencv(path, data)
+        if raw.ndim != 2:
+            raise DataError(f"{path}: disparity image must have one channel, this one has {raw.shape[2]}")
+        if raw.dtype == np.uint16:
+            divisor = KITTI_DISPARITY_SCALE if scale is None else scale
+        elif raw.dtype == np.uint8:
+            if scale is None:
+                raise ValueError(
+                    f"{path}: 8-bit disparity needs an explicit scale (disparity = value / scale), "
+                    "e.g. 16 Tsukuba, 8 Venus, 4 Cones/Teddy, 2 half-size Middlebury 2005/2006"
+                )
+            divisor = scale
+        else:
+            raise DataError(f"{path}: unsupported disparity sample type {raw.dtype}")
+        disparity = raw.astype(np.float32) / np.float32(divisor)
+        valid = raw > 0
+    disparity[~valid] = 0.0
+    return disparity, valid
+
+
+def _atomic_write(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_pfm(path: PathLike, array: np.ndarray) -> None:
+    """Write float H×W (``Pf``) or H×W×3 (``PF``) data as little-endian PFM, rows bottom-to-top."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        kind = "Pf"
+    elif array.ndim == 3 and array.shape[2] == 3:
+        kind = "PF"
+    else:
+        raise ValueError(f"{path}: PFM holds H×W or H×W×3 data, got shape {array.shape}")
+    height, width = array.shape[:2]
+    header = f"{kind}\n{width} {height}\n-1.0\n".encode("ascii")
+    _atomic_write(path, header + np.ascontiguousarray(array[::-1], dtype="<f4").tobytes())
+
+
+def _encode(path: PathLike, image: np.ndarray) -> bytes:
+    extension = Path(path).suffix or ".png"
+    ok, encoded = cv2.imencode(extension, image)
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot encode a {image.dtype} {image.shape} image as {extension}")
+    return encoded.tobytes()
+
+
+def write_image(path: PathLike, image: np.ndarray) -> None:
+    """Write a uint8 H×W×3 RGB (or H×W grey) image; the format follows the file extension."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"{path}: expected uint8 H×W×3 RGB or H×W grey, got {image.dtype} {image.shape}")
+    _atomic_write(path, _encode(path, image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+
+
+def write_disparity_png16(path: PathLike, disparity: np.ndarray, valid: np.ndarray | None = None) -> None:
+    """Write disparity as a KITTI uint16 PNG (value = round(d·256), 0 = invalid).
+
+    Without ``valid``, finite positive pixels are valid (the readers store unknown pixels as 0). A
+    valid pixel never becomes 0 (it is stored as 1, i.e. 1/256 px) and large values clip at 65535
+    (255.996 px), the format's range.
+    """
+    disparity = np.asarray(disparity, dtype=np.float64)
+    if disparity.ndim != 2:
+        raise ValueError(f"{path}: disparity must be H×W, got shape {disparity.shape}")
+    finite = np.isfinite(disparity)
+    if valid is None:
+        valid = finite & (disparity > 0)
+    else:
+        valid = np.asarray(valid, dtype=bool) & finite & (disparity >= 0)
+    stored = np.zeros(disparity.shape, np.uint16)
+    stored[valid] = np.clip(np.rint(disparity[valid] * KITTI_DISPARITY_SCALE), 1, 65535).astype(np.uint16)
+    _atomic_write(path, _encode(Path(path).with_suffix(".png"), stored))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Middlebury 2014 / ETH3D ``calib.txt``: left camera intrinsics and the stereo geometry.
+
+    Depth from disparity: Z = baseline · focal / (d + doffs), in the unit of ``baseline``
+    (millimetres for Middlebury).
+    """
+
+    focal: float
+    cx: float
+    cy: float
+    baseline: float
+    doffs: float
+    ndisp: int | None
+    width: int
+    height: int
+
+    def depth(self, disparity: np.ndarray) -> np.ndarray:
+        """Depth map for a disparity map (inf where d + doffs <= 0)."""
+        denominator = np.asarray(disparity, np.float64) + self.doffs
+        with np.errstate(divide="ignore"):
+            depth = np.where(denominator > 0, self.baseline * self.focal / denominator, np.inf)
+        return depth.astype(np.float32)
+
+
+def _parse_camera_matrix(path: PathLike, text: str) -> np.ndarray:
+    try:
+        values = [float(v) for v in text.strip().strip("[]").replace(";", " ").split()]
+    except ValueError:
+        values = []
+    if len(values) != 9:
+        raise DataError(f"{path}: camera matrix {text!r} is not 3x3 '[f 0 cx; 0 f cy; 0 0 1]'")
+    return np.asarray(values).reshape(3, 3)
+
+
+def read_calib(path: PathLike) -> Calibration:
+    """Parse a Middlebury 2014 / ETH3D ``calib.txt`` (``key=value`` lines, cam0 = [f 0 cx; 0 f cy; 0 0 1])."""
+    entries: dict[str, str] = {}
+    for line in _read_bytes(path).decode("ascii", errors="replace").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            entries[key.strip()] = value.strip()
+
+    def required(key: str) -> str:
+        if key not in entries:
+            raise DataError(f"{path}: calib.txt has no '{key}=' line")
+        return entries[key]
+
+    def number(key: str, text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise DataError(f"{path}: '{key}={text}' is not a number") from None
+
+    cam0 = _parse_camera_matrix(path, required("cam0"))
+    if "doffs" in entries:
+        doffs = number("doffs", entries["doffs"])
+    else:  # doffs is by definition the principal points' x offset
+        doffs = float(_parse_camera_matrix(path, required("cam1"))[0, 2] - cam0[0, 2])
+    return Calibration(
+        focal=float(cam0[0, 0]),
+        cx=float(cam0[0, 2]),
+        cy=float(cam0[1, 2]),
+        baseline=number("baseline", required("baseline")),
+        doffs=doffs,
+        ndisp=int(number("ndisp", entries["ndisp"])) if "ndisp" in entries else None,
+        width=int(number("width", required("width"))),
+        height=int(number("height", required("height"))),
+    )
