@@ -1,0 +1,163 @@
+"""LightningDataModule over any stereo datasets, configured from ``conf/data/*.yaml``.
+
+Datasets arrive as factories (Hydra ``_partial_: true`` configs) and are built in ``setup()`` with
+the right transform, so one config schema serves Scene Flow, KITTI, Middlebury, ETH3D and the
+embedded synthetic set. ``prepare_data()`` generates the synthetic set when ``generate`` is given
+(Lightning runs it once per node, before DDP workers read the files).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, Dataset
+
+from stereo.data import synthetic
+from stereo.data.transforms import EvalTransform, TrainTransform
+
+log = logging.getLogger(__name__)
+
+DatasetFactory = Callable[..., Dataset]
+ON_ERROR = ("raise", "skip")
+MAX_WORKER_SLOTS = 256
+
+
+class GuardedDataset(Dataset):
+    """Applies the ``on_error`` policy to a dataset's failures while loading a sample.
+
+    ``raise`` re-raises with the sample's index and name; ``skip`` logs the error (whose message names
+    the file) and returns the next loadable sample instead. Skips are counted in shared memory, one
+    slot per worker, so the main process sees the counts of all DataLoader workers.
+    """
+
+    def __init__(self, dataset: Dataset, on_error: str = "raise") -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.dataset = dataset
+        self.on_error = on_error
+        self._skips = torch.zeros(MAX_WORKER_SLOTS, dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def skipped(self) -> int:
+        """Samples replaced so far because they failed to load (all workers together)."""
+        return int(self._skips.sum())
+
+    def _describe(self, index: int) -> str:
+        names = getattr(self.dataset, "names", None)
+        return f"sample {index} ({names[index]})" if names is not None else f"sample {index}"
+
+    def __getitem__(self, index: int) -> Any:
+        if self.on_error == "raise":
+            try:
+                return self.dataset[index]
+            except Exception as error:
+                error.add_note(f"while loading {self._describe(index)} (data.on_error=raise; 'skip' skips such samples)")
+                raise
+        errors = []
+        for offset in range(len(self.dataset)):
+            candidate = (index + offset) % len(self.dataset)
+            try:
+                return self.dataset[candidate]
+            except Exception as error:  # noqa: BLE001 - the policy is to skip any unreadable sample
+                log.warning("skipping %s: %s", self._describe(candidate), error)
+                worker = torch.utils.data.get_worker_info()
+                self._skips[0 if worker is None else (worker.id + 1) % MAX_WORKER_SLOTS] += 1
+                errors.append(error)
+                if len(errors) >= 10:
+                    break
+        raise RuntimeError(f"{len(errors)} consecutive samples from index {index} failed to load; last: {errors[-1]}")
+
+
+class StereoDataModule(L.LightningDataModule):
+    """Train/val/test loaders with crops, augmentation, worker seeding and an error policy.
+
+    ``test=None`` evaluates on the validation set. ``pin_memory=None`` pins when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        train: DatasetFactory | None,
+        val: DatasetFactory | None,
+        test: DatasetFactory | None = None,
+        batch_size: int = 2,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        crop_size: Sequence[int] = (256, 512),
+        augment: Mapping[str, Any] | None = None,
+        on_error: str = "raise",
+        generate: Mapping[str, Any] | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
+        augment = dict(augment or {})
+        unknown = sorted(set(augment) - {"color", "vertical_jitter"})
+        if unknown:
+            raise ValueError(f"data.augment: unknown keys {unknown}; known: color, vertical_jitter")
+        self.train_factory, self.val_factory, self.test_factory = train, val, test
+        self.batch_size, self.eval_batch_size, self.num_workers = int(batch_size), int(eval_batch_size), int(num_workers)
+        self.crop_size = tuple(int(v) for v in crop_size)
+        self.augment = {"color": bool(augment.get("color", True)), "vertical_jitter": int(augment.get("vertical_jitter", 0))}
+        self.on_error = on_error
+        self.generate = dict(generate) if generate is not None else None
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.train_set: GuardedDataset | None = None
+        self.val_set: GuardedDataset | None = None
+        self.test_set: GuardedDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.generate is not None:
+            synthetic.ensure_generated(**self.generate)
+
+    def _build(self, factory: DatasetFactory | None, transform: Callable) -> GuardedDataset | None:
+        return None if factory is None else GuardedDataset(factory(transform=transform), self.on_error)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._build(self.train_factory, TrainTransform(self.crop_size, **self.augment))
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = self._build(self.val_factory, EvalTransform())
+        if stage in (None, "test") and self.test_set is None:
+            self.test_set = (self._build(self.test_factory, EvalTransform()) if self.test_factory is not None
+                             else self._build(self.val_factory, EvalTransform()))
+
+    @property
+    def skipped_samples(self) -> int:
+        """Samples skipped so far under ``on_error: skip`` (train, val and test together)."""
+        return sum(d.skipped for d in (self.train_set, self.val_set, self.test_set) if d is not None)
+
+    def _loader(self, dataset: GuardedDataset | None, batch_size: int, shuffle: bool, what: str) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"no {what} dataset: set data.{what} in the config (and call setup() first)")
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            # Seeds torch/numpy/random per worker, rank and epoch (Lightning's scheme); transforms draw from
+            # the torch seed. (No cv2.setNumThreads here: in a forked worker it can deadlock.)
+            worker_init_fn=partial(pl_worker_init_function, rank=rank) if self.num_workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, True, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, False, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, False, "test")
