@@ -1,0 +1,218 @@
+"""Efficient (linear) attention and the dot-product baseline, for 1-D, 2-D and 3-D feature maps.
+
+Shen et al., "Efficient Attention: Attention with Linear Complexities" (WACV 2021): instead of the
+n×n map ρ(QKᵀ)V, efficient attention evaluates ρ_q(Q)(ρ_k(K)ᵀV), whose only attention-sized tensor
+is a d_k×d_v "global context". That is what lets attention run over a whole 3-D stereo cost volume
+(393,216 positions for a 256×512 crop), where a dot-product map would need ~600 GB.
+
+Layout everywhere: channels first, positions last. The functional cores take flattened tensors
+q: (N, d_k, n_q), k: (N, d_k, n_k), v: (N, d_v, n_k) and return (N, d_v, n_q). Heads split the
+channels into contiguous groups and are processed as a batch dimension (no Python loop).
+
+Under autocast (bf16/fp16) the softmaxes and the context products run in fp32: half precision
+overflows in q·k (fp16) and loses the small probabilities of a softmax over 10⁵ positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NORMALIZATIONS = ("softmax", "scaling")
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, normalization: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"heads must be a positive integer, got {heads!r}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 3:
+            raise ValueError(f"{name} must be (N, channels, positions), got shape {tuple(t.shape)}")
+    if not q.shape[0] == k.shape[0] == v.shape[0]:
+        raise ValueError(f"batch sizes differ: q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}")
+    if q.shape[1] != k.shape[1]:
+        raise ValueError(f"q and k need the same channel count, got {q.shape[1]} and {k.shape[1]}")
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"k and v need the same number of positions, got {k.shape[2]} and {v.shape[2]}")
+    for name, channels in (("key", k.shape[1]), ("value", v.shape[1])):
+        if channels % heads:
+            raise ValueError(f"{name} channels ({channels}) must be divisible by heads ({heads})")
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """fp32 for half-precision inputs, otherwise the inputs' own dtype (float64 stays float64)."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _split_heads(t: torch.Tensor, heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, C, n) → (N, heads, C/heads, n) in the compute dtype (a view when no cast is needed)."""
+    n, c, positions = t.shape
+    return t.to(dtype).reshape(n, heads, c // heads, positions)
+
+
+def efficient_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int = 1,
+    normalization: str = "softmax",
+) -> torch.Tensor:
+    """ρ_q(Q)·(ρ_k(K)ᵀ·V) per head; (N, d_k, n_q), (N, d_k, n_k), (N, d_v, n_k) → (N, d_v, n_q).
+
+    ``softmax``: keys softmaxed over positions, queries over the head's channels (no temperature).
+    ``scaling``: the context is divided by n_k, which makes this exactly ``dot_product_attention``
+    with ``scaling``, evaluated in the cheap order.
+    """
+    _check_qkv(q, k, v, heads, normalization)
+    batch, _, n_q = q.shape
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        qh, context = _efficient_context(q, k, v, heads, normalization)
+        out = torch.matmul(context.transpose(2, 3), qh)  # (N, h, d_v/h, n_q)
+    return out.reshape(batch, v.shape[1], n_q).to(q.dtype)
+
+
+def _efficient_context(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, normalization: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ρ_q(Q) as (N, h, d_k/h, n_q) and the global context ρ_k(K)ᵀV as (N, h, d_k/h, d_v/h), in
+    the compute dtype. Callers disable autocast around it."""
+    dtype = _compute_dtype(q, k, v)
+    qh, kh, vh = (_split_heads(t, heads, dtype) for t in (q, k, v))
+    if normalization == "softmax":
+        qh = qh.softmax(dim=2)
+        kh = kh.softmax(dim=3)
+    context = torch.matmul(kh, vh.transpose(2, 3))
+    if normalization == "scaling":
+        context = context / k.shape[2]
+    return qh, context
+
+
+def dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int = 1,
+    normalization: str = "softmax",
+) -> torch.Tensor:
+    """ρ(QᵀK)·V per head, materialising the (n_q × n_k) map: the non-local baseline.
+
+    ``softmax``: softmax over keys of q·k/√(d_k/heads). ``scaling``: q·k/n_k.
+    """
+    _check_qkv(q, k, v, heads, normalization)
+    batch, d_k, n_q = q.shape
+    dtype = _compute_dtype(q, k, v)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        qh, kh, vh = (_split_heads(t, heads, dtype) for t in (q, k, v))
+        if normalization == "softmax":
+            qh = qh * (1.0 / math.sqrt(d_k // heads))
+        scores = torch.matmul(qh.transpose(2, 3), kh)  # (N, h, n_q, n_k)
+        weights = scores.softmax(dim=3) if normalization == "softmax" else scores / k.shape[2]
+        out = torch.matmul(vh, weights.transpose(2, 3))  # (N, h, d_v/h, n_q)
+    return out.reshape(batch, v.shape[1], n_q).to(q.dtype)
+
+
+class _AttentionBlock(nn.Module):
+    """1×1 projections → attention over all positions → 1×1 reprojection → residual add.
+
+    Works on (N, C, L), (N, C, H, W) or (N, C, D, H, W): positions are flattened, so the same weights
+    serve any rank, and the output has the input's shape. The 1×1 convolutions hold the weights;
+    subclasses implement ``_attend_and_reproject``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        key_channels: int,
+        value_channels: int,
+        heads: int = 1,
+        normalization: str = "softmax",
+        zero_init: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("key_channels", key_channels),
+                            ("value_channels", value_channels), ("heads", heads)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, channels in (("key_channels", key_channels), ("value_channels", value_channels)):
+            if channels % heads:
+                raise ValueError(f"{name} ({channels}) must be divisible by heads ({heads})")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.in_channels = in_channels
+        self.key_channels = key_channels
+        self.value_channels = value_channels
+        self.heads = heads
+        self.normalization = normalization
+        self.queries = nn.Conv1d(in_channels, key_channels, kernel_size=1)
+        self.keys = nn.Conv1d(in_channels, key_channels, kernel_size=1)
+        self.values = nn.Conv1d(in_channels, value_channels, kernel_size=1)
+        self.reprojection = nn.Conv1d(value_channels, in_channels, kernel_size=1)
+        if zero_init:
+            self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        """Zero the reprojection: the block then returns its input exactly (residual only)."""
+        nn.init.zeros_(self.reprojection.weight)
+        nn.init.zeros_(self.reprojection.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (3, 4, 5):
+            raise ValueError(
+                f"{type(self).__name__} expects (N, C, L), (N, C, H, W) or (N, C, D, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.in_channels} input channels, got {x.shape[1]}"
+            )
+        # Queries and keys come from one fused projection (x is read once, one input-gradient buffer
+        # in backward); values get their own so that the tensor autograd keeps for the context
+        # product is v alone, not a view pinning the whole fused output.
+        flat = x.flatten(2)
+        weight = torch.cat([self.queries.weight, self.keys.weight])
+        bias = torch.cat([self.queries.bias, self.keys.bias])
+        q, k = _pointwise(flat, weight, bias).split(self.key_channels, dim=1)
+        v = _pointwise(flat, self.values.weight, self.values.bias)
+        return x + self._attend_and_reproject(q, k, v).view_as(x).to(x.dtype)
+
+    def _attend_and_reproject(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, normalization={self.normalization!r}"
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A 1×1 convolution on (N, C, n) as one batched matmul (several times faster than conv1d on CPU)."""
+    return torch.baddbmm(bias.view(1, -1, 1), weight.squeeze(2).expand(x.shape[0], -1, -1), x)
+
+
+class EfficientAttention(_AttentionBlock):
+    """Efficient attention block (linear in the number of positions); see ``efficient_attention``."""
+
+    def _attend_and_reproject(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # The reprojection is folded into the context: W·concat_h(C_hᵀ ρ_q(Q_h)) = Σ_h (W_h C_hᵀ) ρ_q(Q_h),
+        # so no (d_v × n) tensor is built or kept for backward, and one n-sized product is saved.
+        batch, positions = q.shape[0], q.shape[2]
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            qh, context = _efficient_context(q, k, v, self.heads, self.normalization)
+            dtype = qh.dtype
+            weight = self.reprojection.weight.to(dtype).view(self.in_channels, self.heads, -1).transpose(0, 1)
+            mixed = torch.matmul(weight, context.transpose(2, 3))  # (N, h, C, d_k/h)
+            mixed = mixed.transpose(1, 2).reshape(batch, self.in_channels, self.key_channels)
+            qs = qh.reshape(batch, self.key_channels, positions)
+            return torch.baddbmm(self.reprojection.bias.to(dtype).view(1, -1, 1), mixed, qs)
+
+
+class DotProductAttention(_AttentionBlock):
+    """Dot-product (non-local) block with the same interface; quadratic memory in positions."""
+
+    def _attend_and_reproject(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        attended = dot_product_attention(q, k, v, self.heads, self.normalization)
+        return _pointwise(attended, self.reprojection.weight, self.reprojection.bias)

@@ -1,0 +1,132 @@
+"""Checkpoints: the authors' public format (keys/shapes of their released file) and ours."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from psmnet_reference import authors_keys, random_authors_state, save_authors_checkpoint
+
+from stereo.config import CONFIG_DIR
+from stereo.models import CheckpointError, PSMNet, load_model, load_psmnet_checkpoint
+
+
+@pytest.fixture(scope="module")
+def authors_state():
+    return random_authors_state(seed=11)
+
+
+def _ours(key: str) -> str:
+    key = key.removeprefix("module.")
+    return key if key.startswith("feature_extraction.") else f"aggregation.{key}"
+
+
+def test_reference_key_list_is_the_authors_514_entries():
+    rows = authors_keys()
+    assert len(rows) == 514 and all(key.startswith("module.") for key, _, _ in rows)
+
+
+@pytest.mark.parametrize("attention", [None, {"feature": {"zero_init": False}, "volume": {"zero_init": False},
+                                              "hourglass": {"kind": "dot_product", "zero_init": False}}])
+def test_authors_checkpoint_round_trip(tmp_path, authors_state, attention):
+    path = save_authors_checkpoint(tmp_path / "pretrained_sceneflow.tar", authors_state)
+    model = load_psmnet_checkpoint(PSMNet(192, attention=attention), path)
+    ours = model.state_dict()
+    for key, value in authors_state.items():
+        assert torch.equal(ours[_ours(key)], value), key
+    # attention blocks (absent from the authors' file) are reset to the identity
+    blocks = [m for name, m in model.named_modules() if name.endswith("attention") and m is not None]
+    assert len(blocks) == (0 if attention is None else 5)
+    for block in blocks:
+        x = torch.randn(1, block.in_channels, 2, 3, 4)
+        assert torch.equal(block(x), x)
+
+
+def test_missing_unexpected_and_misshaped_keys_are_listed(tmp_path, authors_state):
+    state = dict(authors_state)
+    del state["module.classif3.2.weight"]
+    state["module.extra.weight"] = torch.zeros(3)
+    state["module.dres0.0.0.weight"] = torch.zeros(32, 64, 3, 3, 1)
+    path = save_authors_checkpoint(tmp_path / "broken.tar", state)
+    with pytest.raises(CheckpointError) as info:
+        load_psmnet_checkpoint(PSMNet(192), path)
+    err = info.value
+    message = str(err)
+    assert str(path) in message
+    assert err.missing == ["aggregation.classif3.2.weight"] and "aggregation.classif3.2.weight" in message
+    assert err.unexpected == ["aggregation.extra.weight"] and "aggregation.extra.weight" in message
+    assert len(err.mismatched) == 1 and "aggregation.dres0.0.0.weight" in err.mismatched[0]
+    assert "(32, 64, 3, 3, 1)" in message and "(32, 64, 3, 3, 3)" in message
+
+
+def test_basic_model_refuses_stackhourglass_weights(tmp_path, authors_state):
+    path = save_authors_checkpoint(tmp_path / "sh.tar", authors_state)
+    with pytest.raises(CheckpointError, match="missing keys: aggregation.classify"):
+        load_psmnet_checkpoint(PSMNet(192, "basic"), path)
+
+
+def test_truncated_and_foreign_files_raise_errors_naming_the_file(tmp_path, authors_state):
+    good = save_authors_checkpoint(tmp_path / "good.tar", authors_state)
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "notes.tar"
+    text.write_text("this is not a checkpoint\n")
+    wrong_type = tmp_path / "list.pt"
+    torch.save([1, 2, 3], wrong_type)
+    no_weights = tmp_path / "no_weights.pt"
+    torch.save({"epoch": 3}, no_weights)
+    for path, message in ((truncated, "not a PyTorch checkpoint"), (text, "not a PyTorch checkpoint"),
+                          (wrong_type, "expected a checkpoint dict"), (no_weights, "no 'state_dict'")):
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_psmnet_checkpoint(PSMNet(192), path)
+        assert str(path) in str(info.value)
+    with pytest.raises(CheckpointError, match="neither a stereo Lightning checkpoint") as info:
+        load_model(no_weights)
+    assert str(no_weights) in str(info.value)
+    with pytest.raises(FileNotFoundError, match="missing.tar"):
+        load_model(tmp_path / "missing.tar")
+
+
+def test_pickled_objects_are_refused_by_weights_only(tmp_path):
+    path = tmp_path / "code.pt"
+    torch.save({"state_dict": {}, "payload": OmegaConf.create({"a": 1})}, path)
+    with pytest.raises(CheckpointError, match="weights_only") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_model_reads_authors_checkpoints(tmp_path, authors_state):
+    path = save_authors_checkpoint(tmp_path / "authors.tar", authors_state)
+    model = load_model(path, max_disp=96)
+    assert isinstance(model, PSMNet) and not model.training
+    assert model.max_disp == 96 and model.aggregation_name == "stackhourglass"
+    assert torch.equal(model.state_dict()["aggregation.classif3.2.weight"], authors_state["module.classif3.2.weight"])
+
+
+def test_load_model_reads_our_lightning_checkpoints(tmp_path):
+    config = OmegaConf.load(f"{CONFIG_DIR}/model/ea_psmnet.yaml")
+    config.max_disp = 64
+    config.attention.volume.heads = 2
+    model_config = OmegaConf.to_container(config, resolve=True)
+    torch.manual_seed(12)
+    trained = PSMNet(64, attention=model_config["attention"])
+    for p in trained.parameters():
+        p.data.normal_()
+    checkpoint = {
+        "epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.6.0",
+        "state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()},
+        "hyper_parameters": {"model_config": model_config, "lr": 1e-3},
+        "optimizer_states": [], "lr_schedulers": [], "callbacks": {},
+    }
+    path = tmp_path / "epoch=3.ckpt"
+    torch.save(checkpoint, path)
+    model = load_model(path)
+    assert isinstance(model, PSMNet) and not model.training and model.max_disp == 64
+    assert model.attention_config["volume"]["heads"] == 2
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # a checkpoint whose weights do not fit its own config is rejected with the keys listed
+    del checkpoint["state_dict"]["model.aggregation.volume_attention.values.weight"]
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="missing keys: aggregation.volume_attention.values.weight"):
+        load_model(path)

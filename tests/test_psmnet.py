@@ -1,0 +1,221 @@
+"""PSMNet / EA-PSMNet: the authors' network where it claims to be, attention placements, contracts."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from psmnet_reference import (
+    random_authors_state,
+    reference_cost_volume,
+    reference_psmnet_eval,
+    reference_regression,
+    reference_stackhourglass_costs,
+    save_authors_checkpoint,
+)
+
+from stereo.config import CONFIG_DIR
+from stereo.models import EfficientAttention, PSMNet, load_psmnet_checkpoint
+from stereo.models.attention import _AttentionBlock
+from stereo.models.cost_volume import concatenation_volume
+from stereo.models.regression import regress_disparity
+
+MODEL_CONFIGS = ["psmnet", "psmnet_basic", "ea_psmnet", "ea_psmnet_feature", "ea_psmnet_volume", "dp_psmnet_hourglass"]
+
+
+def _count(module: torch.nn.Module, skip_attention: bool = False) -> int:
+    skip = {id(p) for m in module.modules() if isinstance(m, _AttentionBlock) for p in m.parameters()}
+    return sum(p.numel() for p in module.parameters() if not (skip_attention and id(p) in skip))
+
+
+@pytest.fixture(scope="module")
+def stereo_pair():
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(1, 3, 256, 256, generator=gen), torch.randn(1, 3, 256, 256, generator=gen)
+
+
+def test_parameter_counts_match_the_authors_network():
+    assert _count(PSMNet(192, "stackhourglass")) == 5_224_768
+    assert _count(PSMNet(192, "basic")) == 3_672_896
+    full = PSMNet(192, attention={"feature": "efficient", "volume": "efficient", "hourglass": "dot_product"})
+    assert _count(full, skip_attention=True) == 5_224_768
+    assert _count(full) > 5_224_768
+
+
+def test_authors_init_is_the_default():
+    model = PSMNet(192, attention={"feature": "efficient"})
+    conv = model.aggregation.dres0[0][0]  # Conv3d 64→32, 3×3×3: std √(2/(27·32))
+    assert abs(conv.weight.std().item() - (2 / (27 * 32)) ** 0.5) < 0.05 * (2 / (27 * 32)) ** 0.5
+    bn = model.feature_extraction.firstconv[0][1]
+    assert torch.equal(bn.weight, torch.ones(32)) and torch.equal(bn.bias, torch.zeros(32))
+    # attention blocks keep their own init (PyTorch default projections, zeroed reprojection)
+    block = model.feature_extraction.attention
+    assert torch.count_nonzero(block.reprojection.weight) == 0
+    assert block.queries.weight.abs().max() <= 1 / 128 ** 0.5
+
+
+def test_vectorised_cost_volume_equals_authors_loop_values_and_gradients():
+    gen = torch.Generator().manual_seed(1)
+    left = torch.randn(2, 5, 6, 20, generator=gen, requires_grad=True)
+    right = torch.randn(2, 5, 6, 20, generator=gen, requires_grad=True)
+    ours = concatenation_volume(left, right, 12)
+    ref = reference_cost_volume(left, right, 12)
+    assert torch.equal(ours, ref)
+    weights = torch.randn(ref.shape, generator=gen)
+    grads_ours = torch.autograd.grad((ours * weights).sum(), (left, right))
+    grads_ref = torch.autograd.grad((ref * weights).sum(), (left, right))
+    for a, b in zip(grads_ours, grads_ref):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_stacked_hourglass_wiring_matches_authors(train):
+    torch.manual_seed(2)
+    model = PSMNet(64).train(train)
+    volume = torch.randn(2, 64, 8, 8, 12)
+    ours = model.aggregation(volume)
+    ref = reference_stackhourglass_costs(model.aggregation, volume)
+    assert len(ours) == 3
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_basic_aggregation_matches_authors():
+    torch.manual_seed(3)
+    agg = PSMNet(64, "basic").eval().aggregation
+    volume = torch.randn(1, 64, 4, 8, 8)
+    cost = agg.dres0(volume)
+    cost = agg.dres1(cost) + cost
+    cost = agg.dres2(cost) + cost
+    cost = agg.dres3(cost) + cost
+    cost = agg.dres4(cost) + cost
+    (ours,) = agg(volume)
+    torch.testing.assert_close(ours, agg.classify(cost))
+
+
+def test_regression_matches_authors_and_confidence_reflects_the_distribution():
+    gen = torch.Generator().manual_seed(4)
+    cost = torch.randn(2, 1, 8, 4, 6, generator=gen) * 3
+    disparity, confidence = regress_disparity(cost, 32, 16, 24, return_confidence=True)
+    torch.testing.assert_close(disparity, reference_regression(cost, 32, 16, 24))
+    assert disparity.shape == confidence.shape == (2, 16, 24)
+    assert (confidence >= 0).all() and (confidence <= 1).all()
+    # a flat cost is uniform over 32 bins: 5 bins around the estimate hold 5/32 of the mass
+    _, flat_conf = regress_disparity(torch.zeros(1, 1, 8, 4, 4), 32, 16, 16, return_confidence=True)
+    torch.testing.assert_close(flat_conf, torch.full((1, 16, 16), 5 / 32))
+    # a sharp single peak (after upsampling) holds nearly all the mass
+    peaked = torch.full((1, 1, 8, 4, 4), -50.0)
+    peaked[:, :, 3] = 50.0
+    peak_disp, peak_conf = regress_disparity(peaked, 32, 16, 16, return_confidence=True)
+    assert (peak_conf > 0.99).all()
+    # level 3 of 8 sits at full-resolution coordinate 3·4 + 1.5 (align_corners=False): bins 13 and 14 tie
+    torch.testing.assert_close(peak_disp, torch.full((1, 16, 16), 13.5))
+
+
+def test_eval_forward_with_authors_weights_matches_authors_network(tmp_path, stereo_pair):
+    """Authors'-format weights (random, non-trivial BN statistics) into an EA-PSMNet: the attention
+    blocks become the identity and the output equals the authors' forward pass."""
+    path = save_authors_checkpoint(tmp_path / "authors.tar", random_authors_state(seed=5))
+    model = PSMNet(32, attention={"feature": {"zero_init": False}, "volume": {"zero_init": False}})
+    load_psmnet_checkpoint(model, path).eval()
+    left, right = stereo_pair
+    with torch.no_grad():
+        disparity, confidence = model(left, right, return_confidence=True)
+        expected = reference_psmnet_eval(model, left, right)
+    assert disparity.shape == confidence.shape == (1, 256, 256)
+    torch.testing.assert_close(disparity, expected, rtol=1e-4, atol=1e-3)
+    assert (confidence >= 0).all() and (confidence <= 1).all()
+    assert disparity.std() > 0.1  # a real, non-constant disparity map was compared
+
+
+def test_train_mode_returns_three_disparities_and_gradients_reach_every_parameter(stereo_pair):
+    torch.manual_seed(6)
+    spec = {"zero_init": False}
+    model = PSMNet(16, attention={"feature": spec, "volume": spec, "hourglass": spec}).train()
+    left, right = (torch.cat([t, t.flip(-1)]) for t in stereo_pair)  # batch 2: BN needs 2+ values
+    outputs = model(left, right)
+    assert isinstance(outputs, tuple) and len(outputs) == 3
+    assert all(o.shape == (2, 256, 256) for o in outputs)
+    gt = torch.rand(2, 256, 256) * 15
+    loss = sum(w * F.smooth_l1_loss(o, gt) for w, o in zip((0.5, 0.7, 1.0), outputs))
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, no_grad
+    assert sum(isinstance(m, EfficientAttention) for m in model.modules()) == 5
+
+
+def test_basic_network_returns_a_one_tuple_in_training(stereo_pair):
+    model = PSMNet(16, "basic", attention={"volume": "efficient"}).train()
+    left, right = stereo_pair
+    with pytest.raises(ValueError, match="at least 256x512 or a batch of 2"):
+        model(left, right)  # batch 1 at 256x256: the SPP's BatchNorm would see one value per channel
+    with torch.no_grad():
+        outputs = model(torch.cat([left, right]), torch.cat([right, left]))
+    assert isinstance(outputs, tuple) and len(outputs) == 1 and outputs[0].shape == (2, 256, 256)
+    assert ((outputs[0] >= 0) & (outputs[0] <= 15)).all()
+
+
+def test_aggregation_and_regression_under_bf16_autocast_are_finite_and_fp32():
+    """bf16 convolutions, fp32 attention cores and soft-argmax (the full network in bf16 is a GPU job:
+    CPUs without bf16 units emulate it ~50x slower)."""
+    torch.manual_seed(7)
+    spec = {"zero_init": False}
+    model = PSMNet(32, attention={"volume": spec, "hourglass": spec}).eval()
+    volume = torch.randn(1, 64, 8, 16, 16) * 10
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        costs = model.aggregation(volume)
+        disparity, confidence = regress_disparity(costs[-1], 32, 64, 64, return_confidence=True)
+    with torch.no_grad():
+        reference = regress_disparity(model.aggregation(volume)[-1], 32, 64, 64)
+    assert costs[-1].dtype == torch.bfloat16  # autocast really was active in the convolutions
+    assert disparity.dtype == confidence.dtype == torch.float32
+    assert torch.isfinite(disparity).all() and torch.isfinite(confidence).all()
+    assert (disparity - reference).abs().mean() < 1.0
+
+
+@pytest.mark.parametrize(
+    "size, message",
+    [((250, 256), "multiples of 16.*Padder"), ((256, 264), "multiples of 16.*Padder"), ((240, 512), "at least 256")],
+)
+def test_input_size_errors_tell_the_caller_to_pad(size, message):
+    model = PSMNet(32)
+    x = torch.zeros(1, 3, *size)
+    with pytest.raises(ValueError, match=message):
+        model(x, x)
+
+
+def test_constructor_and_call_errors():
+    with pytest.raises(ValueError, match="max_disp must be a positive multiple of 16"):
+        PSMNet(100)
+    with pytest.raises(ValueError, match="aggregation"):
+        PSMNet(32, "hourglass")
+    with pytest.raises(ValueError, match="needs aggregation='stackhourglass'"):
+        PSMNet(32, "basic", attention={"hourglass": "efficient"})
+    with pytest.raises(ValueError, match="unknown attention placement"):
+        PSMNet(32, attention={"cost": "efficient"})
+    with pytest.raises(ValueError, match="kind must be one of"):
+        PSMNet(32, attention={"volume": "linear"})
+    with pytest.raises(ValueError, match="unknown settings"):
+        PSMNet(32, attention={"volume": {"channels": 8}})
+    model = PSMNet(32)
+    with pytest.raises(ValueError, match="same shape"):
+        model(torch.zeros(1, 3, 256, 256), torch.zeros(1, 3, 256, 272))
+    with pytest.raises(ValueError, match="only available in eval mode"):
+        model.train()(torch.zeros(1, 3, 256, 256), torch.zeros(1, 3, 256, 256), return_confidence=True)
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_hydra_model_configs_compose_and_instantiate(name):
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = hydra.compose("train", overrides=[f"model={name}"])
+    model = instantiate(cfg.model)
+    assert isinstance(model, PSMNet) and model.max_disp == 192
+    expected = 3_672_896 if name == "psmnet_basic" else 5_224_768
+    assert _count(model, skip_attention=True) == expected
+    placements = {
+        "psmnet": set(), "psmnet_basic": set(), "ea_psmnet": {"feature", "volume"},
+        "ea_psmnet_feature": {"feature"}, "ea_psmnet_volume": {"volume"}, "dp_psmnet_hourglass": {"hourglass"},
+    }[name]
+    assert set(model.attention_config) == placements
