@@ -1,0 +1,140 @@
+"""``python -m stereo.infer``: every input kind, output files, public-checkpoint inference, bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import hydra
+import numpy as np
+import pytest
+
+from inference_checkpoints import write_authors_checkpoint, write_our_checkpoint
+from stereo.config import CONFIG_DIR
+from stereo.data.io import DataError, read_pfm
+from stereo.infer import run
+from stereo.inference.inputs import PairError, pairs_from_folder
+from stereo.inference.predictor import InputError
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_our_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+def write_pair(left_path, right_path, height=75, width=131, seed=0):
+    rng = np.random.default_rng(seed)
+    left = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (3, 3), 0)
+    for path, image in ((left_path, left), (right_path, np.roll(left, -4, axis=1))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), image)
+
+
+def compose(checkpoint, output_dir, *overrides):
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        return hydra.compose("infer", overrides=[f"ckpt_path={checkpoint}", f"output_dir={output_dir}", *overrides])
+
+
+def test_cli_on_two_files_of_odd_size_writes_every_format(tmp_path, checkpoint):
+    write_pair(tmp_path / "in" / "a_left.png", tmp_path / "in" / "a_right.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "stereo.infer", f"ckpt_path={checkpoint}",
+               f"left={tmp_path / 'in' / 'a_left.png'}", f"right={tmp_path / 'in' / 'a_right.png'}",
+               f"output_dir={out}", "formats=[pfm,png16,npy,color,depth,ply,confidence]",
+               "focal=100.0", "baseline=0.5", "swap_check=false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = ["a_left_disp.pfm", "a_left_disp.png", "a_left_disp.npy", "a_left_disp_color.png",
+                "a_left_depth.pfm", "a_left.ply", "a_left_conf.png"]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(expected)
+    disparity = read_pfm(out / "a_left_disp.pfm")
+    assert disparity.shape == (75, 131), "odd-sized input comes back at its own size"
+    np.testing.assert_array_equal(np.load(out / "a_left_disp.npy"), disparity)
+    depth = read_pfm(out / "a_left_depth.pfm")
+    positive = disparity > 0
+    np.testing.assert_allclose(depth[positive], 100.0 * 0.5 / disparity[positive], rtol=1e-5)
+    assert "1 pair(s)" in done.stdout and "ply" in done.stdout
+
+
+def test_globs_are_paired_in_sorted_order_and_batched(tmp_path, checkpoint):
+    for index in (1, 0):
+        write_pair(tmp_path / "cam0" / f"f{index}.png", tmp_path / "cam1" / f"f{index}.png", 64, 96, seed=index)
+    cfg = compose(checkpoint, tmp_path / "out", f"left={tmp_path}/cam0/*.png", f"right={tmp_path}/cam1/*.png",
+                  "formats=[npy]", "batch_size=2", "swap_check=false")
+    written = run(cfg)
+    assert [p.split("/")[-1] for p in written["npy"]] == ["f0_disp.npy", "f1_disp.npy"]
+    assert all(np.load(p).shape == (64, 96) for p in written["npy"])
+    (tmp_path / "cam1" / "f1.png").unlink()
+    with pytest.raises(PairError, match="matches 2 files but right"):
+        run(cfg)
+
+
+def test_scene_folders_with_calib_give_depth_and_point_cloud(tmp_path, checkpoint):
+    scene = tmp_path / "data" / "Piano"
+    write_pair(scene / "im0.png", scene / "im1.png", 64, 96)
+    (scene / "calib.txt").write_text(
+        "cam0=[120 0 47.5; 0 120 31.5; 0 0 1]\ncam1=[120 0 57.5; 0 120 31.5; 0 0 1]\n"
+        "doffs=10\nbaseline=200\nwidth=96\nheight=64\nndisp=32\n"
+    )
+    written = run(compose(checkpoint, tmp_path / "out", f"input_dir={tmp_path / 'data'}",
+                          "formats=[pfm,depth,ply]", "swap_check=false"))
+    disparity = read_pfm(written["pfm"][0])
+    depth = read_pfm(written["depth"][0])
+    assert written["ply"][0].endswith("Piano.ply")
+    np.testing.assert_allclose(depth[disparity > 0], 120 * 200 / (disparity[disparity > 0] + 10), rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [("left", "right"), ("image_2", "image_3"), ("colored_0", "colored_1")])
+def test_folder_layouts_pair_files_by_name(tmp_path, layout):
+    for name in ("000001_10.png", "000000_10.png"):
+        for side in layout:
+            (tmp_path / side).mkdir(exist_ok=True)
+            (tmp_path / side / name).write_bytes(b"x")
+    pairs = pairs_from_folder(tmp_path)
+    assert [(p.left.parent.name, p.right.parent.name, p.stem) for p in pairs] == [
+        (layout[0], layout[1], "000000_10"), (layout[0], layout[1], "000001_10")]
+    (tmp_path / layout[1] / "000001_10.png").unlink()
+    with pytest.raises(PairError, match="no right image"):
+        pairs_from_folder(tmp_path)
+
+
+def test_list_file_with_authors_checkpoint(tmp_path):
+    authors = write_authors_checkpoint(tmp_path / "pretrained_sceneflow.tar")
+    write_pair(tmp_path / "imgs" / "L.png", tmp_path / "imgs" / "R.png", 64, 96)
+    (tmp_path / "pairs.txt").write_text("# left right\nimgs/L.png imgs/R.png\n")
+    written = run(compose(authors, tmp_path / "out", f"list_file={tmp_path / 'pairs.txt'}",
+                          "formats=[pfm]", "max_disp=32", "swap_check=false"))
+    disparity = read_pfm(written["pfm"][0])
+    assert disparity.shape == (64, 96) and np.isfinite(disparity).all() and disparity.max() <= 32
+
+
+@pytest.mark.parametrize("case", ["missing file", "corrupt image", "size mismatch", "too small"])
+def test_bad_inputs_fail_with_the_file_named(tmp_path, checkpoint, case):
+    left, right = tmp_path / "l.png", tmp_path / "r.png"
+    write_pair(left, right, 64, 96)
+    expected = {"missing file": (PairError, "not found"), "corrupt image": (DataError, "truncated|decode"),
+                "size mismatch": (InputError, "equal sizes"), "too small": (InputError, "too small")}[case]
+    if case == "missing file":
+        right.unlink()
+    elif case == "corrupt image":
+        right.write_bytes(right.read_bytes()[:100])
+    elif case == "size mismatch":
+        cv2.imwrite(str(right), np.zeros((64, 80, 3), np.uint8))
+    else:
+        write_pair(left, right, 20, 96)
+    cfg = compose(checkpoint, tmp_path / "out", f"left={left}", f"right={right}", "formats=[pfm]")
+    with pytest.raises(expected[0], match=expected[1]) as error:
+        run(cfg)
+    assert str(left if case in ("too small", "size mismatch") else right) in str(error.value)
+    assert not (tmp_path / "out" / "l_disp.pfm").exists()
+
+
+def test_missing_checkpoint_and_missing_calibration_are_reported(tmp_path, checkpoint):
+    write_pair(tmp_path / "l.png", tmp_path / "r.png", 64, 96)
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        run(compose(tmp_path / "nope.ckpt", tmp_path / "out", f"left={tmp_path}/l.png", f"right={tmp_path}/r.png"))
+    with pytest.raises(ValueError, match="calibration"):
+        run(compose(checkpoint, tmp_path / "out", f"left={tmp_path}/l.png", f"right={tmp_path}/r.png", "formats=[ply]"))
+    with pytest.raises(PairError, match="exactly one input"):
+        run(compose(checkpoint, tmp_path / "out"))

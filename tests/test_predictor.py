@@ -1,0 +1,155 @@
+"""Predictor: padding/unpadding, batching, tiled and downscaled modes, input checks, swap warning.
+
+Mechanics are checked with a per-pixel "echo" network whose exact output is known; the real network
+runs on a tiny random checkpoint in both checkpoint formats.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference_checkpoints import write_our_checkpoint
+from stereo.data.io import read_image
+from stereo.data.normalize import normalize_image
+from stereo.inference.predictor import SWAP_RATIO, InputError, Predictor, SwappedPairWarning, swap_score
+
+REAL = Path(os.environ.get("STEREO_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+
+
+class EchoNet(torch.nn.Module):
+    """disparity = first input channel, confidence = sigmoid(second): any crop/pad/blend slip shows."""
+
+    max_disp = 32
+
+    def forward(self, left, right, return_confidence=False):
+        height, width = left.shape[-2:]
+        assert height % 16 == 0 and width % 16 == 0 and min(height, width) >= 256, (height, width)
+        return left[:, 0].clone(), torch.sigmoid(left[:, 1])
+
+
+def echo_expected(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    normalised = normalize_image(image)
+    return normalised[0].numpy(), torch.sigmoid(normalised[1]).numpy()
+
+
+@pytest.fixture(scope="module")
+def rng_pair():
+    rng = np.random.default_rng(1)
+    left = rng.integers(0, 256, (75, 131, 3), dtype=np.uint8)
+    return left, np.roll(left, -3, axis=1)
+
+
+def test_odd_size_is_padded_top_right_and_cropped_back_exactly(rng_pair):
+    left, right = rng_pair
+    result = Predictor(EchoNet(), device="cpu", swap_check=False).predict(left, right)
+    disparity, confidence = echo_expected(left)
+    assert result.disparity.shape == (75, 131) and result.disparity.dtype == np.float32
+    np.testing.assert_allclose(result.disparity, disparity, atol=1e-6)
+    np.testing.assert_allclose(result.confidence, confidence, atol=1e-6)
+
+
+def test_batch_keeps_order_and_mixed_sizes(rng_pair):
+    left, right = rng_pair
+    other = np.ascontiguousarray(left[:40, :100])
+    predictor = Predictor(EchoNet(), device="cpu", swap_check=False)
+    results = predictor.predict_batch([left, left[::-1].copy(), other], [right, right, other])
+    for image, result in zip([left, left[::-1].copy(), other], results):
+        np.testing.assert_allclose(result.disparity, echo_expected(image)[0], atol=1e-6)
+
+
+def test_tiled_mode_stitches_strips_without_seams():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (600, 144, 3), dtype=np.uint8)
+    predictor = Predictor(EchoNet(), device="cpu", mode="tiled", max_memory_gb=0.01, swap_check=False)
+    assert predictor._strip_height(144, 1) == 256, "a tiny budget gives the network's minimum strip"
+    result = predictor.predict(image, image)
+    np.testing.assert_allclose(result.disparity, echo_expected(image)[0], atol=1e-5)
+
+
+def test_auto_mode_tiles_only_when_the_estimate_exceeds_the_budget():
+    predictor = Predictor(EchoNet(), device="cpu", max_memory_gb=8.0, swap_check=False)
+    assert predictor.plan(544, 960) == "full"
+    assert predictor.plan(1988, 2880) == "full"  # echo max_disp 32: small volume
+    predictor.model.max_disp = 192
+    assert predictor.plan(1988, 2880) == "tiled"
+
+
+def test_downscale_mode_scales_disparity_by_the_width_ratio():
+    grey = np.full((96, 160, 3), 200, np.uint8)
+    predictor = Predictor(EchoNet(), device="cpu", mode="downscale", downscale=2.0, swap_check=False)
+    result = predictor.predict(grey, grey)
+    assert result.disparity.shape == (96, 160)
+    np.testing.assert_allclose(result.disparity, echo_expected(grey)[0] * 2.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "left_shape, right_shape, message",
+    [
+        ((64, 96, 3), (64, 80, 3), "equal sizes"),
+        ((20, 96, 3), (20, 96, 3), "too small"),
+        ((64, 96, 2), (64, 96, 2), "shape"),
+    ],
+)
+def test_bad_inputs_raise_errors_naming_the_files(left_shape, right_shape, message):
+    predictor = Predictor(EchoNet(), device="cpu", swap_check=False)
+    with pytest.raises(InputError, match=message) as error:
+        predictor.predict(np.zeros(left_shape, np.uint8), np.zeros(right_shape, np.uint8), names=("a.png", "b.png"))
+    assert "a.png" in str(error.value)
+    with pytest.raises(InputError, match="uint8"):
+        predictor.predict(np.zeros((64, 96, 3), np.float32), np.zeros((64, 96, 3), np.float32))
+
+
+def test_emulated_half_precision_on_cpu_is_warned_about():
+    emulated = not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Predictor(EchoNet(), device="cpu", precision="bf16")
+    assert any("no native bf16" in str(w.message) for w in caught) == emulated
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="precision"):
+        Predictor(EchoNet(), device="cpu", precision="fp8")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        Predictor(EchoNet(), device="cpu", max_disp=40)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        Predictor.from_checkpoint("missing.ckpt")
+
+
+def _real_pair(folder: str, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    folder = REAL / folder
+    if not folder.is_dir():
+        pytest.skip(f"real data not available at {folder}")
+    return read_image(folder / names[0]), read_image(folder / names[1])
+
+
+@pytest.mark.parametrize("folder, names", [("middlebury2003/teddy", ("im2.ppm", "im6.ppm")),
+                                           ("middlebury2001/tsukuba", ("scene1.row3.col3.ppm", "scene1.row3.col4.ppm"))])
+def test_swapped_real_pair_is_detected_and_correct_one_is_not(folder, names):
+    left, right = _real_pair(folder, names)
+    assert swap_score(left, right, max_disp=64) < 1.0 < SWAP_RATIO
+    assert swap_score(right, left, max_disp=64) > SWAP_RATIO
+    predictor = Predictor(EchoNet(), device="cpu", max_disp=64)
+    with pytest.warns(SwappedPairWarning, match="swapped"):
+        predictor.predict(right, left, names=("im6.png", "im2.png"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SwappedPairWarning)
+        predictor.predict(left, right)
+
+
+def test_real_network_checkpoint_on_odd_sized_pair(tmp_path, rng_pair):
+    """Our checkpoint format end to end (the authors' format runs in test_infer_cli)."""
+    left, right = rng_pair
+    predictor = Predictor.from_checkpoint(write_our_checkpoint(tmp_path / "ours.ckpt"), swap_check=False)
+    assert predictor.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    result = predictor.predict(left, right)
+    assert result.disparity.shape == result.confidence.shape == (75, 131)
+    assert np.isfinite(result.disparity).all()
+    assert 0 <= result.disparity.min() and result.disparity.max() <= 32
+    assert 0 <= result.confidence.min() and result.confidence.max() <= 1
