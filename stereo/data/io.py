@@ -158,7 +158,7 @@ def read_disparity(path: PathLike, scale: float | None = None) -> tuple[np.ndarr
     return disparity, valid
 
 
-def _atomic_write(path: PathLike, data: bytes) -> None:
+def atomic_write(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ def write_pfm(path: PathLike, array: np.ndarray) -> None:
         raise ValueError(f"{path}: PFM holds H×W or H×W×3 data, got shape {array.shape}")
     height, width = array.shape[:2]
     header = f"{kind}\n{width} {height}\n-1.0\n".encode("ascii")
-    _atomic_write(path, header + np.ascontiguousarray(array[::-1], dtype="<f4").tobytes())
+    atomic_write(path, header + np.ascontiguousarray(array[::-1], dtype="<f4").tobytes())
 
 
 def _encode(path: PathLike, image: np.ndarray) -> bytes:
@@ -199,7 +199,7 @@ def write_image(path: PathLike, image: np.ndarray) -> None:
     image = np.asarray(image)
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"{path}: expected uint8 H×W×3 RGB or H×W grey, got {image.dtype} {image.shape}")
-    _atomic_write(path, _encode(path, image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+    atomic_write(path, _encode(path, image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
 
 
 def write_disparity_png16(path: PathLike, disparity: np.ndarray, valid: np.ndarray | None = None) -> None:
@@ -219,7 +219,7 @@ def write_disparity_png16(path: PathLike, disparity: np.ndarray, valid: np.ndarr
         valid = np.asarray(valid, dtype=bool) & finite & (disparity >= 0)
     stored = np.zeros(disparity.shape, np.uint16)
     stored[valid] = np.clip(np.rint(disparity[valid] * KITTI_DISPARITY_SCALE), 1, 65535).astype(np.uint16)
-    _atomic_write(path, _encode(Path(path).with_suffix(".png"), stored))
+    atomic_write(path, _encode(Path(path).with_suffix(".png"), stored))
 
 
 @dataclass(frozen=True)

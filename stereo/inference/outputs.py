@@ -24,7 +24,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from stereo.data.io import Calibration, _atomic_write, read_calib, write_disparity_png16, write_image, write_pfm
+from stereo.data.io import Calibration, atomic_write, read_calib, write_disparity_png16, write_image, write_pfm
 from stereo.visualize import colorize_disparity
 
 FORMATS = ("pfm", "png16", "npy", "color", "depth", "ply", "confidence")
@@ -111,20 +111,20 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray) -> None:
     ).encode("ascii")
     vertex = np.empty(len(points), dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
     vertex["xyz"], vertex["rgb"] = points, colors
-    _atomic_write(path, header + vertex.tobytes())
+    atomic_write(path, header + vertex.tobytes())
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
     buffer = _bytes_io.BytesIO()
     np.save(buffer, np.asarray(array, np.float32))
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _write_png16(path: Path, array: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", np.asarray(array, np.uint16))
     if not ok:
         raise ValueError(f"{path}: OpenCV could not encode a 16-bit PNG")
-    _atomic_write(path, encoded.tobytes())
+    atomic_write(path, encoded.tobytes())
 
 
 @dataclass
