@@ -1,0 +1,131 @@
+"""Training throughput and peak memory of the networks at 256×512 (PSMNet's crop size).
+
+    python scripts/bench_train.py [--models psmnet ea_psmnet] [--batches 1 2] [--steps 2] [--warmup 1]
+                                  [--device cpu|cuda] [--max-disp 192] [--json bench_train.json]
+
+Each (model, batch) case runs in a fresh subprocess so that peak memory (ru_maxrss on CPU,
+torch.cuda.max_memory_allocated on GPU) belongs to that case alone. A matrix-multiply probe runs
+before the cases and its GFLOP/s is printed with them, so figures from different (noisy, shared)
+machines can be compared as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def matmul_gflops(device: str, size: int = 1024, repeats: int = 10) -> float:
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, max_disp: int) -> dict:
+    """One case, in this process: build the network from its Hydra config and time full training steps."""
+    import hydra
+    import torch
+
+    from stereo.config import CONFIG_DIR
+    from stereo.training.losses import PSMNetLoss
+
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = hydra.compose("train", overrides=[f"model={model_name}", f"model.max_disp={max_disp}", "paths.output_dir=."])
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    loss_fn = PSMNetLoss(max_disp)
+    left = torch.randn(batch, 3, 256, 512, device=device)
+    right = torch.randn(batch, 3, 256, 512, device=device)
+    gt = torch.rand(batch, 256, 512, device=device) * (max_disp - 1)
+    times = []
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        total, _ = loss_fn(model(left, right), gt)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    seconds = sum(times) / len(times)
+    peak_mib = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"model": model_name, "batch": batch, "device": device, "max_disp": max_disp, "steps": steps,
+            "warmup": warmup, "seconds_per_step": seconds, "samples_per_sec": batch / seconds,
+            "peak_memory_mib": peak_mib, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["psmnet", "ea_psmnet"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--max-disp", type=int, default=192)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--json", default="bench_train.json")
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    args = parser.parse_args()
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.case:
+        model_name, batch = args.case.split(":")
+        print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp)))
+        return
+
+    machine = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+               "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
+    probe_before = matmul_gflops(device)
+    print(f"machine: {machine}\nmatmul probe: {probe_before:.1f} GFLOP/s", flush=True)
+    results = []
+    for model_name in args.models:
+        for batch in args.batches:
+            command = [sys.executable, __file__, "--case", f"{model_name}:{batch}", "--steps", str(args.steps),
+                       "--warmup", str(args.warmup), "--max-disp", str(args.max_disp), "--device", device]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                results.append({"model": model_name, "batch": batch, "error": done.stderr.strip().splitlines()[-1]})
+            else:
+                results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+    probe_after = matmul_gflops(device)
+    header = f"{'model':<12} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10}"
+    print(f"\nTraining at 256x512, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, {device}")
+    print(header)
+    for r in results:
+        if "error" in r:
+            print(f"{r['model']:<12} {r['batch']:>5}  failed: {r['error']}")
+        else:
+            print(f"{r['model']:<12} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} {r['peak_memory_mib']:>10.0f}")
+    print(f"matmul probe: {probe_before:.1f} GFLOP/s before, {probe_after:.1f} GFLOP/s after")
+    Path(args.json).write_text(json.dumps({"machine": machine, "matmul_gflops_before": probe_before,
+                                           "matmul_gflops_after": probe_after, "results": results}, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

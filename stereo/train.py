@@ -1,0 +1,185 @@
+"""Train a stereo network: python -m stereo.train [experiment=demo_cpu] [key=value ...].
+
+Thin on purpose: composes data, model, module, callbacks, loggers and trainer from the Hydra config
+(conf/train.yaml), fits, optionally evaluates before/after, and says where everything went.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from stereo.config import CONFIG_DIR
+from stereo.evaluate import build_eval_dataset, evaluate_model
+from stereo.training.module import StereoModule
+
+RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")
+
+
+def validate_resume_checkpoint(path: str | Path) -> Path:
+    """Check a checkpoint is a complete Lightning training checkpoint before handing it to Lightning.
+
+    A truncated file (killed writer, partial copy) or a foreign file (an authors' or inference-only
+    checkpoint) would otherwise fail deep inside Lightning with an unreadable stack trace.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint to resume from does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors differ by torch version; all mean "unreadable"
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or not a torch file): {error}") from None
+    missing = [key for key in RESUME_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise ValueError(
+            f"{path}: not a Lightning training checkpoint of this project (missing {missing}); "
+            "to start from pretrained weights use stereo.models.load_model / evaluate instead of ckpt_path"
+        )
+    if not any(key.startswith("model.") for key in checkpoint["state_dict"]):
+        raise ValueError(f"{path}: state_dict has no 'model.*' keys, it was not written by StereoModule")
+    return path
+
+
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> Path | None:
+    """None, an explicit path, or "last" = the newest checkpoints/last.ckpt among this task's runs."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+        candidates = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt under {runs}")
+        return validate_resume_checkpoint(candidates[-1])
+    return validate_resume_checkpoint(ckpt_path)
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a callbacks/logger group that has a _target_."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(item) for item in group.values() if isinstance(item, DictConfig) and "_target_" in item]
+
+
+def _pick_checkpoint(trainer: pl.Trainer, which: str = "last") -> str | None:
+    """The final weights ("last") or the best-by-val/epe ones ("best"), falling back to the other."""
+    best = [cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.best_model_path]
+    last = [cb.last_model_path for cb in trainer.checkpoint_callbacks if cb.last_model_path]
+    paths = best + last if which == "best" else last + best
+    return next((p for p in paths if Path(p).is_file()), None)
+
+
+def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, export: Any, record: dict) -> dict:
+    dataset = build_eval_dataset(cfg.data, str(cfg.eval.split))
+    device = next(model.parameters()).device
+    return evaluate_model(model, dataset, str(cfg.eval.protocol), out_dir, export=export, device=device,
+                          extra_record=record, desc=out_dir.name)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit according to ``cfg``; return the final callback metrics (+ evaluation results when enabled)."""
+    pl.seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    scheduler_cfg = cfg.optim.get("scheduler")
+    module = StereoModule(
+        model=model,
+        optimizer=hydra.utils.instantiate(cfg.optim.optimizer),
+        scheduler=hydra.utils.instantiate(scheduler_cfg) if scheduler_cfg else None,
+        scheduler_interval=str(cfg.optim.get("interval", "epoch")),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        model_config=OmegaConf.to_container(cfg.model, resolve=True),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        seed=int(cfg.seed),
+        **OmegaConf.to_container(cfg.module, resolve=True),
+    )
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    if not loggers:  # logger=none: the LR monitor has nowhere to write (Lightning would refuse to start)
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    results: dict[str, Any] = {}
+    no_export = {"max_images": 0}
+    if cfg.get("evaluate_before") and rank_zero_only.rank == 0 and ckpt_path is None:
+        before = _run_evaluation(module.model, cfg, output_dir / "eval_untrained", no_export,
+                                 {"checkpoint": "untrained (initial weights, seed %d)" % cfg.seed})
+        module.initial_val_epe = float(before["epe"])
+        results["untrained/epe"] = before["epe"]
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    results["train/seconds"] = time.perf_counter() - started
+    results.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+    results["global_step"] = trainer.global_step
+    checkpoint = _pick_checkpoint(trainer, str(cfg.eval.get("checkpoint", "last")))
+    results["checkpoint"] = checkpoint
+
+    if cfg.get("evaluate_after") and not trainer.fast_dev_run:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed or trainer.global_rank == 0:
+            from stereo.models import load_model
+
+            network = load_model(checkpoint) if checkpoint else module.model
+            export = OmegaConf.to_container(cfg.eval.export, resolve=True)
+            after = _run_evaluation(network, cfg, output_dir / "eval", export,
+                                    {"checkpoint": checkpoint or "in-memory final weights",
+                                     "untrained_epe": results.get("untrained/epe")})
+            results.update({f"eval/{k}": after[k] for k in ("epe", "bad1", "bad2", "bad3", "d1", "count")})
+    if trainer.global_rank == 0:
+        print(report(cfg, results, trainer))
+    return results
+
+
+def report(cfg: DictConfig, results: dict[str, Any], trainer: pl.Trainer) -> str:
+    """What the user needs after a run: the numbers and where every output lives."""
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    lines = ["", "=" * 72, f"Run directory: {output_dir}",
+             f"  steps: {results['global_step']}, training time: {results['train/seconds']:.0f} s"]
+    if "untrained/epe" in results:
+        lines.append(f"  test EPE untrained: {results['untrained/epe']:.3f} px")
+    if "eval/epe" in results:
+        lines.append(f"  test EPE trained:   {results['eval/epe']:.3f} px   (bad-3 {results['eval/bad3']:.2f} %, D1 {results['eval/d1']:.2f} %, "
+                     f"{results['eval/count']} images, protocol {cfg.eval.protocol})")
+        lines += [f"  metrics:           {output_dir / 'eval' / 'metrics.json'}",
+                  f"  per-image CSV:     {output_dir / 'eval' / 'per_image.csv'}",
+                  f"  disparity exports: {output_dir / 'eval' / 'disparity'} (PFM + colour PNG + error PNG)"]
+    if results.get("checkpoint"):
+        lines.append(f"  checkpoints:       {output_dir / 'checkpoints'} (evaluated: {Path(results['checkpoint']).name})")
+    if any(hasattr(lg, "log_dir") and "tensorboard" in type(lg).__name__.lower() for lg in trainer.loggers):
+        lines.append(f"  TensorBoard logs:  {output_dir / 'tensorboard'}")
+        lines.append(f"  open with:         tensorboard --logdir {output_dir / 'tensorboard'}   (then http://localhost:6006)")
+    lines.append(f"  resume with:       python -m stereo.train {' '.join(_overrides())} ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}")
+    lines.append("=" * 72)
+    return "\n".join(lines)
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+    except ValueError:  # called outside @hydra.main (tests)
+        return []
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    value = metrics.get("eval/epe", metrics.get("val/epe"))
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+if __name__ == "__main__":
+    main()

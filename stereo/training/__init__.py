@@ -1,0 +1,1 @@
+"""Training and evaluation pieces: loss, metrics, evaluation protocols, the LightningModule."""

@@ -1,0 +1,208 @@
+"""LightningModule that trains any of the PSMNet-family networks with PSMNet's loss.
+
+The network lives in ``self.model`` so that checkpoints hold ``model.<param>`` keys and
+``stereo.models.load_model`` can rebuild it from ``hyper_parameters["model_config"]`` (contract 4).
+Hyper-parameters are plain Python containers so checkpoints load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+import numpy as np
+import torch
+
+from stereo.data.normalize import denormalize_image
+from stereo.training import metrics, protocols
+from stereo.training.losses import PSMNetLoss, disparity_mask
+from stereo.visualize import colorize_disparity, colorize_error
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict -> {"a/b": scalar} with lists stringified (TensorBoard's hparams take scalars only)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}/{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def error_panel(left: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, max_disp: float) -> np.ndarray:
+    """left | GT | prediction | error map, side by side (H×4W×3 uint8), colours over the fixed 0..max_disp."""
+    gt_np, pred_np, mask_np = (t.detach().float().cpu().numpy() for t in (gt, pred, mask))
+    return np.concatenate(
+        [
+            denormalize_image(left),
+            colorize_disparity(gt_np, 0.0, max_disp, valid=mask_np),
+            colorize_disparity(pred_np, 0.0, max_disp),
+            colorize_error(pred_np, gt_np, mask_np),
+        ],
+        axis=1,
+    )
+
+
+class StereoModule(pl.LightningModule):
+    """Train/validate a stereo network. ``optimizer``/``scheduler`` are partials (``_partial_: true``)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        loss: Mapping[str, Any] | None = None,
+        val_protocol: str = "synthetic",
+        image_log_every_n_steps: int = 200,
+        max_logged_images: int = 2,
+        model_config: Mapping[str, Any] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        seed: int = 1,
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.model = model
+        self.max_disp = float(model.max_disp)
+        loss = dict(loss or {})
+        self.loss_fn = PSMNetLoss(self.max_disp, **loss)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.val_protocol = protocols.get_protocol(val_protocol)
+        self.image_log_every_n_steps = int(image_log_every_n_steps)
+        self.max_logged_images = int(max_logged_images)
+        # Plain containers only (weights_only loading); logger=False: hparams are logged once, with a metric.
+        self.save_hyperparameters(
+            {
+                "model_config": dict(model_config) if model_config is not None else None,
+                "loss": loss,
+                "max_disp": self.max_disp,
+                "scheduler_interval": scheduler_interval,
+                "val_protocol": self.val_protocol.name,
+                "run_config": dict(run_config) if run_config is not None else None,
+            },
+            logger=False,
+        )
+        self.seed = int(seed)
+        self._resumed_epoch = 0
+        self.skipped_steps = 0
+        self._step_started = math.nan
+        self.initial_val_epe = math.nan
+
+    # --- training -------------------------------------------------------------------------------
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> Any:
+        return self.model(left, right)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+        outputs = self.model(batch["left"], batch["right"])
+        outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+        total, per_head = self.loss_fn(outputs, batch["disparity"], batch["valid"])
+        batch_size = batch["left"].shape[0]
+        if not torch.isfinite(total):
+            # A NaN/inf loss (empty mask, fp16 overflow, bad sample) would poison the weights: skip the step.
+            self.skipped_steps += 1
+            self.log("train/skipped_nonfinite", float(self.skipped_steps), batch_size=batch_size)
+            if self._trainer is not None and self.trainer.world_size > 1:
+                # Every rank must join the gradient all-reduce: contribute zero gradients instead.
+                return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
+            return None
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        for index, head_loss in enumerate(per_head, start=1):
+            self.log(f"train/loss_head{index}", head_loss, batch_size=batch_size)
+        with torch.no_grad():
+            mask = disparity_mask(batch["disparity"], batch["valid"], self.max_disp, self.loss_fn.mask_rule)
+            epe, _ = metrics.mean_over_images(metrics.epe(outputs[-1].detach(), batch["disparity"], mask))
+        if math.isfinite(epe):
+            self.log("train/epe", epe, prog_bar=True, batch_size=batch_size)
+        if self._should_log_images():
+            self._log_panel("train/panel", batch["left"], batch["disparity"], outputs[-1], mask)
+        return total
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._step_started
+        if elapsed > 0:
+            samples = batch["left"].shape[0] * self.trainer.world_size
+            self.log("train/samples_per_sec", samples / elapsed, batch_size=batch["left"].shape[0])
+
+    # --- validation -----------------------------------------------------------------------------
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        prediction = protocols.predict(self.model, batch, self.val_protocol)
+        rows = protocols.score(prediction, self.val_protocol)
+        for name in metrics.METRIC_NAMES:
+            value, images = metrics.mean_over_images([row[name] for row in rows])
+            if images:  # images without valid pixels are excluded, never logged as 0
+                self.log(f"val/{name}", value, batch_size=images, sync_dist=True, prog_bar=name == "epe")
+        if batch_idx == 0 and self.image_log_every_n_steps > 0:
+            self._log_panel("val/panel", prediction["left"], prediction["disparity"], prediction["prediction"], prediction["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        epe = self.trainer.callback_metrics.get("val/epe")
+        if epe is not None and not self.trainer.sanity_checking:
+            self.log("hp/val_epe", float(epe), sync_dist=False)
+
+    # --- logging helpers ------------------------------------------------------------------------
+    def _should_log_images(self) -> bool:
+        n = self.image_log_every_n_steps
+        return n > 0 and self.global_step % n == 0
+
+    def _tensorboard(self) -> Any | None:
+        for logger in self.loggers:
+            if hasattr(logger.experiment, "add_image"):
+                return logger.experiment
+        return None
+
+    def _log_panel(self, tag: str, left: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> None:
+        writer = self._tensorboard()
+        if writer is None or self.global_rank != 0:
+            return
+        for i in range(min(self.max_logged_images, left.shape[0])):
+            panel = error_panel(left[i], gt[i], pred[i], mask[i], self.max_disp)
+            writer.add_image(f"{tag}/{i}", panel, self.global_step, dataformats="HWC")
+
+    def _reseed_data_order(self, epoch: int) -> None:
+        # Without DDP the train loader's RandomSampler (and worker seeds) draw from torch's global RNG
+        # when the epoch's iterator is created: seeding it with seed + epoch makes each epoch's order a
+        # function of (seed, epoch) only, so a resumed run replays the same permutation.
+        torch.manual_seed(self.seed + epoch)
+
+    def on_train_epoch_start(self) -> None:
+        self._reseed_data_order(self.current_epoch)  # epochs ≥ 1: the iterator is created after this hook
+
+    def on_fit_start(self) -> None:
+        self._reseed_data_order(self._resumed_epoch)  # the first iterator is created before on_train_epoch_start
+        for logger in self.loggers:
+            params = _flatten("", {k: v for k, v in self.hparams.items() if k != "run_config"}, {})
+            run = self.hparams.get("run_config") or {}
+            params.update(_flatten("", {k: run[k] for k in ("data", "optim", "trainer", "seed") if k in run}, {}))
+            if isinstance(logger, TensorBoardLogger):  # HParams tab: settings against the validation EPE
+                logger.log_hyperparams(params, {"hp/val_epe": self.initial_val_epe})
+            else:
+                logger.log_hyperparams(params)
+
+    # --- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=[p for p in self.model.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skipped_nonfinite_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("skipped_nonfinite_steps", 0))
+        # The epoch the resumed run starts in: epochs whose training part finished count as done.
+        try:
+            self._resumed_epoch = int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+        except (KeyError, TypeError):
+            self._resumed_epoch = int(checkpoint.get("epoch", 0))

@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny synthetic Scene Flow tree (generated once per session) and the real samples.
+
+The tree is 256×256 because that is the smallest input PSMNet accepts (its SPP pools 64×64 cells of
+the 1/4-resolution map); max_disp 32 keeps the cost volumes small.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SYNTHETIC = {"num_train": 4, "num_test": 2, "height": 256, "width": 256, "max_disp": 32, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of a generated tree: FlyingThings3D/{frames_cleanpass,disparity}/{TRAIN,TEST}/... (see SYNTHETIC)."""
+    from stereo.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, progress=False, **SYNTHETIC)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """/work/shared/data/real (or $STEREO_REAL_DATA); the test is skipped when it is absent."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+    path = Path(os.environ.get("STEREO_REAL_DATA", default))
+    if not path.is_dir():
+        pytest.skip(f"real data samples not available at {path}")
+    return path
+
+
+@pytest.fixture
+def train_overrides(synthetic_root: Path, tmp_path: Path):
+    """Overrides that make conf/train.yaml run on the tiny tree, on CPU, writing under tmp_path."""
+
+    def make(*extra: str) -> list[str]:
+        return [
+            "data.generate=null",
+            f"data.train.root={synthetic_root}",
+            f"data.val.root={synthetic_root}",
+            "data.crop_size=[256,256]",
+            "data.batch_size=2",  # PSMNet's SPP BatchNorm needs > 1 value per channel at 256×256
+            "data.num_workers=0",
+            "data.augment.color=false",
+            "model.max_disp=32",
+            "trainer=cpu",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            *extra,
+        ]
+
+    return make
+
+
+def compose(config_name: str, overrides: list[str]):
+    """Compose a real config from conf/ (the same tree the entry points use)."""
+    import hydra
+
+    from stereo.config import CONFIG_DIR
+
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        return hydra.compose(config_name, overrides=overrides)
+
+
+TINY_MODEL_CONFIG = {"_target_": "stereo.models.PSMNet", "max_disp": 16, "aggregation": "basic", "attention": None}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained checkpoint in our format (contract 4: model_config + ``model.*`` weights)."""
+    import torch
+
+    from stereo.models import PSMNet
+
+    torch.manual_seed(0)
+    model = PSMNet(max_disp=16, aggregation="basic")
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.ckpt"
+    torch.save({"hyper_parameters": {"model_config": TINY_MODEL_CONFIG},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path

@@ -1,0 +1,96 @@
+"""stereo.evaluate: CSV/JSON/exports on disk, the protocol recorded, protocol geometry (pad/crop/mask)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose
+
+from stereo.data.io import read_pfm
+from stereo.evaluate import evaluate, shard_indices
+from stereo.training import protocols
+
+def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, tiny_checkpoint, tmp_path):
+    checkpoint = tiny_checkpoint
+    out = tmp_path / "eval"
+    cfg = compose("eval", [f"ckpt_path={checkpoint}", "data.generate=null", f"data.val.root={synthetic_root}",
+                           f"data.train.root={synthetic_root}", "num_workers=0", f"paths.output_dir={out}",
+                           "export.max_images=1", "protocol=synthetic"])
+    summary = evaluate(cfg)
+
+    record = json.loads((out / "metrics.json").read_text())
+    for key in ("epe", "bad1", "bad2", "bad3", "d1", "count", "checkpoint"):
+        assert key in record, key
+    assert record["count"] == 2 and record["checkpoint"] == str(checkpoint.resolve())
+    assert record["protocol"] == protocols.get_protocol("synthetic").to_dict()
+    assert record["epe"] == pytest.approx(summary["epe"])
+
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert [r["name"] for r in rows] == sorted({r["name"] for r in rows}) and len(rows) == 2
+    assert np.mean([float(r["epe"]) for r in rows]) == pytest.approx(record["epe"])  # per-image mean
+
+    pfms = sorted((out / "disparity").rglob("*.pfm"))
+    assert len(pfms) == 1, "export.max_images=1 exports exactly one image"
+    disparity = read_pfm(pfms[0])
+    assert disparity.shape == (256, 256) and np.isfinite(disparity).all()
+    stem = str(pfms[0])[: -len(".pfm")]
+    assert Path(stem + ".png").is_file() and Path(stem + "_error.png").is_file()
+
+
+class ConstantModel(torch.nn.Module):
+    """Predicts 5 px everywhere and records the input size it was given."""
+
+    max_disp = 32
+
+    def forward(self, left, right):
+        assert left.shape[-2] % 16 == 0 and left.shape[-1] % 16 == 0
+        self.seen = tuple(left.shape[-2:])
+        return torch.full(left.shape[:1] + left.shape[-2:], 5.0)
+
+
+def _batch(height: int, width: int) -> dict:
+    gt = torch.full((1, height, width), 4.0)
+    gt[0, 0, 0] = 0.0  # invalid under 0 < gt
+    return {"left": torch.zeros(1, 3, height, width), "right": torch.zeros(1, 3, height, width),
+            "disparity": gt, "valid": torch.ones(1, height, width, dtype=torch.bool),
+            "noc": torch.ones(1, height, width, dtype=torch.bool)}
+
+
+def test_protocol_pads_to_the_network_minimum_and_unpads():
+    model = ConstantModel()
+    result = protocols.predict(model, _batch(100, 300), protocols.get_protocol("sceneflow"))
+    assert model.seen == (256, 304)
+    assert result["prediction"].shape == (1, 100, 300)
+    (row,) = protocols.score(result, protocols.get_protocol("sceneflow"))
+    assert row["epe"] == pytest.approx(1.0) and row["pixels"] == 100 * 300 - 1
+
+
+def test_gwcnet_protocol_crops_bottom_right_and_kitti_reports_noc():
+    model = ConstantModel()
+    gwc = protocols.get_protocol("sceneflow_gwcnet")
+    result = protocols.predict(model, _batch(540, 960), gwc)
+    assert model.seen == (512, 960) and result["mask"].all()  # the invalid top-left pixel was cropped away
+    with pytest.raises(ValueError, match="smaller than the protocol crop"):
+        protocols.predict(model, _batch(256, 512), gwc)
+    kitti = protocols.get_protocol("kitti2015")
+    rows = protocols.score(protocols.predict(model, _batch(256, 256), kitti), kitti)
+    assert "noc_d1" in rows[0] and set(kitti.summarize(rows)) >= {"d1", "noc_d1", "count"}
+    with pytest.raises(ValueError, match="unknown evaluation protocol"):
+        protocols.get_protocol("sceneflow_best")
+
+
+def test_psmnet_protocol_averages_per_batch_of_8_without_lower_bound():
+    protocol = protocols.get_protocol("sceneflow_psmnet")
+    assert (protocol.averaging, protocol.batch_size, protocol.min_disp, protocol.passes) == ("per_batch", 8, None, "clean")
+
+
+@pytest.mark.parametrize("length,world", [(5, 2), (2, 3), (7, 4)])
+def test_shards_cover_every_sample_exactly_once_without_padding(length, world):
+    shards = [shard_indices(length, rank, world) for rank in range(world)]
+    flat = [i for shard in shards for i in shard]
+    assert sorted(flat) == list(range(length))

@@ -1,0 +1,48 @@
+"""PSMNet loss: weights per head, mask rules, smooth-L1 values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stereo.training.losses import PSMNetLoss, disparity_mask
+
+
+def test_smooth_l1_by_hand_with_default_mask_excluding_zero_and_max():
+    gt = torch.tensor([[[0.0, 2.0, 5.0, 40.0]]])  # 0 (invalid) and 40 (≥ max_disp 32) are masked out
+    pred = torch.tensor([[[9.0, 2.5, 8.0, 0.0]]])
+    total, heads = PSMNetLoss(max_disp=32)(pred, gt)
+    # |e| = 0.5 -> 0.5·0.5² = 0.125 ; |e| = 3 -> 3 − 0.5 = 2.5 ; mean = 1.3125; single output -> weight 1.0
+    assert heads[0].item() == pytest.approx(1.3125)
+    assert total.item() == pytest.approx(1.3125)
+
+
+def test_three_heads_weighted_05_07_10():
+    gt = torch.full((1, 2, 2), 4.0)
+    outputs = (gt + 2.0, gt + 1.0, gt + 0.5)  # smooth-L1: 1.5, 0.5, 0.125
+    total, heads = PSMNetLoss(max_disp=32)(outputs, gt)
+    assert [h.item() for h in heads] == pytest.approx([1.5, 0.5, 0.125])
+    assert total.item() == pytest.approx(0.5 * 1.5 + 0.7 * 0.5 + 1.0 * 0.125)
+
+
+def test_mask_rules_and_valid_mask_differ_as_documented():
+    gt = torch.tensor([[-1.0, 0.0, 3.0, 32.0, float("nan")]])
+    valid = torch.tensor([[True, True, True, True, True]])
+    assert disparity_mask(gt, valid, 32, "positive_below_max").tolist() == [[False, False, True, False, False]]
+    assert disparity_mask(gt, valid, 32, "below_max").tolist() == [[True, True, True, False, False]]
+    assert disparity_mask(gt, valid, 32, "positive").tolist() == [[False, False, True, True, False]]
+    assert disparity_mask(gt, ~valid, 32, "positive").sum() == 0
+
+
+def test_batch_without_valid_pixels_gives_nan_not_zero():
+    total, _ = PSMNetLoss(max_disp=32)(torch.ones(1, 2, 2), torch.zeros(1, 2, 2))
+    assert math.isnan(total.item())
+
+
+def test_bad_configuration_is_rejected():
+    with pytest.raises(ValueError, match="mask rule"):
+        PSMNetLoss(max_disp=32, mask_rule="everything")
+    with pytest.raises(ValueError, match="outputs"):
+        PSMNetLoss(max_disp=32)([torch.zeros(1, 2, 2)] * 4, torch.ones(1, 2, 2))

@@ -1,0 +1,89 @@
+"""The real train() on the real composed config, on the tiny synthetic tree (CPU, 256×256)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose
+
+from stereo.train import train, validate_resume_checkpoint
+
+
+@pytest.mark.parametrize("model", ["psmnet", "psmnet_basic", "ea_psmnet"])
+def test_fast_dev_run_trains_and_validates_each_model_config(model, train_overrides):
+    cfg = compose("train", train_overrides(f"model={model}", "model.max_disp=16", "debug=fast_dev_run"))
+    results = train(cfg)
+    assert results["global_step"] == 1
+    for key in ("train/loss", "val/epe", "val/bad3", "val/d1"):
+        assert math.isfinite(results[key]), key
+    heads = sorted(k for k in results if k.startswith("train/loss_head"))
+    assert len(heads) == (1 if model == "psmnet_basic" else 3)
+
+
+@pytest.mark.slow
+def test_overfitting_one_batch_cuts_epe_by_a_large_factor(train_overrides, tmp_path):
+    """The same two training pairs seen again and again: training EPE must collapse (pipeline sanity)."""
+    cfg = compose(
+        "train",
+        train_overrides(
+            "model=psmnet_basic", "debug=overfit", "trainer.overfit_batches=1", "trainer.max_epochs=12",
+            "trainer.limit_val_batches=0", "optim.optimizer.lr=3e-3", "logger=csv", "trainer.log_every_n_steps=1",
+            "callbacks=none",
+        ),
+    )
+    results = train(cfg)
+    import csv
+
+    rows = list(csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")))
+    epe = [float(r["train/epe"]) for r in rows if r.get("train/epe")]
+    assert len(epe) == 12 and results["global_step"] == 12
+    assert epe[-1] < epe[0] / 3, f"training EPE went {epe[0]:.2f} -> {epe[-1]:.2f}"
+
+
+def test_truncated_and_foreign_checkpoints_give_a_clear_error_naming_the_file(tmp_path, train_overrides):
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {"model.w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ValueError, match=f"{truncated}.*not a readable checkpoint"):
+        validate_resume_checkpoint(truncated)
+    foreign = tmp_path / "authors.tar"
+    torch.save({"epoch": 10, "state_dict": {"module.w": torch.zeros(1)}, "train_loss": 0.5}, foreign)
+    with pytest.raises(ValueError, match=f"{foreign}.*not a Lightning training checkpoint"):
+        validate_resume_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        train(compose("train", train_overrides(f"ckpt_path={tmp_path / 'missing.ckpt'}")))
+    # The check runs before any data or network is built: the train() call fails fast, with the path.
+    with pytest.raises(ValueError, match="truncated.ckpt"):
+        train(compose("train", train_overrides(f"ckpt_path={truncated}")))
+
+
+class NaNNetwork(torch.nn.Module):
+    """Stands in for a network whose forward overflowed: one parameter, NaN output."""
+
+    max_disp = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, left, right):
+        return (left[:, 0] * self.weight * float("nan"),)
+
+
+def test_non_finite_loss_is_skipped_and_counted_not_backpropagated():
+    from functools import partial
+
+    from stereo.training.module import StereoModule
+
+    module = StereoModule(NaNNetwork(), optimizer=partial(torch.optim.Adam, lr=1e-3))
+    batch = {"left": torch.zeros(1, 3, 4, 4), "right": torch.zeros(1, 3, 4, 4),
+             "disparity": torch.full((1, 4, 4), 3.0), "valid": torch.ones(1, 4, 4, dtype=torch.bool)}
+    assert module.training_step(batch, 0) is None  # Lightning skips backward and the optimizer step
+    assert module.training_step(batch, 1) is None
+    assert module.skipped_steps == 2
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["skipped_nonfinite_steps"] == 2  # the count survives a resume
