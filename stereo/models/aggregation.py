@@ -5,6 +5,9 @@ their checkpoints load with a fixed prefix (see ``checkpoints.py``). Optional at
 ``volume_attention`` over the whole 1/4-resolution volume after dres1, and ``attention`` inside each
 hourglass at its 1/16 bottleneck. Both are residual blocks, so with a zero reprojection they are
 the identity and the head computes exactly the authors' function.
+
+``checkpointing = True`` (set by ``PSMNet(checkpoint_aggregation=True)``) recomputes each stage's
+activations in backward instead of storing them: same gradients, less training memory.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .performance import maybe_checkpoint
 
 
 def conv_bn_3d(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
@@ -81,6 +86,7 @@ class StackedHourglass(nn.Module):
     ) -> None:
         super().__init__()
         hourglass_attention = hourglass_attention or [None, None, None]
+        self.checkpointing = False
         self.dres0 = _entry()
         self.dres1 = _residual_3d()
         self.volume_attention = volume_attention
@@ -91,21 +97,34 @@ class StackedHourglass(nn.Module):
         self.classif2 = _classifier()
         self.classif3 = _classifier()
 
-    def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
-        """N×64×D/4×H/4×W/4 volume → [cost1, cost2, cost3], each N×1×D/4×H/4×W/4."""
+    def _stem(self, volume: torch.Tensor) -> torch.Tensor:
         cost0 = self.dres0(volume)
         cost0 = self.dres1(cost0) + cost0
         if self.volume_attention is not None:
             cost0 = self.volume_attention(cost0)
-        out1, pre1, post1 = self.dres2(cost0, None, None)
+        return cost0
+
+    def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
+        """N×64×D/4×H/4×W/4 volume → [cost1, cost2, cost3], each N×1×D/4×H/4×W/4."""
+        def stage(function, *args):
+            return maybe_checkpoint(self.checkpointing, self, function, *args)
+
+        cost0 = stage(self._stem, volume)
+        del volume  # the 64-channel volume is the largest tensor: free it as soon as it is used
+        # Each classifier runs as soon as its hourglass output exists, so that at inference an
+        # output is dropped once the next hourglass has read it (same operations, same values).
+        out1, pre1, post1 = stage(self.dres2, cost0, None, None)
         out1 = out1 + cost0
-        out2, _, post2 = self.dres3(out1, pre1, post1)
+        cost1 = stage(self.classif1, out1)
+        out2, _, post2 = stage(self.dres3, out1, pre1, post1)
+        del out1, post1
         out2 = out2 + cost0
-        out3, _, _ = self.dres4(out2, pre1, post2)  # the authors feed hourglass 1's ``pre`` here
+        cost2 = stage(self.classif2, out2) + cost1
+        out3, _, _ = stage(self.dres4, out2, pre1, post2)  # the authors feed hourglass 1's ``pre`` here
+        del out2, pre1, post2
         out3 = out3 + cost0
-        cost1 = self.classif1(out1)
-        cost2 = self.classif2(out2) + cost1
-        cost3 = self.classif3(out3) + cost2
+        del cost0
+        cost3 = stage(self.classif3, out3) + cost2
         return [cost1, cost2, cost3]
 
 
@@ -114,6 +133,7 @@ class BasicAggregation(nn.Module):
 
     def __init__(self, volume_attention: nn.Module | None = None) -> None:
         super().__init__()
+        self.checkpointing = False
         self.dres0 = _entry()
         self.dres1 = _residual_3d()
         self.volume_attention = volume_attention
@@ -122,12 +142,17 @@ class BasicAggregation(nn.Module):
         self.dres4 = _residual_3d()
         self.classify = _classifier()
 
-    def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
-        """N×64×D/4×H/4×W/4 volume → [cost], N×1×D/4×H/4×W/4."""
+    def _stem(self, volume: torch.Tensor) -> torch.Tensor:
         cost = self.dres0(volume)
         cost = self.dres1(cost) + cost
         if self.volume_attention is not None:
             cost = self.volume_attention(cost)
+        return cost
+
+    def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
+        """N×64×D/4×H/4×W/4 volume → [cost], N×1×D/4×H/4×W/4."""
+        cost = maybe_checkpoint(self.checkpointing, self, self._stem, volume)
+        del volume  # the largest tensor: free it as soon as it is used
         for block in (self.dres2, self.dres3, self.dres4):
-            cost = block(cost) + cost
-        return [self.classify(cost)]
+            cost = maybe_checkpoint(self.checkpointing, self, block, cost) + cost
+        return [maybe_checkpoint(self.checkpointing, self, self.classify, cost)]

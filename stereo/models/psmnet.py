@@ -8,6 +8,12 @@ checkpoints give their disparities. Attention placements (each ``efficient`` or 
 - ``feature``: after layer4 of the feature extractor (128 ch, 1/4 res; the EA-PSMNet paper's place),
 - ``volume``: over the whole 32-channel 3-D cost volume after dres1 (what this project is named for),
 - ``hourglass``: at each hourglass's 64-channel 1/16 bottleneck (stackhourglass only).
+
+Speed/memory options that never change the function (see ``performance.py``): ``channels_last``
+(NHWC / NDHWC convolution kernels), ``checkpoint_aggregation`` (recompute the 3-D head and the
+regression in backward: less training memory), ``regression_chunk_rows`` (banded upsampling +
+soft-argmax at inference: the full-resolution probability volume never exists). For inference,
+``stereo.models.optimize_for_inference(model)`` turns all of them on and folds BatchNorm.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .aggregation import BasicAggregation, StackedHourglass
 from .attention import DotProductAttention, EfficientAttention, _AttentionBlock
 from .cost_volume import concatenation_volume
 from .features import FeatureExtraction
+from .performance import maybe_checkpoint
 from .regression import regress_disparity
 
 AGGREGATIONS = ("stackhourglass", "basic")
@@ -90,6 +97,9 @@ class PSMNet(nn.Module):
         aggregation: str = "stackhourglass",
         attention: Mapping[str, Any] | None = None,
         align_corners: bool = False,
+        channels_last: bool = False,
+        checkpoint_aggregation: bool = False,
+        regression_chunk_rows: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(max_disp, int) or max_disp < SIZE_DIVISOR or max_disp % SIZE_DIVISOR:
@@ -103,6 +113,10 @@ class PSMNet(nn.Module):
         self.aggregation_name = aggregation
         self.align_corners = bool(align_corners)
         self.attention_config = specs
+        if regression_chunk_rows is not None and (not isinstance(regression_chunk_rows, int) or regression_chunk_rows < 1):
+            raise ValueError(f"regression_chunk_rows must be a positive integer or None, got {regression_chunk_rows!r}")
+        self.channels_last = bool(channels_last)
+        self.regression_chunk_rows = regression_chunk_rows
 
         def block(placement: str) -> nn.Module | None:
             return _build_attention(placement, specs[placement]) if placement in specs else None
@@ -113,7 +127,17 @@ class PSMNet(nn.Module):
             self.aggregation = StackedHourglass(block("volume"), hourglass)
         else:
             self.aggregation = BasicAggregation(block("volume"))
+        self.checkpoint_aggregation = bool(checkpoint_aggregation)
         init_authors_weights(self)
+
+    @property
+    def checkpoint_aggregation(self) -> bool:
+        """Recompute the 3-D head's and the regression's activations in backward (training memory)."""
+        return self.aggregation.checkpointing
+
+    @checkpoint_aggregation.setter
+    def checkpoint_aggregation(self, enabled: bool) -> None:
+        self.aggregation.checkpointing = bool(enabled)
 
     def _check_inputs(self, left: torch.Tensor, right: torch.Tensor) -> None:
         if left.dim() != 4 or left.shape[1] != 3 or left.shape != right.shape:
@@ -128,6 +152,14 @@ class PSMNet(nn.Module):
                 f"divisor={SIZE_DIVISOR}, min_size=({MIN_INPUT_SIZE}, {MIN_INPUT_SIZE})) and unpad the output"
             )
 
+    def _cost_volume(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        volume = concatenation_volume(
+            self.feature_extraction(left), self.feature_extraction(right), self.max_disp // 4
+        )
+        if self.channels_last:
+            volume = volume.contiguous(memory_format=torch.channels_last_3d)
+        return volume
+
     def forward(
         self, left: torch.Tensor, right: torch.Tensor, return_confidence: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -141,13 +173,16 @@ class PSMNet(nn.Module):
                 "64x64-pooled BatchNorm one value per channel; use crops of at least 256x512 or a batch of 2+"
             )
         height, width = left.shape[-2:]
-        volume = concatenation_volume(
-            self.feature_extraction(left), self.feature_extraction(right), self.max_disp // 4
-        )
-        costs = self.aggregation(volume)
-        del volume
+        if self.channels_last:
+            left = left.contiguous(memory_format=torch.channels_last)
+            right = right.contiguous(memory_format=torch.channels_last)
+        # No reference to the volume stays in this frame, so the head can free it once read.
+        costs = self.aggregation(self._cost_volume(left, right))
         if self.training:
             return tuple(
-                regress_disparity(c, self.max_disp, height, width, self.align_corners) for c in costs
+                maybe_checkpoint(self.checkpoint_aggregation, self.aggregation, regress_disparity,
+                                 c, self.max_disp, height, width, self.align_corners)
+                for c in costs
             )
-        return regress_disparity(costs[-1], self.max_disp, height, width, self.align_corners, return_confidence)
+        return regress_disparity(costs[-1], self.max_disp, height, width, self.align_corners, return_confidence,
+                                 chunk_rows=self.regression_chunk_rows)

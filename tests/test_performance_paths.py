@@ -1,0 +1,145 @@
+"""Every optimised evaluation path computes the plain path's function (issue 6).
+
+Banded regression: bit-for-bit. BatchNorm folding and channels-last kernels: float rounding only
+(≤ 1e-3 px on disparities spread over tens of pixels). Activation checkpointing: same outputs, gradients and
+BatchNorm running statistics as storing activations.
+"""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from stereo.config import CONFIG_DIR
+from stereo.models import PSMNet, fold_batchnorm, optimize_for_inference
+from stereo.models.attention import _AttentionBlock
+from stereo.models.regression import regress_disparity
+
+SIZE = 256  # PSMNet's SPP needs H, W ≥ 256
+MAX_DISP = 64  # at 32 the 1/16-resolution depth (2) sends Conv3d to its slow non-oneDNN kernel
+EA_ATTENTION = {"feature": "efficient", "volume": "efficient"}
+
+
+def _randomised(model: PSMNet, seed: int = 0) -> PSMNet:
+    """Non-trivial BN running statistics and affine terms, attention that is not the identity,
+    so that folding or re-laying-out any of them wrongly would show."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
+                m.running_var.copy_(1 + torch.rand(m.running_var.shape, generator=gen))
+                m.weight.copy_(0.5 + 0.5 * torch.rand(m.weight.shape, generator=gen))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+            if isinstance(m, _AttentionBlock):
+                m.reprojection.weight.copy_(0.05 * torch.randn(m.reprojection.weight.shape, generator=gen))
+        # Soft (not one-hot) disparity distributions: with random weights the costs are so large that
+        # near-ties between bins flip on rounding noise, which would test tie-breaking, not the paths.
+        for m in model.aggregation.modules():
+            if isinstance(m, torch.nn.Conv3d) and m.out_channels == 1:
+                m.weight.mul_(0.1)
+    return model
+
+
+def _pair(batch: int = 1, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 3, SIZE, SIZE, generator=gen), torch.randn(batch, 3, SIZE, SIZE, generator=gen))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 5, 16])
+def test_banded_regression_is_bit_identical_to_the_full_volume(chunk_rows):
+    gen = torch.Generator().manual_seed(2)
+    cost = 4 * torch.randn(2, 1, 12, 20, 24, generator=gen)  # 48 × 80 × 96 at full resolution
+    plain = regress_disparity(cost, 48, 80, 96, return_confidence=True)
+    banded = regress_disparity(cost, 48, 80, 96, return_confidence=True, chunk_rows=chunk_rows)
+    assert torch.equal(plain[0], banded[0]) and torch.equal(plain[1], banded[1])
+    assert torch.equal(regress_disparity(cost, 48, 80, 96, chunk_rows=chunk_rows), plain[0])
+
+
+def test_banded_regression_falls_back_to_the_plain_path_where_bands_would_not_be_exact():
+    cost = torch.randn(1, 1, 12, 20, 24, generator=torch.Generator().manual_seed(3))
+    corners = regress_disparity(cost, 48, 80, 96, align_corners=True)
+    assert torch.equal(regress_disparity(cost, 48, 80, 96, align_corners=True, chunk_rows=2), corners)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        regress_disparity(cost, 48, 80, 96, chunk_rows=0)
+
+
+def test_fold_batchnorm_folds_every_batchnorm_and_refuses_train_mode():
+    model = PSMNet(MAX_DISP, attention=EA_ATTENTION)
+    batchnorms = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorm(model)
+    assert fold_batchnorm(model.eval()) == batchnorms
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_optimized_inference_equals_plain_inference():
+    model = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model, chunk_rows=5)
+    left, right = _pair()
+    with torch.no_grad():
+        disparity, confidence = model(left, right, return_confidence=True)
+    with torch.inference_mode():
+        fast_disparity, fast_confidence = fast(left, right, return_confidence=True)
+    assert disparity.std() > 1.0, "the comparison needs disparities that vary"
+    # float rounding through ~70 layers: measured 4.7e-4 px on disparities spread over tens of px
+    assert torch.allclose(fast_disparity, disparity, rtol=0, atol=1e-3), (fast_disparity - disparity).abs().max()
+    # confidence sums the bins around round(d̂): it may jump where d̂ sits on a .5 rounding boundary
+    away_from_ties = ((disparity - disparity.floor()) - 0.5).abs() > 0.01
+    assert torch.allclose(fast_confidence[away_from_ties], confidence[away_from_ties], rtol=0, atol=1e-4)
+    # the original model is untouched: still plain, BN intact, same weights
+    assert not model.channels_last and model.regression_chunk_rows is None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_channels_last_training_matches_plain_outputs_and_gradients():
+    torch.manual_seed(4)
+    plain = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).train()
+    fast = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION, channels_last=True)).train()
+    fast.load_state_dict(plain.state_dict())
+    left, right = _pair(batch=2)
+    outputs = [m(left, right) for m in (plain, fast)]
+    for a, b in zip(*outputs):  # batch-statistics BN amplifies rounding: measured 2.6e-5 relative
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    for model, outs in zip((plain, fast), outputs):
+        sum(o.square().mean() for o in outs).backward()
+    # Backward through ~70 batch-statistics BN layers of a random network amplifies rounding: the
+    # feature extractor's first layers differ by up to ~2 % of their largest gradient entry. Checked
+    # as relative norm error per parameter (a wrong layout or a dropped term gives ~100 %).
+    # Key biases are skipped: keys are softmaxed over positions, which a per-channel shift does not
+    # change, so their true gradient is 0 and both paths hold pure rounding noise there.
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        if name.endswith("keys.bias"):
+            continue
+        error = (p.grad - q.grad).norm() / p.grad.norm().clamp(min=1e-12)
+        assert error <= 5e-2, f"{name}: relative gradient error {error:.3g}"
+
+
+def test_checkpointed_aggregation_gives_identical_outputs_gradients_and_running_statistics():
+    plain = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).train()
+    checkpointed = PSMNet(MAX_DISP, attention=EA_ATTENTION, checkpoint_aggregation=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    left, right = _pair(batch=2)
+    outputs = [m(left, right) for m in (plain, checkpointed)]
+    for a, b in zip(*outputs):
+        assert torch.equal(a, b)
+    for outs in outputs:
+        sum(o.abs().mean() for o in outs).backward()
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7), name
+    # recomputation in backward must not apply BatchNorm's momentum update a second time
+    for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_performance_knobs_are_exposed_in_the_model_config():
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = hydra.compose("train", overrides=["model=ea_psmnet", f"model.max_disp={MAX_DISP}",
+                                                "model.checkpoint_aggregation=true", "model.channels_last=true"])
+    model = instantiate(cfg.model)
+    assert model.checkpoint_aggregation and model.channels_last
+    with pytest.raises(ValueError, match="regression_chunk_rows"):
+        PSMNet(MAX_DISP, regression_chunk_rows=0)
