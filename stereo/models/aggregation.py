@@ -78,31 +78,41 @@ class Hourglass(nn.Module):
         return self.conv6(post), pre, post
 
 
-class StackedHourglass(nn.Module):
+class _CostStem(nn.Module):
+    """What both heads share: dres0, the residual dres1 and the optional cost-volume attention.
+
+    The attribute names are the authors' (dres0, dres1), so their checkpoints load by name.
+    """
+
+    def __init__(self, volume_attention: nn.Module | None) -> None:
+        super().__init__()
+        self.checkpointing = False
+        self.dres0 = _entry()
+        self.dres1 = _residual_3d()
+        self.volume_attention = volume_attention
+
+    def _stem(self, volume: torch.Tensor) -> torch.Tensor:
+        cost = self.dres0(volume)
+        cost = self.dres1(cost) + cost
+        if self.volume_attention is not None:
+            cost = self.volume_attention(cost)
+        return cost
+
+
+class StackedHourglass(_CostStem):
     """dres0, dres1, three stacked hourglasses, three classifiers with accumulated costs."""
 
     def __init__(
         self, volume_attention: nn.Module | None = None, hourglass_attention: list[nn.Module | None] | None = None
     ) -> None:
-        super().__init__()
+        super().__init__(volume_attention)
         hourglass_attention = hourglass_attention or [None, None, None]
-        self.checkpointing = False
-        self.dres0 = _entry()
-        self.dres1 = _residual_3d()
-        self.volume_attention = volume_attention
         self.dres2 = Hourglass(32, hourglass_attention[0])
         self.dres3 = Hourglass(32, hourglass_attention[1])
         self.dres4 = Hourglass(32, hourglass_attention[2])
         self.classif1 = _classifier()
         self.classif2 = _classifier()
         self.classif3 = _classifier()
-
-    def _stem(self, volume: torch.Tensor) -> torch.Tensor:
-        cost0 = self.dres0(volume)
-        cost0 = self.dres1(cost0) + cost0
-        if self.volume_attention is not None:
-            cost0 = self.volume_attention(cost0)
-        return cost0
 
     def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
         """N×64×D/4×H/4×W/4 volume → [cost1, cost2, cost3], each N×1×D/4×H/4×W/4."""
@@ -128,26 +138,15 @@ class StackedHourglass(nn.Module):
         return [cost1, cost2, cost3]
 
 
-class BasicAggregation(nn.Module):
+class BasicAggregation(_CostStem):
     """dres0, four residual 3-D blocks, one classifier."""
 
     def __init__(self, volume_attention: nn.Module | None = None) -> None:
-        super().__init__()
-        self.checkpointing = False
-        self.dres0 = _entry()
-        self.dres1 = _residual_3d()
-        self.volume_attention = volume_attention
+        super().__init__(volume_attention)
         self.dres2 = _residual_3d()
         self.dres3 = _residual_3d()
         self.dres4 = _residual_3d()
         self.classify = _classifier()
-
-    def _stem(self, volume: torch.Tensor) -> torch.Tensor:
-        cost = self.dres0(volume)
-        cost = self.dres1(cost) + cost
-        if self.volume_attention is not None:
-            cost = self.volume_attention(cost)
-        return cost
 
     def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
         """N×64×D/4×H/4×W/4 volume → [cost], N×1×D/4×H/4×W/4."""
