@@ -71,6 +71,7 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
         downscale=cfg.downscale,
         tile_overlap=cfg.tile_overlap,
         swap_check=cfg.swap_check,
+        optimize=cfg.optimize,
     )
     written: dict[str, list[str]] = {fmt: [] for fmt in cfg.formats}
     batch_size = max(1, int(cfg.batch_size))

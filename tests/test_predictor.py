@@ -153,3 +153,13 @@ def test_real_network_checkpoint_on_odd_sized_pair(tmp_path, rng_pair):
     assert np.isfinite(result.disparity).all()
     assert 0 <= result.disparity.min() and result.disparity.max() <= 32
     assert 0 <= result.confidence.min() and result.confidence.max() <= 1
+
+
+def test_optimized_predictor_gives_the_plain_networks_disparity(tmp_path, rng_pair):
+    """The default (BN-folded, channels-last, banded) path against optimize=False on one checkpoint."""
+    left, right = rng_pair
+    checkpoint = write_our_checkpoint(tmp_path / "ours.ckpt")
+    fast = Predictor.from_checkpoint(checkpoint, swap_check=False).predict(left, right)
+    plain = Predictor.from_checkpoint(checkpoint, swap_check=False, optimize=False).predict(left, right)
+    assert plain.disparity.std() > 0.1, "the comparison needs disparities that vary"
+    np.testing.assert_allclose(fast.disparity, plain.disparity, rtol=0, atol=1e-3)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from stereo.data.normalize import normalize_image
-from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR, Padder
+from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR, Padder, optimize_for_inference
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", "full", "tiled", "downscale")
@@ -137,6 +137,7 @@ class Predictor:
         downscale: float = 2.0,
         tile_overlap: int = 64,
         swap_check: bool = True,
+        optimize: bool = True,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -149,7 +150,10 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = precision
         _warn_if_precision_is_emulated(self.device, precision)
-        self.model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        # BN folding + channels-last + banded regression: ~1.4× faster at 544×960 on CPU, same
+        # function to ≤ 1e-3 px (tests/test_performance_paths.py); the caller's model is untouched.
+        self.model = optimize_for_inference(model) if optimize else model
         if max_disp is not None:
             self.set_max_disp(max_disp)
         self.mode, self.max_memory_gb, self.downscale = mode, max_memory_gb, downscale
