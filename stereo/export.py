@@ -127,7 +127,8 @@ def export(
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    predictor = Predictor.from_checkpoint(ckpt_path, device="cpu", max_disp=max_disp)
+    # the plain network: the ONNX exporter has no memory-format support for the channels-last copy
+    predictor = Predictor.from_checkpoint(ckpt_path, device="cpu", max_disp=max_disp, optimize=False)
     module = DisparityAndConfidence(predictor.model).eval()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
