@@ -29,15 +29,12 @@ import torch
 
 from stereo.data.io import read_disparity, read_image
 from stereo.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+from stereo.data.real_samples import default_real_data_dir
 from stereo.data.sceneflow import SceneFlowDataset
 from stereo.data.synthetic import generate, render_pair, sample_rng
 from stereo.data.transforms import TrainTransform
 
 CROP = (256, 512)
-
-
-def real_data_dir() -> Path:
-    return Path(os.environ.get("STEREO_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 
 
 def timed(function: Callable[[], object], repeats: int) -> float:
@@ -148,7 +145,7 @@ def main() -> None:
         print("Pillow is not installed: the PSMNet-style comparison is skipped")
 
     rows = []
-    real = real_data_dir() / "sceneflow_flyingthings3d" / "TEST_A_0000_0006"
+    real = default_real_data_dir() / "sceneflow_flyingthings3d" / "TEST_A_0000_0006"
     if real.is_dir():
         rows.append(bench_tree("real FlyingThings3D TEST/A/0000/0006", real, args.repeats, pillow is not None))
     else:

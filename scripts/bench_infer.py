@@ -93,7 +93,9 @@ def accuracy_check(checkpoint: str, budget_gb: float) -> list[dict]:
     from stereo.data.io import read_disparity, read_image
     from stereo.inference.predictor import Predictor
 
-    real = Path(os.environ.get("STEREO_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    from stereo.data.real_samples import default_real_data_dir
+
+    real = default_real_data_dir()
     pairs = {
         "middlebury2005/Reindeer (671x555)": ("middlebury2005/Reindeer/view1.png", "middlebury2005/Reindeer/view5.png",
                                               "middlebury2005/Reindeer/disp1.png", 2.0),

@@ -6,10 +6,10 @@ the 1/4-resolution map); max_disp 32 keeps the cost volumes small.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from stereo.data.real_samples import default_real_data_dir
 
 SYNTHETIC = {"num_train": 4, "num_test": 2, "height": 256, "width": 256, "max_disp": 32, "seed": 0}
 
@@ -27,8 +27,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """/work/shared/data/real (or $STEREO_REAL_DATA); the test is skipped when it is absent."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-    path = Path(os.environ.get("STEREO_REAL_DATA", default))
+    path = default_real_data_dir()
     if not path.is_dir():
         pytest.skip(f"real data samples not available at {path}")
     return path

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
+from stereo.data.real_samples import default_real_data_dir
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation.py"
 VARIANTS = ["psmnet", "ea_psmnet_feature"]
@@ -24,8 +24,7 @@ def ablation():
 
 def _real_args() -> list[str]:
     """Score one small real pair when ../shared/data/real is present, else skip the real pairs."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-    real = Path(os.environ.get("STEREO_REAL_DATA", default))
+    real = default_real_data_dir()
     return ["--real-root", str(real), "--real-names", "middlebury2001/tsukuba"] if real.is_dir() else ["--no-real"]
 
 

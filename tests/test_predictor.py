@@ -6,7 +6,6 @@ runs on a tiny random checkpoint in both checkpoint formats.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import torch
 from inference_checkpoints import write_our_checkpoint
 from stereo.data.io import read_image
 from stereo.data.normalize import normalize_image
+from stereo.data.real_samples import default_real_data_dir
 from stereo.inference.predictor import SWAP_RATIO, InputError, Predictor, SwappedPairWarning, swap_score
 
-REAL = Path(os.environ.get("STEREO_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+REAL = default_real_data_dir()
 
 
 class EchoNet(torch.nn.Module):
