@@ -7,13 +7,15 @@ BatchNorm running statistics as storing activations.
 
 from __future__ import annotations
 
+import weakref
+
 import hydra
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from stereo.config import CONFIG_DIR
-from stereo.models import PSMNet, fold_batchnorm, optimize_for_inference
+from stereo.models import EfficientAttention, PSMNet, fold_batchnorm, optimize_for_inference
 from stereo.models.attention import _AttentionBlock
 from stereo.models.regression import regress_disparity
 
@@ -143,3 +145,40 @@ def test_performance_knobs_are_exposed_in_the_model_config():
     assert model.checkpoint_aggregation and model.channels_last
     with pytest.raises(ValueError, match="regression_chunk_rows"):
         PSMNet(MAX_DISP, regression_chunk_rows=0)
+
+
+@pytest.mark.parametrize("heads,normalization", [(1, "softmax"), (2, "softmax"), (2, "scaling")])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_streaming_efficient_attention_equals_the_plain_block(heads, normalization, channels_last):
+    """Without autograd, big inputs take the two-pass chunked path; it must compute the same function
+    (chunks that do not divide the positions, several heads, both layouts, a non-identity block)."""
+    torch.manual_seed(3)
+    block = EfficientAttention(32, 16, 32, heads=heads, normalization=normalization)
+    torch.nn.init.normal_(block.reprojection.weight, 0.0, 0.2)
+    block.chunk_positions = 97  # 2 × 5 × 9 × 23 = 2,070 positions: 22 chunks, the last one partial
+    x = 3 * torch.randn(2, 32, 5, 9, 23)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    plain = block(x)  # autograd on: the plain path
+    assert plain.requires_grad
+    with torch.inference_mode():
+        streamed = block(x)
+    torch.testing.assert_close(streamed, plain.detach(), rtol=1e-5, atol=1e-5)
+    assert streamed.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    assert (streamed - x).abs().max() > 0.1  # the block is not the identity here
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_inference_frees_the_cost_volume_after_the_first_3d_convolution(optimized):
+    """The 64-channel volume is the largest tensor at inference; nothing may keep it alive once dres0's
+    first convolution has read it (a module call or a stray local would: +400 MB at 544×960)."""
+    model = PSMNet(MAX_DISP, attention=EA_ATTENTION).eval()
+    if optimized:
+        model = optimize_for_inference(model)
+    seen: dict[str, object] = {}
+    first, after = model.aggregation.dres0[0], model.aggregation.dres0[1]
+    first.register_forward_pre_hook(lambda module, args: seen.update(volume=weakref.ref(args[0])))
+    after.register_forward_pre_hook(lambda module, args: seen.update(alive=seen["volume"]() is not None))
+    with torch.inference_mode():
+        model(*_pair())
+    assert seen["alive"] is False

@@ -8,6 +8,11 @@ the identity and the head computes exactly the authors' function.
 
 ``checkpointing = True`` (set by ``PSMNet(checkpoint_aggregation=True)``) recomputes each stage's
 activations in backward instead of storing them: same gradients, less training memory.
+
+``forward(volume)`` is ``head(entry(volume))``. ``PSMNet`` calls the two halves itself, handing the
+volume over without keeping a reference, so that at inference the 64-channel volume (the largest
+tensor: 400 MB at 544×960, max_disp 192) is freed right after dres0's first convolution has read it.
+A module call cannot do that: ``nn.Module.__call__`` holds its arguments until forward returns.
 """
 
 from __future__ import annotations
@@ -91,12 +96,27 @@ class _CostStem(nn.Module):
         self.dres1 = _residual_3d()
         self.volume_attention = volume_attention
 
-    def _stem(self, volume: torch.Tensor) -> torch.Tensor:
-        cost = self.dres0(volume)
-        cost = self.dres1(cost) + cost
+    def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
+        """N×64×D/4×H/4×W/4 volume → list of N×1×D/4×H/4×W/4 costs (the last one is the output)."""
+        return self.head(self.entry(volume))
+
+    def entry(self, volume: torch.Tensor) -> torch.Tensor:
+        """dres0: volume → 32-channel cost. Pass the volume without keeping a reference to let it go early."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return maybe_checkpoint(True, self, self.dres0, volume)
+        for layer in self.dres0:  # layer by layer, rebinding the one name: each input is freed once read
+            volume = layer(volume)
+        return volume
+
+    def _refine(self, cost: torch.Tensor) -> torch.Tensor:
+        cost = self.dres1(cost).add_(cost)  # dres1 ends in a BatchNorm/conv output nothing else holds
         if self.volume_attention is not None:
             cost = self.volume_attention(cost)
         return cost
+
+    def head(self, cost: torch.Tensor) -> list[torch.Tensor]:
+        """dres0's output → the costs (implemented by each head)."""
+        raise NotImplementedError
 
 
 class StackedHourglass(_CostStem):
@@ -114,13 +134,13 @@ class StackedHourglass(_CostStem):
         self.classif2 = _classifier()
         self.classif3 = _classifier()
 
-    def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
-        """N×64×D/4×H/4×W/4 volume → [cost1, cost2, cost3], each N×1×D/4×H/4×W/4."""
+    def head(self, cost: torch.Tensor) -> list[torch.Tensor]:
+        """dres0's output → [cost1, cost2, cost3], each N×1×D/4×H/4×W/4."""
         def stage(function, *args):
             return maybe_checkpoint(self.checkpointing, self, function, *args)
 
-        cost0 = stage(self._stem, volume)
-        del volume  # the 64-channel volume is the largest tensor: free it as soon as it is used
+        cost0 = stage(self._refine, cost)
+        del cost
         # Each classifier runs as soon as its hourglass output exists, so that at inference an
         # output is dropped once the next hourglass has read it (same operations, same values).
         out1, pre1, post1 = stage(self.dres2, cost0, None, None)
@@ -148,10 +168,9 @@ class BasicAggregation(_CostStem):
         self.dres4 = _residual_3d()
         self.classify = _classifier()
 
-    def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
-        """N×64×D/4×H/4×W/4 volume → [cost], N×1×D/4×H/4×W/4."""
-        cost = maybe_checkpoint(self.checkpointing, self, self._stem, volume)
-        del volume  # the largest tensor: free it as soon as it is used
+    def head(self, cost: torch.Tensor) -> list[torch.Tensor]:
+        """dres0's output → [cost], N×1×D/4×H/4×W/4."""
+        cost = maybe_checkpoint(self.checkpointing, self, self._refine, cost)
         for block in (self.dres2, self.dres3, self.dres4):
             cost = maybe_checkpoint(self.checkpointing, self, block, cost) + cost
         return [maybe_checkpoint(self.checkpointing, self, self.classify, cost)]

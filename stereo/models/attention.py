@@ -188,13 +188,82 @@ class _AttentionBlock(nn.Module):
         return f"heads={self.heads}, normalization={self.normalization!r}"
 
 
+def _positions_view(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, ...) → (N, C, positions) as a view (no copy) for contiguous and channels-last tensors."""
+    if x.is_contiguous():
+        return x.flatten(2)
+    moved = x.movedim(1, -1)  # channels-last data is contiguous in this order
+    if moved.is_contiguous():
+        return moved.flatten(1, -2).transpose(1, 2)
+    return x.flatten(2)
+
+
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A 1×1 convolution on (N, C, n) as one batched matmul (several times faster than conv1d on CPU)."""
     return torch.baddbmm(bias.view(1, -1, 1), weight.squeeze(2).expand(x.shape[0], -1, -1), x)
 
 
 class EfficientAttention(_AttentionBlock):
-    """Efficient attention block (linear in the number of positions); see ``efficient_attention``."""
+    """Efficient attention block (linear in the number of positions); see ``efficient_attention``.
+
+    Without autograd (inference) and above ``chunk_positions`` positions, the block runs in two
+    streaming passes over position chunks (see ``_forward_streaming``): the same function, but only
+    the output is volume-sized. Over the 544×960 cost volume that is 200 MB instead of ~900 MB of
+    projections, softmaxes and copies.
+    """
+
+    chunk_positions: int = 65_536
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        streaming = (not torch.is_grad_enabled() and x.dim() in (3, 4, 5) and x.shape[1] == self.in_channels
+                     and math.prod(x.shape[2:]) > self.chunk_positions)
+        return self._forward_streaming(x) if streaming else super().forward(x)
+
+    def _forward_streaming(self, x: torch.Tensor) -> torch.Tensor:
+        """x + W·concat_h(C_hᵀ ρ_q(Q_h)) + b, chunk by chunk along positions, without autograd.
+
+        Pass 1 accumulates the global context C = ρ_k(K)ᵀV with an online softmax over positions
+        (running per-channel maximum and sum, rescaled as each chunk arrives: the log-sum-exp trick
+        of streaming attention). Pass 2 applies the reprojection-folded context to each chunk's
+        queries and adds the residual. Only the rounding order differs from the plain path.
+        """
+        batch, channels = x.shape[:2]
+        heads, d_k = self.heads, self.key_channels // self.heads
+        dtype = _compute_dtype(x, self.queries.weight)
+        flat, out = _positions_view(x), torch.empty_like(x)
+        out_flat = _positions_view(out)
+        positions = flat.shape[2]
+        w_q, w_k, w_v = (conv.weight.squeeze(2).to(dtype) for conv in (self.queries, self.keys, self.values))
+        b_q, b_k, b_v = (conv.bias.to(dtype).view(1, -1, 1) for conv in (self.queries, self.keys, self.values))
+        chunks = range(0, positions, self.chunk_positions)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            context = x.new_zeros(batch, heads, d_k, self.value_channels // heads, dtype=dtype)
+            key_max = x.new_full((batch, heads, d_k, 1), -math.inf, dtype=dtype)
+            key_sum = x.new_zeros(batch, heads, d_k, 1, dtype=dtype)
+            for start in chunks:
+                part = flat[:, :, start:start + self.chunk_positions].to(dtype)
+                k = (torch.matmul(w_k, part) + b_k).view(batch, heads, d_k, -1)
+                v = (torch.matmul(w_v, part) + b_v).view(batch, heads, -1, k.shape[3])
+                if self.normalization == "softmax":
+                    new_max = torch.maximum(key_max, k.amax(dim=3, keepdim=True))
+                    rescale = torch.exp(key_max - new_max)
+                    k = torch.exp(k - new_max)
+                    key_sum = key_sum * rescale + k.sum(dim=3, keepdim=True)
+                    context = context * rescale
+                    key_max = new_max
+                context += torch.matmul(k, v.transpose(2, 3))
+            context = context / (key_sum if self.normalization == "softmax" else positions)
+            weight = self.reprojection.weight.to(dtype).view(channels, heads, -1).transpose(0, 1)
+            mixed = torch.matmul(weight, context.transpose(2, 3)).transpose(1, 2).reshape(batch, channels, self.key_channels)
+            bias = self.reprojection.bias.to(dtype).view(1, -1, 1)
+            for start in chunks:
+                part = flat[:, :, start:start + self.chunk_positions]
+                q = (torch.matmul(w_q, part.to(dtype)) + b_q).view(batch, heads, d_k, -1)
+                if self.normalization == "softmax":
+                    q = q.softmax(dim=2)
+                update = torch.baddbmm(bias, mixed, q.reshape(batch, self.key_channels, -1))
+                out_flat[:, :, start:start + self.chunk_positions] = part + update.to(x.dtype)
+        return out
 
     def _attend_and_reproject(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # The reprojection is folded into the context: W·concat_h(C_hᵀ ρ_q(Q_h)) = Σ_h (W_h C_hᵀ) ρ_q(Q_h),

@@ -152,13 +152,11 @@ class PSMNet(nn.Module):
                 f"divisor={SIZE_DIVISOR}, min_size=({MIN_INPUT_SIZE}, {MIN_INPUT_SIZE})) and unpad the output"
             )
 
-    def _cost_volume(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        volume = concatenation_volume(
-            self.feature_extraction(left), self.feature_extraction(right), self.max_disp // 4
-        )
-        if self.channels_last:
-            volume = volume.contiguous(memory_format=torch.channels_last_3d)
-        return volume
+    def _entry_cost(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """Cost volume → dres0. No local holds the volume, so dres0 can free it after one convolution."""
+        return self.aggregation.entry(concatenation_volume(
+            self.feature_extraction(left), self.feature_extraction(right), self.max_disp // 4, self.channels_last
+        ))
 
     def forward(
         self, left: torch.Tensor, right: torch.Tensor, return_confidence: bool = False
@@ -176,8 +174,8 @@ class PSMNet(nn.Module):
         if self.channels_last:
             left = left.contiguous(memory_format=torch.channels_last)
             right = right.contiguous(memory_format=torch.channels_last)
-        # No reference to the volume stays in this frame, so the head can free it once read.
-        costs = self.aggregation(self._cost_volume(left, right))
+        # Plain method calls, not module calls: see stereo/models/aggregation.py on freeing the volume.
+        costs = self.aggregation.head(self._entry_cost(left, right))
         if self.training:
             return tuple(
                 maybe_checkpoint(self.checkpoint_aggregation, self.aggregation, regress_disparity,
