@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from stereo.config import CONFIG_DIR
 from stereo.models import EfficientAttention, PSMNet, fold_batchnorm, optimize_for_inference
 from stereo.models.attention import _AttentionBlock
-from stereo.models.regression import regress_disparity
+from stereo.models.regression import regress_disparity, separable_trilinear
 
 SIZE = 256  # PSMNet's SPP needs H, W ≥ 256
 MAX_DISP = 64  # at 32 the 1/16-resolution depth (2) sends Conv3d to its slow non-oneDNN kernel
@@ -182,3 +182,34 @@ def test_inference_frees_the_cost_volume_after_the_first_3d_convolution(optimize
     with torch.inference_mode():
         model(*_pair())
     assert seen["alive"] is False
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("shape,size", [((2, 1, 12, 16, 24), (48, 64, 96)), ((1, 1, 5, 7, 9), (20, 13, 40))])
+def test_separable_trilinear_equals_native_values_and_gradients(align_corners, shape, size):
+    """Training's upsampling (three 1-D interpolation matrices) against F.interpolate, incl. non-×4 sizes."""
+    gen = torch.Generator().manual_seed(5)
+    cost = torch.randn(shape, generator=gen, requires_grad=True)
+    native = torch.nn.functional.interpolate(cost, size=size, mode="trilinear", align_corners=align_corners)
+    separable = separable_trilinear(cost, size, align_corners)
+    torch.testing.assert_close(separable, native, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn(native.shape, generator=gen)
+    grad_native, = torch.autograd.grad(native, cost, upstream)
+    grad_separable, = torch.autograd.grad(separable, cost, upstream)
+    torch.testing.assert_close(grad_separable, grad_native, rtol=1e-4, atol=1e-4)
+
+
+def test_training_regression_takes_the_separable_path_and_matches_inference():
+    gen = torch.Generator().manual_seed(6)
+    cost = 4 * torch.randn(2, 1, 12, 20, 24, generator=gen)
+    with torch.no_grad():
+        plain = regress_disparity(cost, 48, 80, 96)
+    trained = regress_disparity(cost.requires_grad_(), 48, 80, 96)
+    nodes, stack = set(), [trained.grad_fn]
+    while stack:  # every autograd node that produced the output
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in nodes:
+            nodes.add(type(node).__name__)
+            stack.extend(next_fn for next_fn, _ in node.next_functions)
+    assert not any(name.startswith("UpsampleTrilinear3D") for name in nodes), nodes
+    torch.testing.assert_close(trained.detach(), plain, rtol=0, atol=1e-4)
