@@ -18,12 +18,11 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchlib import machine_info, peak_rss_mb, run_json
 
 CHANNELS, KEY_CHANNELS, VALUE_CHANNELS = 32, 16, 32  # the `volume` placement's sizes
 
@@ -78,7 +77,7 @@ def _worker(spec: dict) -> dict:
         start = time.perf_counter()
         block(x).backward(upstream)
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = int(peak_rss_mb() * 2**20)
     input_bytes = x.numel() * x.element_size()
     return {"seconds": min(times), "peak_extra_bytes": peak - baseline, "input_bytes": input_bytes,
             "peak_extra_over_input": (peak - baseline) / input_bytes}
@@ -93,14 +92,10 @@ def _run_case(
         return {**row, "status": f"skipped: n×n maps ≈{3 * 4 * n * n / 2**30:.1f} GiB > cap"}
     repeats = 3 if n <= 65536 else 1  # plus more runs while under ~1 s in total
     spec = json.dumps({"kind": kind, "shape": list(shape), "repeats": repeats, "threads": threads})
-    try:
-        done = subprocess.run([sys.executable, __file__, "--worker", spec], capture_output=True, text=True,
-                              timeout=timeout, check=True)
-    except subprocess.TimeoutExpired:
-        return {**row, "status": f"timeout after {timeout:.0f} s"}
-    except subprocess.CalledProcessError as err:
-        return {**row, "status": f"failed: {err.stderr.strip().splitlines()[-1] if err.stderr else err}"}
-    return {**row, "status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
+    out = run_json([sys.executable, __file__, "--worker", spec], timeout=timeout)
+    if "error" in out:
+        return {**row, "status": f"failed: {out['error'].splitlines()[-1]}"}
+    return {**row, "status": "ok", **out}
 
 
 def _network_share(height: int, width: int, repeats: int) -> dict:
@@ -200,9 +195,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "python": platform.python_version()}
+    machine = machine_info()
     print(f"machine: {machine}")
     cases = QUICK_CASES if args.quick else FULL_CASES
     jobs = [(kind, *case) for case in cases for kind in ("efficient", "dot_product")]

@@ -15,30 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import machine_info, matmul_gflops, peak_rss_mb, run_json
 
 CASES = [("256x512", 256, 512, "full"), ("544x960", 544, 960, "full"), ("2880x1988", 1988, 2880, "tiled")]
 QUICK_HIGHRES = ("1536x1024", 1024, 1536, "tiled")
-
-
-def matmul_gflops(size: int = 1024, seconds: float = 2.0) -> float:
-    """Sustained fp32 matmul throughput of this process right now (a load probe)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
 
 def build_model(name: str) -> torch.nn.Module:
@@ -73,19 +60,13 @@ def worker(model_name: str, height: int, width: int, mode: str, budget_gb: float
     return {
         "model": model_name, "size": f"{height}x{width}", "mode": mode, "budget_gb": budget_gb,
         "seconds": min(times), "repeats": repeats,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, **(strips or {}),
+        "peak_rss_gb": peak_rss_mb() * 2**20 / 1e9, **(strips or {}),
     }
 
 
 def run_case(model: str, height: int, width: int, mode: str, budget: float, repeats: int, timeout: int) -> dict:
     command = [sys.executable, __file__, "--worker", model, str(height), str(width), mode, str(budget), str(repeats)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"model": model, "size": f"{height}x{width}", "mode": mode, "error": f"timeout after {timeout} s"}
-    if done.returncode != 0:
-        return {"model": model, "size": f"{height}x{width}", "mode": mode, "error": done.stderr.strip()[-400:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"model": model, "size": f"{height}x{width}", "mode": mode, **run_json(command, timeout=timeout)}
 
 
 def accuracy_check(checkpoint: str, budget_gb: float) -> list[dict]:
@@ -136,12 +117,11 @@ def main() -> None:
         print(json.dumps(worker(model, int(height), int(width), mode, float(budget), int(repeats))))
         return
 
-    machine = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+    machine = machine_info()
     print(f"machine: {machine}")
     small, highres = CASES[:2], QUICK_HIGHRES if args.quick else CASES[2]
     plan = [(m, c) for m in args.models for c in small] + [(m, highres) for m in args.models]
-    results, gflops = [], [matmul_gflops()]
+    results, gflops = [], [matmul_gflops(size=MATMUL_SIZE, repeats=MATMUL_REPEATS)]
     for model, (label, height, width, mode) in plan:
         repeats = 1 if mode == "tiled" or height > 256 else args.repeats
         result = run_case(model, height, width, mode, args.budget_gb, repeats, args.timeout)
@@ -149,13 +129,13 @@ def main() -> None:
         results.append(result)
         Path(args.json).write_text(json.dumps({"machine": machine, "matmul_gflops": gflops, "results": results,
                                                "complete": False}, indent=2))
-    gflops.append(matmul_gflops())
+    gflops.append(matmul_gflops(size=MATMUL_SIZE, repeats=MATMUL_REPEATS))
     accuracy = accuracy_check(args.accuracy, args.budget_gb) if args.accuracy else []
 
     print(f"\nmatmul probe (1024² fp32): {gflops[0]:.1f} GFLOP/s before, {gflops[1]:.1f} after")
     print(f"{'model':<10} {'size':<10} {'mode':<6} {'seconds':>8} {'peak GB':>8}  notes")
     for r in results:
-        notes = r.get("error", "") or (f"{r['strips']} strips of {r['strip_rows']} rows, budget {r['budget_gb']} GB" if r.get("strips") else "")
+        notes = r["error"].splitlines()[-1] if "error" in r else (f"{r['strips']} strips of {r['strip_rows']} rows, budget {r['budget_gb']} GB" if r.get("strips") else "")
         seconds = f"{r['seconds']:.1f}" if "seconds" in r else "-"
         peak = f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "-"
         print(f"{r['model']:<10} {r['size']:<10} {r['mode']:<6} {seconds:>8} {peak:>8}  {notes}")

@@ -1,7 +1,8 @@
-"""Model speed and memory, plain path ("before") against the optimised path ("after"), in one run.
+"""Model speed and memory in one run: the code before issue 6 ("baseline@REV"), the plain model, its optimised paths.
 
     python scripts/bench_model.py --threads 2 --repeats 2 --json bench_model.json
-    python scripts/bench_model.py --quick          # small sizes, to check the script (~2 min)
+    python scripts/bench_model.py --quick            # small sizes, to check the script (~4 min)
+    python scripts/bench_model.py --baseline none    # without the old-code path
 
 Measures, on this machine and in this run: a large fp32 matmul's throughput (the reference FLOP
 rate); per model, inference at 544×960 (max_disp 192): seconds per pass, FLOPs (torch's
@@ -12,46 +13,42 @@ that case's own; the process baseline (peak before the first forward: interprete
 inputs) is reported beside it. Times are medians of ``--repeats`` passes after one untimed warm-up pass
 (which also counts FLOPs).
 
-Paths: inference "before" = the model as built, under ``torch.no_grad()``; "after" =
-``optimize_for_inference(model)`` (BatchNorm folded, channels-last, banded regression) under
-``torch.inference_mode()``. Training "before" = plain; "after" = ``channels_last=True``;
-"after+ckpt" also ``checkpoint_aggregation=True`` (the memory option).
+Paths, for every inference and training case:
+- "plain" (called "before" by earlier versions of this script): the current model as built, speed
+  options off; inference under ``torch.no_grad()``.
+- "after": inference = ``optimize_for_inference(model)`` (BatchNorm folded, channels-last, banded
+  regression) under ``torch.inference_mode()``; training = ``channels_last=True``.
+- "after+ckpt" (training only): also ``checkpoint_aggregation=True`` (the memory option).
+- "baseline@REV": the plain model of git revision REV (``--baseline``, default f5d6fa1, the last commit
+  before the performance work), exported with ``git archive`` and imported from there by its
+  subprocess; run like "plain". Issue 6's "faster than before this issue" targets are the speed-ups
+  against this path, measured in the same run because timings on the shared machine drift.
+Speed-ups are given against "plain" (what the options buy) and against the baseline (what all the
+work bought, always-on changes included). %matmul divides the current plain model's FLOP count by
+each path's time, so all paths of one model are rated on the same work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from benchlib import baseline_tree, machine_info, matmul_gflops, peak_rss_mb, run_json, tree_env
 
 MATMUL_SIZE = 2048
-INFER_PATHS = ("before", "after")
-TRAIN_PATHS = ("before", "after", "after+ckpt")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def matmul_gflops(repeats: int = 5, size: int = MATMUL_SIZE) -> float:
-    """Median fp32 GFLOP/s of size×size matrix products: the machine's practical compute peak."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates)
+INFER_PATHS = ("plain", "after")
+TRAIN_OPTIONS = {  # the baseline path gets none: the old model config does not know these keys
+    "plain": dict(channels_last=False, checkpoint_aggregation=False),
+    "after": dict(channels_last=True, checkpoint_aggregation=False),
+    "after+ckpt": dict(channels_last=True, checkpoint_aggregation=True),
+}
 
 
 def _build(model_name: str, max_disp: int, **options):
@@ -72,17 +69,19 @@ def run_case(case: dict) -> dict:
     """One measurement in this (fresh) process; returns times, FLOPs and memory."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from stereo.models import optimize_for_inference
+    import stereo
 
     torch.set_num_threads(case["threads"])
     height, width, batch = case["height"], case["width"], case["batch"]
     gen = torch.Generator().manual_seed(1)
     left = torch.randn(batch, 3, height, width, generator=gen)
     right = torch.randn(batch, 3, height, width, generator=gen)
-    result: dict = {}
+    result: dict = {"stereo": str(Path(stereo.__file__).parent)}
     if case["kind"] == "infer":
         model = _build(case["model"], case["max_disp"]).eval()
         if case["path"] == "after":
+            from stereo.models import optimize_for_inference  # not in the baseline tree
+
             model = optimize_for_inference(model)
         context = torch.inference_mode if case["path"] == "after" else torch.no_grad
 
@@ -90,8 +89,7 @@ def run_case(case: dict) -> dict:
             with context():
                 model(left, right)
     else:
-        options = {"channels_last": case["path"] != "before", "checkpoint_aggregation": case["path"] == "after+ckpt"}
-        model = _build(case["model"], case["max_disp"], **options).train()
+        model = _build(case["model"], case["max_disp"], **TRAIN_OPTIONS.get(case["path"], {})).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         target = torch.rand(batch, height, width, generator=gen) * case["max_disp"]
         weights = (0.5, 0.7, 1.0)
@@ -103,8 +101,8 @@ def run_case(case: dict) -> dict:
             loss.backward()
             optimizer.step()
 
-    result["baseline_rss_mb"] = _peak_rss_mb()
-    result["matmul_gflops_case"] = [matmul_gflops()]
+    result["baseline_rss_mb"] = peak_rss_mb()
+    result["matmul_gflops_case"] = [matmul_gflops(size=MATMUL_SIZE)]
     # Warm-up pass, untimed, which also counts FLOPs: oneDNN creates its kernels on the first call
     # (measured: the optimised path's first 544×960 pass took 21 s, the next 14 s).
     with FlopCounterMode(display=False) as counter:
@@ -115,20 +113,25 @@ def run_case(case: dict) -> dict:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    result["matmul_gflops_case"].append(matmul_gflops())
-    result.update(seconds=statistics.median(times), all_seconds=times, peak_rss_mb=_peak_rss_mb(),
+    result["matmul_gflops_case"].append(matmul_gflops(size=MATMUL_SIZE))
+    result.update(seconds=statistics.median(times), all_seconds=times, peak_rss_mb=peak_rss_mb(),
                   load_after=os.getloadavg()[0])
     return result
 
 
-def _spawn(case: dict) -> dict:
+def _spawn(case: dict, tree: Path | None) -> dict:
+    """Runs ``case`` in a fresh process; a baseline case imports ``stereo`` from ``tree``."""
     load = os.getloadavg()[0]
-    proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"case {case} failed:\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["load_before"] = load
-    return {**case, **out}
+    out = run_json([sys.executable, __file__, "--case", json.dumps(case)], env=tree_env(tree) if tree else None)
+    if tree and "stereo" in out and not out["stereo"].startswith(str(tree)):
+        out = {"error": f"baseline case imported stereo from {out['stereo']}, not from {tree}"}
+    return {**case, **out, "load_before": load}
+
+
+def _same_case(results: list[dict], r: dict, path: str) -> dict | None:
+    """The successful result of ``path`` for ``r``'s kind and model, if any."""
+    return next((b for b in results if b["kind"] == r["kind"] and b["model"] == r["model"]
+                 and b["path"] == path and "error" not in b), None)
 
 
 def main() -> None:
@@ -137,6 +140,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=["ea_psmnet", "psmnet"], help="inference cases (none: skip)")
     parser.add_argument("--train-models", nargs="*", default=["ea_psmnet"], help="training cases (none: skip)")
+    parser.add_argument("--baseline", default="f5d6fa1", metavar="REV",
+                        help="git revision measured as the 'baseline@REV' path (default: f5d6fa1, before issue 6; none: skip)")
     parser.add_argument("--quick", action="store_true", help="256x256 inference / 256x256 batch-2 training, max_disp 64")
     parser.add_argument("--json", type=Path, default=Path("bench_model.json"))
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -150,39 +155,48 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     infer = dict(height=256, width=256, max_disp=64, batch=1) if args.quick else dict(height=544, width=960, max_disp=192, batch=1)
     train = dict(height=256, width=256, max_disp=64, batch=2) if args.quick else dict(height=256, width=512, max_disp=192, batch=1)
-    machine = dict(processor=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-                   threads=args.threads, torch=torch.__version__, python=platform.python_version(),
-                   load_at_start=os.getloadavg())
+    baseline = None if args.baseline.lower() == "none" else f"baseline@{args.baseline}"
+    extra = [baseline] if baseline else []
+    machine = machine_info()
     print("machine:", machine)
-    mm = matmul_gflops()
+    mm = matmul_gflops(size=MATMUL_SIZE)
     print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {mm:.1f} GFLOP/s")
-    cases = [dict(kind="infer", model=m, path=p, **infer) for m in args.models for p in INFER_PATHS]
-    cases += [dict(kind="train", model=m, path=p, **train) for m in args.train_models for p in TRAIN_PATHS]
-    results = [_spawn(dict(c, threads=args.threads, repeats=args.repeats)) for c in tqdm(cases, desc="cases")]
-    mm_end = matmul_gflops()
+    cases = [dict(kind="infer", model=m, path=p, **infer) for m in args.models for p in [*INFER_PATHS, *extra]]
+    cases += [dict(kind="train", model=m, path=p, **train) for m in args.train_models for p in [*TRAIN_OPTIONS, *extra]]
+    with baseline_tree(args.baseline) if baseline else contextlib.nullcontext() as tree:
+        results = [_spawn(dict(c, threads=args.threads, repeats=args.repeats), tree if c["path"] == baseline else None)
+                   for c in tqdm(cases, desc="cases")]
+    mm_end = matmul_gflops(size=MATMUL_SIZE)
     print(f"fp32 matmul again at the end: {mm_end:.1f} GFLOP/s (each case's %matmul uses its own probes)")
 
-    for r in results:  # the FLOP rate of both paths is the plain network's FLOPs over the time
-        if r["kind"] == "infer":
-            plain = next(b for b in results if b["kind"] == r["kind"] and b["model"] == r["model"] and b["path"] == "before")
+    for r in results:  # every path's FLOP rate is the current plain network's FLOPs over its time
+        plain = _same_case(results, r, "plain")
+        if r["kind"] == "infer" and "error" not in r and plain:
             r["gflop_per_s"] = plain["gflop"] / r["seconds"]
             # against the matmul rate measured in the same subprocess just before and after its
             # passes: the load on a shared machine changes within minutes
             r["percent_of_matmul"] = 100 * r["gflop_per_s"] / statistics.mean(r["matmul_gflops_case"])
-    header = f"{'case':34} {'s/pass':>7} {'GFLOP':>7} {'%matmul':>8} {'peak MB':>8} {'-base MB':>8} {'speed-up':>8} {'load':>5}"
+    header = (f"{'case':44} {'s/pass':>7} {'GFLOP':>7} {'%matmul':>8} {'peak MB':>8} {'-base MB':>8} "
+              f"{'vs plain':>8} {'vs base':>8} {'load':>5}")
     print(header)
     print("-" * len(header))
     for r in results:
-        before = next(b for b in results if b["kind"] == r["kind"] and b["model"] == r["model"] and b["path"] == "before")
-        r["speedup_vs_before"] = before["seconds"] / r["seconds"]
-        r["peak_ratio_vs_before"] = r["peak_rss_mb"] / before["peak_rss_mb"]
-        size = f"{r['height']}x{r['width']} b{r['batch']}"
-        name = f"{r['kind']} {r['model']} {size} {r['path']}"
+        name = f"{r['kind']} {r['model']} {r['height']}x{r['width']} b{r['batch']} {r['path']}"
+        if "error" in r:
+            print(f"{name:44} failed: {r['error'].splitlines()[-1]}")
+            continue
+        speedups = []
+        for key, path in (("plain", "plain"), ("baseline", baseline)):
+            reference = _same_case(results, r, path)
+            if reference:
+                r[f"speedup_vs_{key}"] = reference["seconds"] / r["seconds"]
+                r[f"peak_ratio_vs_{key}"] = r["peak_rss_mb"] / reference["peak_rss_mb"]
+            speedups.append(f"{r[f'speedup_vs_{key}']:7.2f}x" if reference else f"{'-':>8}")
         pct = f"{r['percent_of_matmul']:.0f}%" if "percent_of_matmul" in r else "-"
-        gflop = f"{r['gflop']:.0f}"
-        print(f"{name:34} {r['seconds']:7.2f} {gflop:>7} {pct:>8} {r['peak_rss_mb']:8.0f} "
-              f"{r['peak_rss_mb'] - r['baseline_rss_mb']:8.0f} {r['speedup_vs_before']:7.2f}x {r['load_before']:5.1f}")
-    args.json.write_text(json.dumps(dict(machine=machine, matmul_gflops=[mm, mm_end], results=results), indent=2))
+        print(f"{name:44} {r['seconds']:7.2f} {r['gflop']:7.0f} {pct:>8} {r['peak_rss_mb']:8.0f} "
+              f"{r['peak_rss_mb'] - r['baseline_rss_mb']:8.0f} {' '.join(speedups)} {r['load_before']:5.1f}")
+    args.json.write_text(json.dumps(dict(machine=machine, baseline=args.baseline, matmul_gflops=[mm, mm_end],
+                                         results=results), indent=2))
     print(f"wrote {args.json}")
 
 

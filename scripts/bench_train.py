@@ -4,38 +4,22 @@
                                   [--device cpu|cuda] [--max-disp 192] [--json bench_train.json]
 
 Each (model, batch) case runs in a fresh subprocess so that peak memory (ru_maxrss on CPU,
-torch.cuda.max_memory_allocated on GPU) belongs to that case alone. A matrix-multiply probe runs
-before the cases and its GFLOP/s is printed with them, so figures from different (noisy, shared)
-machines can be compared as ratios.
+torch.cuda.max_memory_allocated on GPU) belongs to that case alone. A 1024² matmul probe (median of
+10 products) runs before and after the cases and its GFLOP/s is printed with them, so figures from
+different (noisy, shared) machines can be compared as ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchlib import machine_info, matmul_gflops, peak_rss_mb, run_json
 
-def matmul_gflops(device: str, size: int = 1024, repeats: int = 10) -> float:
-    import torch
-
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
 
 def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, max_disp: int) -> dict:
@@ -69,8 +53,7 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
         if step >= warmup:
             times.append(time.perf_counter() - start)
     seconds = sum(times) / len(times)
-    peak_mib = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
     return {"model": model_name, "batch": batch, "device": device, "max_disp": max_disp, "steps": steps,
             "warmup": warmup, "seconds_per_step": seconds, "samples_per_sec": batch / seconds,
             "peak_memory_mib": peak_mib, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
@@ -96,29 +79,23 @@ def main() -> None:
         print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp)))
         return
 
-    machine = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
-               "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
-    probe_before = matmul_gflops(device)
+    machine = machine_info(device=device)
+    probe_before = matmul_gflops(device, MATMUL_SIZE, MATMUL_REPEATS)
     print(f"machine: {machine}\nmatmul probe: {probe_before:.1f} GFLOP/s", flush=True)
     results = []
     for model_name in args.models:
         for batch in args.batches:
             command = [sys.executable, __file__, "--case", f"{model_name}:{batch}", "--steps", str(args.steps),
                        "--warmup", str(args.warmup), "--max-disp", str(args.max_disp), "--device", device]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                results.append({"model": model_name, "batch": batch, "error": done.stderr.strip().splitlines()[-1]})
-            else:
-                results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            results.append({"model": model_name, "batch": batch, **run_json(command)})
             print(json.dumps(results[-1]), flush=True)
-    probe_after = matmul_gflops(device)
+    probe_after = matmul_gflops(device, MATMUL_SIZE, MATMUL_REPEATS)
     header = f"{'model':<12} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10}"
     print(f"\nTraining at 256x512, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, {device}")
     print(header)
     for r in results:
         if "error" in r:
-            print(f"{r['model']:<12} {r['batch']:>5}  failed: {r['error']}")
+            print(f"{r['model']:<12} {r['batch']:>5}  failed: {r['error'].splitlines()[-1]}")
         else:
             print(f"{r['model']:<12} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} {r['peak_memory_mib']:>10.0f}")
     print(f"matmul probe: {probe_before:.1f} GFLOP/s before, {probe_after:.1f} GFLOP/s after")

@@ -130,3 +130,25 @@ def test_load_model_reads_our_lightning_checkpoints(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(CheckpointError, match="missing keys: aggregation.volume_attention.values.weight"):
         load_model(path)
+
+
+def test_weights_export_is_a_compact_checkpoint_that_loads_everywhere(tmp_path, capsys):
+    """format=weights: config + fp16 weights, half the size, loaded by load_model like a training checkpoint,
+    and its disparities verified against the source model (the export fails above the tolerance)."""
+    from inference_checkpoints import write_our_checkpoint
+
+    from stereo.export import export
+
+    source = write_our_checkpoint(tmp_path / "tiny.ckpt", calibrated=True)
+    output = tmp_path / "tiny-weights.ckpt"
+    difference = export(source, "weights", output, verify_sizes=[[256, 256]], tolerance=0.05)
+    assert difference is not None and difference <= 0.05
+    assert "mean |disparity difference|" in capsys.readouterr().out
+    assert output.stat().st_size < 0.6 * source.stat().st_size
+    stored = torch.load(output, weights_only=True)
+    assert {v.dtype for v in stored["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+    original, compact = load_model(source), load_model(output)
+    assert type(compact) is type(original) and compact.max_disp == original.max_disp
+    assert all(p.dtype == torch.float32 for p in compact.parameters())
+    for (name, a), (_, b) in zip(original.state_dict().items(), compact.state_dict().items()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)

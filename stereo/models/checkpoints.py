@@ -8,6 +8,7 @@ under ``aggregation.`` (``module.dres0.0.0.weight`` → ``aggregation.dres0.0.0.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.io import atomic_write
 from .attention import _AttentionBlock
 from .psmnet import PSMNet
 
@@ -153,3 +155,22 @@ def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = 192)
             f"nor a PSMNet authors' checkpoint ('state_dict'); top-level keys: {sorted(checkpoint)[:10]}"
         )
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+
+
+def psmnet_config(model: PSMNet) -> dict[str, Any]:
+    """The Hydra model config that rebuilds ``model`` (what our checkpoints carry as model_config)."""
+    return {"_target_": f"{PSMNet.__module__}.{PSMNet.__name__}", "max_disp": model.max_disp,
+            "aggregation": model.aggregation_name, "attention": dict(model.attention_config),
+            "align_corners": model.align_corners}
+
+
+def save_weights(model: PSMNet, path: str | Path, dtype: torch.dtype = torch.float16) -> int:
+    """A compact inference checkpoint: model config + weights (floating tensors cast to ``dtype``), no
+    optimiser or trainer state. ``load_model`` / ``Predictor.from_checkpoint`` read it like a training
+    checkpoint. Written atomically; returns its size in bytes."""
+    state = {f"{_LIGHTNING_PREFIX}{k}": (v.to(dtype) if v.is_floating_point() else v).clone()
+             for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": {"model_config": psmnet_config(model)}, "state_dict": state}, buffer)
+    atomic_write(path, buffer.getvalue())
+    return len(buffer.getvalue())
