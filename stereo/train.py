@@ -157,12 +157,24 @@ def report(cfg: DictConfig, results: dict[str, Any], trainer: pl.Trainer) -> str
                   f"  disparity exports: {output_dir / 'eval' / 'disparity'} (PFM + colour PNG + error PNG)"]
     if results.get("checkpoint"):
         lines.append(f"  checkpoints:       {output_dir / 'checkpoints'} (evaluated: {Path(results['checkpoint']).name})")
+        left, right = _example_pair(cfg)
+        lines.append(f"  infer with:        python -m stereo.infer ckpt_path={results['checkpoint']} left={left} "
+                     f"right={right} output_dir={output_dir / 'infer'} formats=[pfm,color]")
     if any(hasattr(lg, "log_dir") and "tensorboard" in type(lg).__name__.lower() for lg in trainer.loggers):
         lines.append(f"  TensorBoard logs:  {output_dir / 'tensorboard'}")
         lines.append(f"  open with:         tensorboard --logdir {output_dir / 'tensorboard'}   (then http://localhost:6006)")
     lines.append(f"  resume with:       python -m stereo.train {' '.join(_overrides())} ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}")
     lines.append("=" * 72)
     return "\n".join(lines)
+
+
+def _example_pair(cfg: DictConfig) -> tuple[str, str]:
+    """A test pair of the run's data to show the inference command on (placeholders when none is found)."""
+    root = OmegaConf.select(cfg, "data.val.root")
+    left = next(Path(root).glob("**/TEST/**/left/*.png"), None) if root and Path(root).is_dir() else None
+    if left is not None and (left.parent.parent / "right" / left.name).is_file():
+        return str(left), str(left.parent.parent / "right" / left.name)
+    return "left.png", "right.png"
 
 
 def _overrides() -> list[str]:

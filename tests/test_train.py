@@ -87,3 +87,24 @@ def test_non_finite_loss_is_skipped_and_counted_not_backpropagated():
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
     assert checkpoint["skipped_nonfinite_steps"] == 2  # the count survives a resume
+
+
+def test_report_prints_an_inference_command_that_runs(train_overrides, tiny_checkpoint, tmp_path):
+    """The end-of-run report shows how to run the trained model on a pair; that exact command must work."""
+    import shlex
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from stereo.train import report
+
+    cfg = compose("train", train_overrides())
+    text = report(cfg, {"global_step": 1, "train/seconds": 1.0, "checkpoint": str(tiny_checkpoint)},
+                  SimpleNamespace(loggers=[]))
+    command = next(line for line in text.splitlines() if "infer with:" in line).split("infer with:")[1]
+    args = shlex.split(command)
+    assert args[:3] == ["python", "-m", "stereo.infer"] and "left=left.png" not in args  # a real test pair
+    done = subprocess.run([sys.executable, *args[1:], "swap_check=false"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = sorted(p.suffix for p in (tmp_path / "run" / "infer").rglob("*.*") if p.is_file())
+    assert ".pfm" in written and ".png" in written, written
