@@ -219,3 +219,18 @@ def test_writers_reject_wrong_shapes_with_the_path(tmp_path):
         write_pfm(tmp_path / "x.pfm", np.zeros((2, 2, 2), np.float32))
     with pytest.raises(ValueError, match="x.png: disparity must be H×W"):
         write_disparity_png16(tmp_path / "x.png", np.zeros((2, 2, 3)))
+
+
+def test_atomic_write_gives_the_permissions_a_plain_open_would(tmp_path):
+    """mkstemp makes 0600 files; outputs shared with a group or a web server must not stay private."""
+    import os
+    import stat
+
+    from stereo.data.io import atomic_write
+
+    atomic_write(tmp_path / "a.bin", b"x")
+    with open(tmp_path / "b.bin", "wb") as file:
+        file.write(b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.bin").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "b.bin").st_mode), oct(mode)
+    assert (tmp_path / "a.bin").read_bytes() == b"x" and not list(tmp_path.glob(".*.tmp"))

@@ -158,12 +158,19 @@ def read_disparity(path: PathLike, scale: float | None = None) -> tuple[np.ndarr
     return disparity, valid
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file what open() would
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         os.replace(temp_name, path)
