@@ -173,7 +173,7 @@ def _example_pair(cfg: DictConfig) -> tuple[str, str]:
     root = OmegaConf.select(cfg, "data.val.root")
     left = next(Path(root).glob("**/TEST/**/left/*.png"), None) if root and Path(root).is_dir() else None
     if left is not None and (left.parent.parent / "right" / left.name).is_file():
-        return str(left), str(left.parent.parent / "right" / left.name)
+        return str(left.resolve()), str((left.parent.parent / "right" / left.name).resolve())
     return "left.png", "right.png"
 
 
