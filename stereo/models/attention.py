@@ -233,8 +233,7 @@ class EfficientAttention(_AttentionBlock):
         flat, out = _positions_view(x), torch.empty_like(x)
         out_flat = _positions_view(out)
         positions = flat.shape[2]
-        w_q, w_k, w_v = (conv.weight.squeeze(2).to(dtype) for conv in (self.queries, self.keys, self.values))
-        b_q, b_k, b_v = (conv.bias.to(dtype).view(1, -1, 1) for conv in (self.queries, self.keys, self.values))
+        queries, keys, values = ((conv.weight.to(dtype), conv.bias.to(dtype)) for conv in (self.queries, self.keys, self.values))
         chunks = range(0, positions, self.chunk_positions)
         with torch.autocast(device_type=x.device.type, enabled=False):
             context = x.new_zeros(batch, heads, d_k, self.value_channels // heads, dtype=dtype)
@@ -242,8 +241,8 @@ class EfficientAttention(_AttentionBlock):
             key_sum = x.new_zeros(batch, heads, d_k, 1, dtype=dtype)
             for start in chunks:
                 part = flat[:, :, start:start + self.chunk_positions].to(dtype)
-                k = (torch.matmul(w_k, part) + b_k).view(batch, heads, d_k, -1)
-                v = (torch.matmul(w_v, part) + b_v).view(batch, heads, -1, k.shape[3])
+                k = _pointwise(part, *keys).view(batch, heads, d_k, -1)
+                v = _pointwise(part, *values).view(batch, heads, -1, k.shape[3])
                 if self.normalization == "softmax":
                     new_max = torch.maximum(key_max, k.amax(dim=3, keepdim=True))
                     rescale = torch.exp(key_max - new_max)
@@ -258,7 +257,7 @@ class EfficientAttention(_AttentionBlock):
             bias = self.reprojection.bias.to(dtype).view(1, -1, 1)
             for start in chunks:
                 part = flat[:, :, start:start + self.chunk_positions]
-                q = (torch.matmul(w_q, part.to(dtype)) + b_q).view(batch, heads, d_k, -1)
+                q = _pointwise(part.to(dtype), *queries).view(batch, heads, d_k, -1)
                 if self.normalization == "softmax":
                     q = q.softmax(dim=2)
                 update = torch.baddbmm(bias, mixed, q.reshape(batch, self.key_channels, -1))

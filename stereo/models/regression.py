@@ -40,14 +40,14 @@ def regress_disparity(
     exact (``align_corners=False``, ×4 in every axis) and the call is not being traced for export,
     and otherwise the plain path runs.
     """
+    if torch.is_grad_enabled() and cost.requires_grad and not torch.jit.is_tracing():
+        return _soft_argmax(separable_trilinear(cost, (max_disp, height, width), align_corners), max_disp, return_confidence)
     rows = cost.shape[-2]
     exact_bands = (
         not align_corners
         and tuple(cost.shape[-3:]) == (max_disp // UPSAMPLING, height // UPSAMPLING, width // UPSAMPLING)
         and max_disp % UPSAMPLING == 0 and height % UPSAMPLING == 0 and width % UPSAMPLING == 0
     )
-    if torch.is_grad_enabled() and cost.requires_grad and not torch.jit.is_tracing():
-        return _soft_argmax(separable_trilinear(cost, (max_disp, height, width), align_corners), max_disp, return_confidence)
     if chunk_rows is None or chunk_rows >= rows or not exact_bands or torch.jit.is_tracing():
         cost = F.interpolate(cost, size=(max_disp, height, width), mode="trilinear", align_corners=align_corners)
         return _soft_argmax(cost, max_disp, return_confidence)
