@@ -14,11 +14,12 @@ inputs) is reported beside it. Times are medians of ``--repeats`` passes after o
 the peak is read after them, and only then does the plain path run one more pass to count FLOPs.
 
 Paths, for every inference and training case:
-- "plain" (called "before" by earlier versions of this script): the current model as built, speed
-  options off; inference under ``torch.no_grad()``.
+- "plain" (called "before" by earlier versions of this script): the current model with every speed
+  option off (``channels_last=False``); inference under ``torch.no_grad()``.
 - "after": inference = ``optimize_for_inference(model)`` (BatchNorm folded, channels-last, banded
-  regression) under ``torch.inference_mode()``; training = ``channels_last=True``.
-- "after+ckpt" (training only): also ``checkpoint_aggregation=True`` (the memory option).
+  regression) under ``torch.inference_mode()``; training = ``channels_last=True`` (the configs' default).
+- "after+ckpt" (training only): also ``checkpoint_aggregation=True`` and ``checkpoint_features=True``
+  (the memory options).
 - "baseline@REV": the plain model of git revision REV (``--baseline``, default f5d6fa1, the last commit
   before the performance work), exported with ``git archive`` and imported from there by its
   subprocess; run like "plain". Issue 6's "faster than before this issue" targets are the speed-ups
@@ -43,11 +44,11 @@ import torch
 from benchlib import baseline_tree, machine_info, matmul_gflops, peak_rss_mb, run_json, tree_env
 
 MATMUL_SIZE = 2048
-INFER_PATHS = ("plain", "after")
+INFER_OPTIONS = {"plain": dict(channels_last=False), "after": {}}  # "after": optimize_for_inference
 TRAIN_OPTIONS = {  # the baseline path gets none: the old model config does not know these keys
-    "plain": dict(channels_last=False, checkpoint_aggregation=False),
-    "after": dict(channels_last=True, checkpoint_aggregation=False),
-    "after+ckpt": dict(channels_last=True, checkpoint_aggregation=True),
+    "plain": dict(channels_last=False, checkpoint_aggregation=False, checkpoint_features=False),
+    "after": dict(channels_last=True, checkpoint_aggregation=False, checkpoint_features=False),
+    "after+ckpt": dict(channels_last=True, checkpoint_aggregation=True, checkpoint_features=True),
 }
 
 
@@ -78,7 +79,7 @@ def run_case(case: dict) -> dict:
     right = torch.randn(batch, 3, height, width, generator=gen)
     result: dict = {"stereo": str(Path(stereo.__file__).parent)}
     if case["kind"] == "infer":
-        model = _build(case["model"], case["max_disp"]).eval()
+        model = _build(case["model"], case["max_disp"], **INFER_OPTIONS.get(case["path"], {})).eval()
         if case["path"] == "after":
             from stereo.models import optimize_for_inference  # not in the baseline tree
 
@@ -165,7 +166,7 @@ def main() -> None:
     print("machine:", machine)
     mm = matmul_gflops(size=MATMUL_SIZE)
     print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {mm:.1f} GFLOP/s")
-    cases = [dict(kind="infer", model=m, path=p, **infer) for m in args.models for p in [*INFER_PATHS, *extra]]
+    cases = [dict(kind="infer", model=m, path=p, **infer) for m in args.models for p in [*INFER_OPTIONS, *extra]]
     cases += [dict(kind="train", model=m, path=p, **train) for m in args.train_models for p in [*TRAIN_OPTIONS, *extra]]
     with baseline_tree(args.baseline) if baseline else contextlib.nullcontext() as tree:
         results = [_spawn(dict(c, threads=args.threads, repeats=args.repeats), tree if c["path"] == baseline else None)

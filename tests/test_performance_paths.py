@@ -120,9 +120,26 @@ def test_channels_last_training_matches_plain_outputs_and_gradients():
         assert error <= 5e-2, f"{name}: relative gradient error {error:.3g}"
 
 
-def test_checkpointed_aggregation_gives_identical_outputs_gradients_and_running_statistics():
+def test_channels_last_lays_out_weights_in_place_and_reverts():
+    model = PSMNet(MAX_DISP, attention=EA_ATTENTION)
+    parameters = list(model.parameters())
+    optimizer = torch.optim.Adam(parameters)
+    model.channels_last = True
+    layouts = {4: torch.channels_last, 5: torch.channels_last_3d}
+    convs = [p for p in parameters if p.dim() in layouts]
+    assert any(p.dim() == 4 for p in convs) and any(p.dim() == 5 for p in convs)
+    assert all(p.is_contiguous(memory_format=layouts[p.dim()]) for p in convs)
+    assert all(not p.is_contiguous() for p in convs if p.shape[1] > 1 and p.shape[2:].numel() > 1)  # not ambiguous
+    assert [id(p) for p in model.parameters()] == [id(p) for p in optimizer.param_groups[0]["params"]]
+    model.channels_last = False
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+@pytest.mark.parametrize("aggregation,features", [(True, False), (False, True), (True, True)])
+def test_checkpointing_gives_identical_outputs_gradients_and_running_statistics(aggregation, features):
     plain = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).train()
-    checkpointed = PSMNet(MAX_DISP, attention=EA_ATTENTION, checkpoint_aggregation=True).train()
+    checkpointed = PSMNet(MAX_DISP, attention=EA_ATTENTION, checkpoint_aggregation=aggregation,
+                          checkpoint_features=features).train()
     checkpointed.load_state_dict(plain.state_dict())
     left, right = _pair(batch=2)
     outputs = [m(left, right) for m in (plain, checkpointed)]
@@ -140,9 +157,10 @@ def test_checkpointed_aggregation_gives_identical_outputs_gradients_and_running_
 def test_performance_knobs_are_exposed_in_the_model_config():
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=["model=ea_psmnet", f"model.max_disp={MAX_DISP}",
-                                                "model.checkpoint_aggregation=true", "model.channels_last=true"])
+                                                "model.checkpoint_aggregation=true", "model.checkpoint_features=true",
+                                                "model.channels_last=true"])
     model = instantiate(cfg.model)
-    assert model.checkpoint_aggregation and model.channels_last
+    assert model.checkpoint_aggregation and model.checkpoint_features and model.channels_last
     with pytest.raises(ValueError, match="regression_chunk_rows"):
         PSMNet(MAX_DISP, regression_chunk_rows=0)
 

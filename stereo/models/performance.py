@@ -25,6 +25,16 @@ DEFAULT_CHUNK_ROWS = 8
 _CONVS = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
+def set_memory_format(module: nn.Module, channels_last: bool) -> None:
+    """Lay out every 4-D parameter NHWC and every 5-D one NDHWC (``channels_last``), or all
+    contiguous, in place: parameter identities (and so optimisers holding them) are kept."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.dim() in (4, 5):
+                layout = {4: torch.channels_last, 5: torch.channels_last_3d}[parameter.dim()]
+                parameter.data = parameter.data.contiguous(memory_format=layout if channels_last else torch.contiguous_format)
+
+
 def fold_batchnorm(module: nn.Module) -> int:
     """Fold every eval-mode BatchNorm that directly follows a convolution inside an
     ``nn.Sequential`` into that convolution (in place; the BN becomes ``nn.Identity``).

@@ -10,10 +10,12 @@ checkpoints give their disparities. Attention placements (each ``efficient`` or 
 - ``hourglass``: at each hourglass's 64-channel 1/16 bottleneck (stackhourglass only).
 
 Speed/memory options that never change the function (see ``performance.py``): ``channels_last``
-(NHWC / NDHWC convolution kernels), ``checkpoint_aggregation`` (recompute the 3-D head and the
-regression in backward: less training memory), ``regression_chunk_rows`` (banded upsampling +
-soft-argmax at inference: the full-resolution probability volume never exists). For inference,
-``stereo.models.optimize_for_inference(model)`` turns all of them on and folds BatchNorm.
+(NHWC / NDHWC weights and activations), ``checkpoint_aggregation`` / ``checkpoint_features``
+(recompute the 3-D head and the regression / the feature extractor in backward: less training
+memory), ``regression_chunk_rows`` (banded upsampling + soft-argmax at inference: the
+full-resolution probability volume never exists). For inference,
+``stereo.models.optimize_for_inference(model)`` turns on channels-last and banded regression and
+folds BatchNorm.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .aggregation import BasicAggregation, StackedHourglass
 from .attention import DotProductAttention, EfficientAttention, _AttentionBlock
 from .cost_volume import concatenation_volume
 from .features import FeatureExtraction
-from .performance import maybe_checkpoint
+from .performance import maybe_checkpoint, set_memory_format
 from .regression import regress_disparity
 
 AGGREGATIONS = ("stackhourglass", "basic")
@@ -99,6 +101,7 @@ class PSMNet(nn.Module):
         align_corners: bool = False,
         channels_last: bool = False,
         checkpoint_aggregation: bool = False,
+        checkpoint_features: bool = False,
         regression_chunk_rows: int | None = None,
     ) -> None:
         super().__init__()
@@ -115,7 +118,6 @@ class PSMNet(nn.Module):
         self.attention_config = specs
         if regression_chunk_rows is not None and (not isinstance(regression_chunk_rows, int) or regression_chunk_rows < 1):
             raise ValueError(f"regression_chunk_rows must be a positive integer or None, got {regression_chunk_rows!r}")
-        self.channels_last = bool(channels_last)
         self.regression_chunk_rows = regression_chunk_rows
 
         def block(placement: str) -> nn.Module | None:
@@ -128,7 +130,21 @@ class PSMNet(nn.Module):
         else:
             self.aggregation = BasicAggregation(block("volume"))
         self.checkpoint_aggregation = bool(checkpoint_aggregation)
+        self.checkpoint_features = bool(checkpoint_features)
         init_authors_weights(self)
+        self.channels_last = bool(channels_last)
+
+    @property
+    def channels_last(self) -> bool:
+        """NHWC/NDHWC activations *and* weights: oneDNN's fastest kernels, forward and backward.
+        (Channels-last activations against contiguous weights reorder the weights in every call,
+        and were slower to train than the plain layout.)"""
+        return self._channels_last
+
+    @channels_last.setter
+    def channels_last(self, enabled: bool) -> None:
+        self._channels_last = bool(enabled)
+        set_memory_format(self, self._channels_last)
 
     @property
     def checkpoint_aggregation(self) -> bool:
@@ -155,8 +171,13 @@ class PSMNet(nn.Module):
     def _entry_cost(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """Cost volume → dres0. No local holds the volume, so dres0 can free it after one convolution."""
         return self.aggregation.entry(concatenation_volume(
-            self.feature_extraction(left), self.feature_extraction(right), self.max_disp // 4, self.channels_last
+            self._features(left), self._features(right), self.max_disp // 4, self.channels_last
         ))
+
+    def _features(self, image: torch.Tensor) -> torch.Tensor:
+        """One view's 1/4-resolution features; with ``checkpoint_features`` only the image is kept for
+        backward (the ~40 stored 2-D activations per view are recomputed: ~300 MB per view at 256×512)."""
+        return maybe_checkpoint(self.checkpoint_features, self.feature_extraction, self.feature_extraction, image)
 
     def forward(
         self, left: torch.Tensor, right: torch.Tensor, return_confidence: bool = False
