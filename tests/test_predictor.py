@@ -17,7 +17,7 @@ from inference_checkpoints import write_our_checkpoint
 from stereo.data.io import read_image
 from stereo.data.normalize import normalize_image
 from stereo.data.real_samples import default_real_data_dir
-from stereo.inference.predictor import SWAP_RATIO, InputError, Predictor, SwappedPairWarning, swap_score
+from stereo.inference.predictor import SWAP_RATIO, InputError, Predictor, SwappedPairWarning, estimate_memory_gb, swap_score
 
 REAL = default_real_data_dir()
 
@@ -78,6 +78,17 @@ def test_auto_mode_tiles_only_when_the_estimate_exceeds_the_budget():
     assert predictor.plan(1988, 2880) == "full"  # echo max_disp 32: small volume
     predictor.model.max_disp = 192
     assert predictor.plan(1988, 2880) == "tiled"
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_strip_height_is_the_tallest_that_the_memory_estimate_allows(optimize):
+    predictor = Predictor(EchoNet(), device="cpu", max_memory_gb=8.0, swap_check=False, optimize=optimize)
+    predictor.model.max_disp = 192
+    rows = predictor._strip_height(2880, 1)
+    assert estimate_memory_gb(rows, 2880, 192, optimized=optimize) <= 8.0
+    assert estimate_memory_gb(rows + 16, 2880, 192, optimized=optimize) > 8.0
+    # the optimised network needs less memory per pixel, so it plans taller strips (fewer seams)
+    assert estimate_memory_gb(544, 960, 192, optimized=True) < estimate_memory_gb(544, 960, 192, optimized=False)
 
 
 def test_downscale_mode_scales_disparity_by_the_width_ratio():

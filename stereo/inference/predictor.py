@@ -28,11 +28,11 @@ MIN_SIDE = 32
 DIVISOR = SIZE_DIVISOR
 # Smaller inputs are zero-padded up to this (the SPP's 64-cell pooling at 1/4 resolution).
 PAD_TO = (MIN_INPUT_SIZE, MIN_INPUT_SIZE)
-# Peak inference memory per (padded pixel × disparity level), CPU fp32, stacked-hourglass PSMNet:
-# scripts/bench_infer.py measured 0.88 GB at 256×512 and 2.28 GB at 544×960 (max_disp 192), i.e.
-# ~19 bytes per pixel·disparity (the full-resolution upsampled cost, its softmax and the 1/4-res
-# volumes) plus ~0.4 GB for the runtime and weights. Planning uses 24 B and 0.5 GB for headroom.
-BYTES_PER_PIXEL_DISPARITY = 24.0
+# Peak inference memory per (padded pixel × disparity level), CPU fp32, stacked-hourglass network,
+# with confidence, measured as ru_maxrss above the process baseline (interpreter, torch, weights):
+# ``optimize_for_inference`` path 9.8 B at 544×960 and 9.2 B at 768×1536 (ea_psmnet, max_disp 192);
+# the plain model under inference_mode 13.1 B at 768×1536; baseline ~0.3 GB. Planning adds headroom.
+BYTES_PER_PIXEL_DISPARITY = {True: 12.0, False: 16.0}  # keyed by ``optimize``
 FIXED_OVERHEAD_BYTES = 0.5e9
 
 
@@ -154,6 +154,7 @@ class Predictor:
         # BN folding + channels-last + banded regression: ~1.4× faster at 544×960 on CPU, same
         # function to ≤ 1e-3 px (tests/test_performance_paths.py); the caller's model is untouched.
         self.model = optimize_for_inference(model) if optimize else model
+        self.optimized = bool(optimize)
         if max_disp is not None:
             self.set_max_disp(max_disp)
         self.mode, self.max_memory_gb, self.downscale = mode, max_memory_gb, downscale
@@ -221,7 +222,7 @@ class Predictor:
 
     def _fits(self, height: int, width: int, batch: int = 1) -> bool:
         padded = Padder(height, width, DIVISOR, min_size=PAD_TO).padded_size
-        return estimate_memory_gb(*padded, self.max_disp, batch) <= self.max_memory_gb
+        return estimate_memory_gb(*padded, self.max_disp, batch, self.optimized) <= self.max_memory_gb
 
     # ------------------------------------------------------------------ internals
 
@@ -288,7 +289,7 @@ class Predictor:
         """Largest multiple-of-16 strip height whose estimated peak fits in ``max_memory_gb``."""
         padded_width = math.ceil(width / DIVISOR) * DIVISOR
         budget = self.max_memory_gb * 1e9 - FIXED_OVERHEAD_BYTES
-        rows = budget / (BYTES_PER_PIXEL_DISPARITY * padded_width * self.max_disp * batch)
+        rows = budget / (BYTES_PER_PIXEL_DISPARITY[self.optimized] * padded_width * self.max_disp * batch)
         rows = int(rows // DIVISOR * DIVISOR)
         # the network's minimum input, and taller than both overlaps so each strip adds new rows
         return max(rows, MIN_INPUT_SIZE, 2 * self.tile_overlap + 4 * DIVISOR)
@@ -341,9 +342,11 @@ def _warn_if_precision_is_emulated(device: torch.device, precision: str) -> None
         )
 
 
-def estimate_memory_gb(height: int, width: int, max_disp: int, batch: int = 1) -> float:
-    """Rough peak memory of one full-image forward pass (CPU fp32), from the bench figures."""
-    return (BYTES_PER_PIXEL_DISPARITY * height * width * max_disp * batch + FIXED_OVERHEAD_BYTES) / 1e9
+def estimate_memory_gb(height: int, width: int, max_disp: int, batch: int = 1, optimized: bool = True) -> float:
+    """Rough peak memory of one full-image forward pass (CPU fp32; ``optimized``: through
+    ``optimize_for_inference``), from measured figures with headroom."""
+    per_level = BYTES_PER_PIXEL_DISPARITY[bool(optimized)]
+    return (per_level * height * width * max_disp * batch + FIXED_OVERHEAD_BYTES) / 1e9
 
 
 def _groups_of_equal_size(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[list]:
