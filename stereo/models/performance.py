@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 # 192×32×960 probability band (24 MB) at 544×960 instead of the 400 MB full volume.
 DEFAULT_CHUNK_ROWS = 8
 _CONVS = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # by parameter rank
 
 
 def set_memory_format(module: nn.Module, channels_last: bool) -> None:
@@ -30,9 +31,9 @@ def set_memory_format(module: nn.Module, channels_last: bool) -> None:
     contiguous, in place: parameter identities (and so optimisers holding them) are kept."""
     with torch.no_grad():
         for parameter in module.parameters():
-            if parameter.dim() in (4, 5):
-                layout = {4: torch.channels_last, 5: torch.channels_last_3d}[parameter.dim()]
-                parameter.data = parameter.data.contiguous(memory_format=layout if channels_last else torch.contiguous_format)
+            if parameter.dim() in _CHANNELS_LAST:
+                layout = _CHANNELS_LAST[parameter.dim()] if channels_last else torch.contiguous_format
+                parameter.data = parameter.data.contiguous(memory_format=layout)
 
 
 def fold_batchnorm(module: nn.Module) -> int:
