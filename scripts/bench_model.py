@@ -17,9 +17,13 @@ Paths, for every inference and training case:
 - "plain" (called "before" by earlier versions of this script): the current model with every speed
   option off (``channels_last=False``); inference under ``torch.no_grad()``.
 - "after": inference = ``optimize_for_inference(model)`` (BatchNorm folded, channels-last, banded
-  regression) under ``torch.inference_mode()``; training = ``channels_last=True`` (the configs' default).
-- "after+ckpt" (training only): also ``checkpoint_aggregation=True`` and ``checkpoint_features=True``
-  (the memory options).
+  regression) under ``torch.inference_mode()``, as ``stereo.infer`` runs it; training = what
+  ``python -m stereo.train`` runs by default: ``channels_last=True`` and ``retain_freed_memory``
+  (``stereo/allocator.py``: freed CPU memory is reused instead of faulted in afresh).
+- "after+retain" (inference only): "after" with ``retain_freed_memory`` (conf/infer.yaml's option).
+- "after,no-retain" (training only): "after" with glibc's default allocator behaviour.
+- "after+ckpt" (training only): the memory-lean recipe: ``checkpoint_aggregation=True`` and
+  ``checkpoint_features=True``, no ``retain_freed_memory``.
 - "baseline@REV": the plain model of git revision REV (``--baseline``, default f5d6fa1, the last commit
   before the performance work), exported with ``git archive`` and imported from there by its
   subprocess; run like "plain". Issue 6's "faster than before this issue" targets are the speed-ups
@@ -44,10 +48,14 @@ import torch
 from benchlib import baseline_tree, machine_info, matmul_gflops, peak_rss_mb, run_json, tree_env
 
 MATMUL_SIZE = 2048
-INFER_OPTIONS = {"plain": dict(channels_last=False), "after": {}}  # "after": optimize_for_inference
-TRAIN_OPTIONS = {  # the baseline path gets none: the old model config does not know these keys
+# Model config overrides per path, plus "retain" (stereo.allocator.retain_freed_memory). The baseline
+# path gets none: the old model config does not know these keys. "after*" inference paths run
+# optimize_for_inference.
+INFER_OPTIONS = {"plain": dict(channels_last=False), "after": {}, "after+retain": dict(retain=True)}
+TRAIN_OPTIONS = {
     "plain": dict(channels_last=False, checkpoint_aggregation=False, checkpoint_features=False),
-    "after": dict(channels_last=True, checkpoint_aggregation=False, checkpoint_features=False),
+    "after": dict(channels_last=True, checkpoint_aggregation=False, checkpoint_features=False, retain=True),
+    "after,no-retain": dict(channels_last=True, checkpoint_aggregation=False, checkpoint_features=False),
     "after+ckpt": dict(channels_last=True, checkpoint_aggregation=True, checkpoint_features=True),
 }
 
@@ -78,19 +86,25 @@ def run_case(case: dict) -> dict:
     left = torch.randn(batch, 3, height, width, generator=gen)
     right = torch.randn(batch, 3, height, width, generator=gen)
     result: dict = {"stereo": str(Path(stereo.__file__).parent)}
+    options = dict((INFER_OPTIONS if case["kind"] == "infer" else TRAIN_OPTIONS).get(case["path"], {}))
+    if options.pop("retain", False):
+        from stereo.allocator import retain_freed_memory  # not in the baseline tree
+
+        result["retained"] = retain_freed_memory(True)
+    optimized = case["path"].startswith("after")
     if case["kind"] == "infer":
-        model = _build(case["model"], case["max_disp"], **INFER_OPTIONS.get(case["path"], {})).eval()
-        if case["path"] == "after":
+        model = _build(case["model"], case["max_disp"], **options).eval()
+        if optimized:
             from stereo.models import optimize_for_inference  # not in the baseline tree
 
             model = optimize_for_inference(model)
-        context = torch.inference_mode if case["path"] == "after" else torch.no_grad
+        context = torch.inference_mode if optimized else torch.no_grad
 
         def step() -> None:
             with context():
                 model(left, right)
     else:
-        model = _build(case["model"], case["max_disp"], **TRAIN_OPTIONS.get(case["path"], {})).train()
+        model = _build(case["model"], case["max_disp"], **options).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         target = torch.rand(batch, height, width, generator=gen) * case["max_disp"]
         weights = (0.5, 0.7, 1.0)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from stereo.allocator import retain_freed_memory
 from stereo.config import CONFIG_DIR
 from stereo.data.io import write_image, write_pfm
 from stereo.training import protocols
@@ -178,6 +179,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint file not found")
     device = resolve_device(str(cfg.device))
+    retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     model = load_model(checkpoint, map_location="cpu")
     protocol = protocols.get_protocol(str(cfg.protocol))
     data_cfg = apply_protocol_to_data(cfg.data, protocol)

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from stereo.allocator import retain_freed_memory
 from stereo.config import CONFIG_DIR
 from stereo.evaluate import build_eval_dataset, evaluate_model
 from stereo.training.module import StereoModule
@@ -87,6 +88,7 @@ def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, expo
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit according to ``cfg``; return the final callback metrics (+ evaluation results when enabled)."""
     pl.seed_everything(int(cfg.seed), workers=True)
+    retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
 

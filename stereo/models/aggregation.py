@@ -21,20 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_conv import Conv3d, ConvTranspose3d
 from .performance import maybe_checkpoint
 
 
 def conv_bn_3d(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
     """3×3×3 Conv3d without bias + BatchNorm3d."""
     return nn.Sequential(
-        nn.Conv3d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False), nn.BatchNorm3d(out_ch)
+        Conv3d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False), nn.BatchNorm3d(out_ch)
     )
 
 
 def _deconv_bn_3d(in_ch: int, out_ch: int) -> nn.Sequential:
     """Stride-2 transposed 3×3×3 conv (exact ×2 upsampling) + BatchNorm3d."""
     return nn.Sequential(
-        nn.ConvTranspose3d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, output_padding=1, bias=False),
+        ConvTranspose3d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, output_padding=1, bias=False),
         nn.BatchNorm3d(out_ch),
     )
 
@@ -52,7 +53,7 @@ def _residual_3d() -> nn.Sequential:
 def _classifier() -> nn.Sequential:
     """32 channels → 1-channel matching cost."""
     return nn.Sequential(
-        conv_bn_3d(32, 32), nn.ReLU(inplace=True), nn.Conv3d(32, 1, kernel_size=3, padding=1, bias=False)
+        conv_bn_3d(32, 32), nn.ReLU(inplace=True), Conv3d(32, 1, kernel_size=3, padding=1, bias=False)
     )
 
 

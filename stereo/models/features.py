@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fast_conv
+
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int, pad: int, dilation: int) -> nn.Sequential:
     """Conv2d without bias + BatchNorm; dilated convs pad by the dilation (as the authors do)."""
     padding = dilation if dilation > 1 else pad
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
+        fast_conv.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_ch),
     )
 

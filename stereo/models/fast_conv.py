@@ -1,0 +1,173 @@
+"""Convolutions that compute exactly what ``nn.Conv2d`` / ``nn.Conv3d`` / ``nn.ConvTranspose3d`` compute,
+but route three PSMNet shapes around slow PyTorch CPU kernels (measured at 256×512, 2 threads,
+forward + backward per call):
+
+- **Small 3-D volumes.** PyTorch sends an fp32 CPU convolution with batch 1 and N·C·D·H ≤ 20480 to
+  its native kernel instead of oneDNN (``ConvParams::use_mkldnn`` in ATen's Convolution.cpp: "for
+  some case, native is faster"); the hourglass bottleneck (64×12×16×32) lands there and is 2-3×
+  slower than oneDNN. Convolution commutes with swapping the depth and width axes (of input and
+  kernel alike), which takes the shape across the threshold: 134 → 42 ms (conv), 146 → 84 ms
+  (transposed conv).
+- **One output channel, training.** oneDNN's 32→1 3×3×3 convolution (PSMNet's classifiers) runs
+  at a few GFLOP/s, worst in backward. As a GEMM into 27 tap maps followed by a shifted sum: 240 →
+  170 ms. Only when gradients are recorded: the tap maps are a 27-channel temporary, which inference
+  (forward only, little to gain) should not pay for in peak memory.
+- **Dilated 2-D convolutions** (layer4 of the feature extractor, dilation 2). A dilation-d
+  convolution with "same" padding is an ordinary one on the d×d interleaved sub-grids, stacked as a
+  batch: 96 → 70 ms.
+
+Only CPU fp32 without autocast takes these paths (GPU libraries have no such gaps), and never while
+tracing for export. Parameters and state-dict keys are the ``nn`` classes' own, so checkpoints are
+unaffected. ``tests/test_performance_paths.py`` checks each path against the plain functional call.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# PyTorch's native-kernel threshold on N·C·D·H for batch-1 fp32 CPU convolutions (see above).
+_NATIVE_KERNEL_MAX_NCDH = 20480
+_SWAP_DEPTH_WIDTH = (0, 1, 4, 3, 2)  # a permutation that is its own inverse
+
+
+def _plain_cpu_fp32(x: torch.Tensor) -> bool:
+    """Whether the rewrites apply: eager fp32 on CPU, no autocast, not tracing or compiling."""
+    return (
+        x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+        and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+    )
+
+
+def _native_kernel_but_not_swapped(x: torch.Tensor, groups: int) -> bool:
+    """PyTorch would pick its slow native kernel for ``x``, but not for ``x`` with D and W swapped."""
+    n, c, d, h, w = x.shape
+    return groups == 1 and n == 1 and n * c * d * h <= _NATIVE_KERNEL_MAX_NCDH < n * c * w * h
+
+
+def _like(out: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``out`` in the memory format of ``reference`` (the next layer gets what the plain call gives)."""
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}[reference.dim()]
+    wanted = fmt if reference.is_contiguous(memory_format=fmt) and not reference.is_contiguous() else torch.contiguous_format
+    return out.contiguous(memory_format=wanted)
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` with the small-volume and single-output-channel CPU routes."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "zeros" or not _plain_cpu_fp32(input):
+            return super()._conv_forward(input, weight, bias)
+        if (self.out_channels == 1 and self.groups == 1 and self.stride == (1, 1, 1) and self.dilation == (1, 1, 1)
+                and all(k % 2 == 1 and p == k // 2 for k, p in zip(self.kernel_size, self.padding))
+                and torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)):
+            out = _SingleOutputConv3d.apply(input, weight)
+            return out if bias is None else out + bias.view(1, 1, 1, 1, 1)
+        if _native_kernel_but_not_swapped(input, self.groups):
+            swap = _SWAP_DEPTH_WIDTH
+            out = F.conv3d(input.permute(swap), weight.permute(swap), bias, _swap(self.stride),
+                           _swap(self.padding), _swap(self.dilation), self.groups)
+            return _like(out.permute(swap), input)
+        return super()._conv_forward(input, weight, bias)
+
+
+class ConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` with the small-volume CPU route."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None or not _plain_cpu_fp32(input) or not _native_kernel_but_not_swapped(input, self.groups):
+            return super().forward(input, output_size)
+        swap = _SWAP_DEPTH_WIDTH
+        out = F.conv_transpose3d(input.permute(swap), self.weight.permute(swap), self.bias, _swap(self.stride),
+                                 _swap(self.padding), _swap(self.output_padding), self.groups, _swap(self.dilation))
+        return _like(out.permute(swap), input)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose dilated "same" convolutions run as plain ones on interleaved sub-grids (CPU)."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        d = self.dilation[0]
+        if (d == 1 or self.dilation != (d, d) or self.stride != (1, 1) or self.padding_mode != "zeros"
+                or self.padding != tuple(d * (k // 2) for k in self.kernel_size)
+                or any(k % 2 == 0 for k in self.kernel_size)
+                or input.shape[-2] % d or input.shape[-1] % d or not _plain_cpu_fp32(input)):
+            return super()._conv_forward(input, weight, bias)
+        n, c, h, w = input.shape
+        # N×C×H×W → (N·d·d)×C×H/d×W/d, sub-grid (i, j) holding pixels (i::d, j::d); NHWC throughout.
+        grids = (input.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(0, 2, 4, 1, 3, 5)
+                 .reshape(n * d * d, h // d, w // d, c).permute(0, 3, 1, 2))
+        out = F.conv2d(grids, weight, bias, 1, tuple(k // 2 for k in self.kernel_size), 1, self.groups)
+        o = out.shape[1]
+        out = (out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, o).permute(0, 3, 1, 4, 2, 5)
+               .reshape(n, h, w, o).permute(0, 3, 1, 2))
+        return _like(out, input)
+
+
+def _swap(values: tuple[int, ...]) -> tuple[int, ...]:
+    """A 3-tuple of per-axis settings (D, H, W) with D and W swapped."""
+    return (values[2], values[1], values[0])
+
+
+class _SingleOutputConv3d(torch.autograd.Function):
+    """N×C×D×H×W ⊛ 1×C×k×k×k ("same" padding, stride 1): one GEMM gives each tap's contribution
+    (taps × positions), then each tap map is added at its offset. Backward: the gradient's shifted
+    copies form the tap gradients, and two GEMMs give the input's and the weight's gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        n, c, d, h, w = x.shape
+        kernel = tuple(weight.shape[2:])
+        rows = _positions_by_channel(x)  # N × DHW × C
+        per_tap = weight.reshape(c, -1).t()  # taps × C
+        taps = x.new_empty(n, per_tap.shape[0], d * h * w)
+        for i in range(n):
+            torch.mm(per_tap, rows[i].t(), out=taps[i])
+        ctx.save_for_backward(x, weight)
+        halo = [k // 2 for k in kernel]
+        out = x.new_zeros(n, d + 2 * halo[0], h + 2 * halo[1], w + 2 * halo[2])
+        taps = taps.view(n, -1, d, h, w)
+        for t, (a, b, e) in enumerate(_offsets(kernel)):
+            # tap (a, b, e) of output voxel p reads input voxel p + (a, b, e) - halo
+            out[:, 2 * halo[0] - a:2 * halo[0] - a + d, 2 * halo[1] - b:2 * halo[1] - b + h,
+                2 * halo[2] - e:2 * halo[2] - e + w] += taps[:, t]
+        return out[:, halo[0]:halo[0] + d, halo[1]:halo[1] + h, halo[2]:halo[2] + w].unsqueeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        n, c, d, h, w = x.shape
+        kernel = tuple(weight.shape[2:])
+        halo = [k // 2 for k in kernel]
+        padded = F.pad(grad.squeeze(1), (halo[2], halo[2], halo[1], halo[1], halo[0], halo[0]))
+        tap_grads = grad.new_empty(n, math.prod(kernel), d, h, w)
+        for t, (a, b, e) in enumerate(_offsets(kernel)):
+            tap_grads[:, t] = padded[:, 2 * halo[0] - a:2 * halo[0] - a + d, 2 * halo[1] - b:2 * halo[1] - b + h,
+                                     2 * halo[2] - e:2 * halo[2] - e + w]
+        tap_grads = tap_grads.view(n, -1, d * h * w)
+        per_tap = weight.reshape(c, -1)  # C × taps
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_rows = x.new_empty(n, d * h * w, c)
+            for i in range(n):
+                torch.mm(tap_grads[i].t(), per_tap.t(), out=grad_rows[i])
+            grad_x = grad_rows.view(n, d, h, w, c).permute(0, 4, 1, 2, 3)  # channels-last strides
+        if ctx.needs_input_grad[1]:
+            rows = _positions_by_channel(x)
+            grad_w = sum(torch.mm(rows[i].t(), tap_grads[i].t()) for i in range(n)).reshape(weight.shape)
+        return grad_x, grad_w
+
+
+def _positions_by_channel(x: torch.Tensor) -> torch.Tensor:
+    """N×C×D×H×W → N×DHW×C (a view for channels-last input, else one copy)."""
+    n, c = x.shape[:2]
+    return x.permute(0, 2, 3, 4, 1).reshape(n, -1, c)
+
+
+def _offsets(kernel: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Kernel taps in weight order (depth, row, column)."""
+    return [(a, b, e) for a in range(kernel[0]) for b in range(kernel[1]) for e in range(kernel[2])]
