@@ -9,6 +9,7 @@ Dot-product cases whose n×n maps (≈3 live copies in fp32) would exceed ``--me
 
     python scripts/bench_attention.py            # full sweep (a few minutes on 2 cores)
     python scripts/bench_attention.py --quick    # smaller sweep
+    python scripts/bench_attention.py --network-only --threads 2 --network-repeats 3   # the time share only
 Writes <out-dir>/bench_attention.json and, when matplotlib is installed, bench_attention.png.
 """
 
@@ -184,6 +185,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = torch's default); 1 is steadier on a busy machine")
     parser.add_argument("--no-network", action="store_true", help="skip the EA-PSMNet time-share part")
+    parser.add_argument("--network-only", action="store_true", help="only the EA-PSMNet time-share part")
+    parser.add_argument("--network-repeats", type=int, default=None,
+                        help="passes per network, the best one counts (default 2, 1 with --quick)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -198,7 +202,9 @@ def main() -> None:
     machine = machine_info()
     print(f"machine: {machine}")
     cases = QUICK_CASES if args.quick else FULL_CASES
-    jobs = [(kind, *case) for case in cases for kind in ("efficient", "dot_product")]
+    if args.network_only and args.no_network:
+        parser.error("--network-only and --no-network exclude each other")
+    jobs = [] if args.network_only else [(kind, *case) for case in cases for kind in ("efficient", "dot_product")]
     rows = [_run_case(*job, args.mem_cap_gb * 2**30, args.case_timeout, args.threads)
             for job in tqdm(jobs, desc="cases")]
 
@@ -232,7 +238,7 @@ def main() -> None:
     network = None
     if not args.no_network:
         print("\nEA-PSMNet vs PSMNet inference at 256x512 ...", flush=True)
-        network = _network_share(256, 512, repeats=1 if args.quick else 2)
+        network = _network_share(256, 512, repeats=args.network_repeats or (1 if args.quick else 2))
         print(f"  PSMNet {network['psmnet_seconds']:.2f} s, EA-PSMNet {network['ea_psmnet_seconds']:.2f} s, "
               f"attention modules {network['attention_seconds']:.3f} s = "
               f"{100 * network['attention_share_of_ea_psmnet']:.2f} % of EA-PSMNet "
@@ -247,7 +253,8 @@ def main() -> None:
     json_path.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {json_path}")
     png = args.out_dir / "bench_attention.png"
-    print(f"wrote {png}" if _plot(rows, png) else "matplotlib not installed: no plot")
+    if rows:
+        print(f"wrote {png}" if _plot(rows, png) else "matplotlib not installed: no plot")
 
 
 if __name__ == "__main__":

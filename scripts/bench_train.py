@@ -3,8 +3,10 @@
     python scripts/bench_train.py [--models psmnet ea_psmnet] [--batches 1 2] [--steps 2] [--warmup 1]
                                   [--device cpu|cuda] [--max-disp 192] [--json bench_train.json]
 
-Each (model, batch) case runs in a fresh subprocess so that peak memory (ru_maxrss on CPU,
-torch.cuda.max_memory_allocated on GPU) belongs to that case alone. A 1024² matmul probe (median of
+The network and the allocator setting come from conf/train.yaml as ``python -m stereo.train`` uses
+them (default model configs, ``retain_freed_memory``). Each (model, batch) case runs in a fresh
+subprocess so that peak memory (ru_maxrss on CPU, torch.cuda.max_memory_allocated on GPU) belongs to
+that case alone. A 1024² matmul probe (median of
 10 products) runs before and after the cases and its GFLOP/s is printed with them, so figures from
 different (noisy, shared) machines can be compared as ratios.
 """
@@ -32,6 +34,9 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
 
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={model_name}", f"model.max_disp={max_disp}", "paths.output_dir=."])
+    from stereo.allocator import retain_freed_memory
+
+    retained = retain_freed_memory(bool(cfg.retain_freed_memory))  # as stereo.train does
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg.model).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
@@ -56,7 +61,7 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
     return {"model": model_name, "batch": batch, "device": device, "max_disp": max_disp, "steps": steps,
             "warmup": warmup, "seconds_per_step": seconds, "samples_per_sec": batch / seconds,
-            "peak_memory_mib": peak_mib, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
+            "peak_memory_mib": peak_mib, "retain_freed_memory": retained, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
 
 
 def main() -> None:

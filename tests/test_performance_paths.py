@@ -171,14 +171,15 @@ def test_performance_knobs_are_exposed_in_the_model_config():
 
 @pytest.mark.parametrize("heads,normalization", [(1, "softmax"), (2, "softmax"), (2, "scaling")])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_streaming_efficient_attention_equals_the_plain_block(heads, normalization, channels_last):
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1 writes the products straight into the output
+def test_streaming_efficient_attention_equals_the_plain_block(heads, normalization, channels_last, batch):
     """Without autograd, big inputs take the two-pass chunked path; it must compute the same function
     (chunks that do not divide the positions, several heads, both layouts, a non-identity block)."""
     torch.manual_seed(3)
     block = EfficientAttention(32, 16, 32, heads=heads, normalization=normalization)
     torch.nn.init.normal_(block.reprojection.weight, 0.0, 0.2)
     block.chunk_positions = 97  # 2 × 5 × 9 × 23 = 2,070 positions: 22 chunks, the last one partial
-    x = 3 * torch.randn(2, 32, 5, 9, 23)
+    x = 3 * torch.randn(batch, 32, 5, 9, 23)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     plain = block(x)  # autograd on: the plain path

@@ -174,7 +174,7 @@ class _AttentionBlock(nn.Module):
         # Queries and keys come from one fused projection (x is read once, one input-gradient buffer
         # in backward); values get their own so that the tensor autograd keeps for the context
         # product is v alone, not a view pinning the whole fused output.
-        flat = x.flatten(2)
+        flat = _positions_view(x)
         weight = torch.cat([self.queries.weight, self.keys.weight])
         bias = torch.cat([self.queries.bias, self.keys.bias])
         q, k = _pointwise(flat, weight, bias).split(self.key_channels, dim=1)
@@ -226,42 +226,50 @@ class EfficientAttention(_AttentionBlock):
         (running per-channel maximum and sum, rescaled as each chunk arrives: the log-sum-exp trick
         of streaming attention). Pass 2 applies the reprojection-folded context to each chunk's
         queries and adds the residual. Only the rounding order differs from the plain path.
+        Everything is computed positions × channels, the order channels-last memory holds: every
+        chunk is then a contiguous block, read and written without transposing copies.
         """
         batch, channels = x.shape[:2]
         heads, d_k = self.heads, self.key_channels // self.heads
         dtype = _compute_dtype(x, self.queries.weight)
-        flat, out = _positions_view(x), torch.empty_like(x)
-        out_flat = _positions_view(out)
-        positions = flat.shape[2]
-        queries, keys, values = ((conv.weight.to(dtype), conv.bias.to(dtype)) for conv in (self.queries, self.keys, self.values))
-        chunks = range(0, positions, self.chunk_positions)
+        out = torch.empty_like(x)
+        rows, out_rows = (_positions_view(t).transpose(1, 2) for t in (x, out))  # (N, positions, C)
+        positions = rows.shape[1]
+        queries, keys, values = ((conv.weight.to(dtype).squeeze(2).t(), conv.bias.to(dtype))
+                                 for conv in (self.queries, self.keys, self.values))
+        chunks = [slice(start, start + self.chunk_positions) for start in range(0, positions, self.chunk_positions)]
         with torch.autocast(device_type=x.device.type, enabled=False):
             context = x.new_zeros(batch, heads, d_k, self.value_channels // heads, dtype=dtype)
-            key_max = x.new_full((batch, heads, d_k, 1), -math.inf, dtype=dtype)
-            key_sum = x.new_zeros(batch, heads, d_k, 1, dtype=dtype)
-            for start in chunks:
-                part = flat[:, :, start:start + self.chunk_positions].to(dtype)
-                k = _pointwise(part, *keys).view(batch, heads, d_k, -1)
-                v = _pointwise(part, *values).view(batch, heads, -1, k.shape[3])
+            key_max = x.new_full((batch, 1, heads, d_k), -math.inf, dtype=dtype)
+            key_sum = x.new_zeros(batch, 1, heads, d_k, dtype=dtype)
+            for chunk in chunks:
+                part = rows[:, chunk].to(dtype)
+                k = torch.matmul(part, keys[0]).add_(keys[1]).view(batch, -1, heads, d_k)
+                v = torch.matmul(part, values[0]).add_(values[1]).view(batch, -1, heads, self.value_channels // heads)
                 if self.normalization == "softmax":
-                    new_max = torch.maximum(key_max, k.amax(dim=3, keepdim=True))
+                    # max(dim).values, not amax: 6× faster on CPU for this (positions, 16) reduction
+                    new_max = torch.maximum(key_max, k.max(dim=1, keepdim=True).values)
                     rescale = torch.exp(key_max - new_max)
-                    k = torch.exp(k - new_max)
-                    key_sum = key_sum * rescale + k.sum(dim=3, keepdim=True)
-                    context = context * rescale
+                    k = torch.exp(k.sub_(new_max))
+                    key_sum = key_sum * rescale + k.sum(dim=1, keepdim=True)
+                    context = context * rescale.permute(0, 2, 3, 1)
                     key_max = new_max
-                context += torch.matmul(k, v.transpose(2, 3))
-            context = context / (key_sum if self.normalization == "softmax" else positions)
+                context += torch.matmul(k.permute(0, 2, 3, 1), v.transpose(1, 2))  # (N, h, d_k, d_v/h)
+            scale = key_sum.permute(0, 2, 3, 1) if self.normalization == "softmax" else positions
+            context = context / scale
             weight = self.reprojection.weight.to(dtype).view(channels, heads, -1).transpose(0, 1)
             mixed = torch.matmul(weight, context.transpose(2, 3)).transpose(1, 2).reshape(batch, channels, self.key_channels)
-            bias = self.reprojection.bias.to(dtype).view(1, -1, 1)
-            for start in chunks:
-                part = flat[:, :, start:start + self.chunk_positions]
-                q = _pointwise(part.to(dtype), *queries).view(batch, heads, d_k, -1)
+            mixed_t = mixed.transpose(1, 2)  # (N, key channels, C)
+            bias = self.reprojection.bias.to(dtype)
+            for chunk in chunks:
+                part = rows[:, chunk]
+                q = torch.matmul(part.to(dtype), queries[0]).add_(queries[1])
                 if self.normalization == "softmax":
-                    q = q.softmax(dim=2)
-                update = torch.baddbmm(bias, mixed, q.reshape(batch, self.key_channels, -1))
-                out_flat[:, :, start:start + self.chunk_positions] = part + update.to(x.dtype)
+                    q = q.view(batch, -1, heads, d_k).softmax(dim=3).view(batch, -1, self.key_channels)
+                if dtype == x.dtype and batch == 1:  # the product lands in the output block itself
+                    torch.matmul(q[0], mixed_t[0], out=out_rows[0, chunk]).add_(bias).add_(part[0])
+                else:
+                    out_rows[:, chunk] = torch.matmul(q, mixed_t).add_(bias).add_(part.to(dtype)).to(x.dtype)
         return out
 
     def _attend_and_reproject(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
