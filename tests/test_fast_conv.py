@@ -23,7 +23,7 @@ def _grads(output: torch.Tensor, inputs: list[torch.Tensor], seed: int = 3) -> l
 def _assert_same_function(fast: nn.Module, plain, x: torch.Tensor) -> None:
     """Same output and input/weight gradients as ``plain(x)`` up to float rounding."""
     x = x.detach().requires_grad_()
-    params = [p for p in fast.parameters()]
+    params = list(fast.parameters())
     out, ref = fast(x), plain(x)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
