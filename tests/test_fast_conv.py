@@ -101,6 +101,24 @@ def test_routes_step_aside_where_they_do_not_apply(monkeypatch):
     with torch.profiler.profile(record_shapes=True) as prof:
         dilated(image)
     assert [e.input_shapes[0] for e in prof.key_averages(group_by_input_shape=True) if e.key == "aten::conv2d"] == [[1, 4, 7, 8]]
+    # what nn accepts, the routes must not break: string padding, unbatched input
+    small = torch.randn(1, 16, 4, 6, 256)  # would take the depth/width swap
+    for module, sample in ((fast_conv.Conv3d(16, 8, 3, padding="same"), small),
+                           (fast_conv.Conv3d(4, 1, 3, padding=1), torch.randn(4, 3, 4, 5)),
+                           (fast_conv.ConvTranspose3d(16, 8, 3, stride=2, padding=1, output_padding=1), small[0]),
+                           (fast_conv.Conv2d(4, 4, 3, padding=2, dilation=2), torch.randn(4, 8, 8))):
+        reference = copy.copy(module)  # same weights, as the plain nn class
+        reference.__class__ = type(module).__mro__[1]
+        torch.testing.assert_close(module(sample), reference(sample))
+    assert calls == []
+
+
+def test_written_out_backward_refuses_double_backward():
+    conv = fast_conv.Conv3d(4, 1, 3, padding=1)
+    x = torch.randn(1, 4, 4, 4, 4, requires_grad=True)
+    grad, = torch.autograd.grad(conv(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="twice|once"):
+        grad.sum().backward()
 
 
 def test_psmnet_with_the_routes_computes_the_plain_network():

@@ -170,7 +170,7 @@ def test_performance_knobs_are_exposed_in_the_model_config():
 
 
 @pytest.mark.parametrize("heads,normalization", [(1, "softmax"), (2, "softmax"), (2, "scaling")])
-@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True, "permuted"])
 @pytest.mark.parametrize("batch", [1, 2])  # batch 1 writes the products straight into the output
 def test_streaming_efficient_attention_equals_the_plain_block(heads, normalization, channels_last, batch):
     """Without autograd, big inputs take the two-pass chunked path; it must compute the same function
@@ -180,14 +180,16 @@ def test_streaming_efficient_attention_equals_the_plain_block(heads, normalizati
     torch.nn.init.normal_(block.reprojection.weight, 0.0, 0.2)
     block.chunk_positions = 97  # 2 × 5 × 9 × 23 = 2,070 positions: 22 chunks, the last one partial
     x = 3 * torch.randn(batch, 32, 5, 9, 23)
-    if channels_last:
+    if channels_last == "permuted":  # neither layout: the output must still be written, not a copy
+        x = x.permute(0, 1, 4, 3, 2).contiguous().permute(0, 1, 4, 3, 2)
+    elif channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     plain = block(x)  # autograd on: the plain path
     assert plain.requires_grad
     with torch.inference_mode():
         streamed = block(x)
     torch.testing.assert_close(streamed, plain.detach(), rtol=1e-5, atol=1e-5)
-    assert streamed.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    assert streamed.is_contiguous(memory_format=torch.channels_last_3d if channels_last is True else torch.contiguous_format)
     assert (streamed - x).abs().max() > 0.1  # the block is not the identity here
 
 

@@ -232,7 +232,11 @@ class EfficientAttention(_AttentionBlock):
         batch, channels = x.shape[:2]
         heads, d_k = self.heads, self.key_channels // self.heads
         dtype = _compute_dtype(x, self.queries.weight)
-        out = torch.empty_like(x)
+        # The output in the input's layout when that is channels-last or contiguous, else contiguous:
+        # _positions_view of ``out`` must be a view, or the writes below would land in a copy.
+        layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+        out = torch.empty_like(x, memory_format=layout if layout and x.is_contiguous(memory_format=layout)
+                               and not x.is_contiguous() else torch.contiguous_format)
         rows, out_rows = (_positions_view(t).transpose(1, 2) for t in (x, out))  # (N, positions, C)
         positions = rows.shape[1]
         queries, keys, values = ((conv.weight.to(dtype).squeeze(2).t(), conv.bias.to(dtype))

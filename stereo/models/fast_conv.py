@@ -16,8 +16,9 @@ forward + backward per call):
   convolution with "same" padding is an ordinary one on the d×d interleaved sub-grids, stacked as a
   batch: 96 → 70 ms.
 
-Only CPU fp32 without autocast takes these paths (GPU libraries have no such gaps), and never while
-tracing for export. Parameters and state-dict keys are the ``nn`` classes' own, so checkpoints are
+Only batched CPU fp32 input without autocast takes these paths (GPU libraries have no such gaps),
+never while tracing for export, and not with string padding. The written-out backward is
+first-order only (double backward raises). Parameters and state-dict keys are the ``nn`` classes' own, so checkpoints are
 unaffected. ``tests/test_performance_paths.py`` checks each path against the plain functional call.
 """
 
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 # PyTorch's native-kernel threshold on N·C·D·H for batch-1 fp32 CPU convolutions (see above).
 _NATIVE_KERNEL_MAX_NCDH = 20480
@@ -60,7 +62,8 @@ class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` with the small-volume and single-output-channel CPU routes."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.padding_mode != "zeros" or not _plain_cpu_fp32(input):
+        if (self.padding_mode != "zeros" or isinstance(self.padding, str) or input.dim() != 5
+                or not _plain_cpu_fp32(input)):
             return super()._conv_forward(input, weight, bias)
         if (self.out_channels == 1 and self.groups == 1 and self.stride == (1, 1, 1) and self.dilation == (1, 1, 1)
                 and all(k % 2 == 1 and p == k // 2 for k, p in zip(self.kernel_size, self.padding))
@@ -79,7 +82,8 @@ class ConvTranspose3d(nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` with the small-volume CPU route."""
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or not _plain_cpu_fp32(input) or not _native_kernel_but_not_swapped(input, self.groups):
+        if (output_size is not None or input.dim() != 5 or not _plain_cpu_fp32(input)
+                or not _native_kernel_but_not_swapped(input, self.groups)):
             return super().forward(input, output_size)
         swap = _SWAP_DEPTH_WIDTH
         out = F.conv_transpose3d(input.permute(swap), self.weight.permute(swap), self.bias, _swap(self.stride),
@@ -95,7 +99,7 @@ class Conv2d(nn.Conv2d):
         if (d == 1 or self.dilation != (d, d) or self.stride != (1, 1) or self.padding_mode != "zeros"
                 or self.padding != tuple(d * (k // 2) for k in self.kernel_size)
                 or any(k % 2 == 0 for k in self.kernel_size)
-                or input.shape[-2] % d or input.shape[-1] % d or not _plain_cpu_fp32(input)):
+                or input.dim() != 4 or input.shape[-2] % d or input.shape[-1] % d or not _plain_cpu_fp32(input)):
             return super()._conv_forward(input, weight, bias)
         n, c, h, w = input.shape
         # N×C×H×W → (N·d·d)×C×H/d×W/d, sub-grid (i, j) holding pixels (i::d, j::d); NHWC throughout.
@@ -135,9 +139,10 @@ class _SingleOutputConv3d(torch.autograd.Function):
             # tap (a, b, e) of output voxel p reads input voxel p + (a, b, e) - halo
             out[:, 2 * halo[0] - a:2 * halo[0] - a + d, 2 * halo[1] - b:2 * halo[1] - b + h,
                 2 * halo[2] - e:2 * halo[2] - e + w] += taps[:, t]
-        return out[:, halo[0]:halo[0] + d, halo[1]:halo[1] + h, halo[2]:halo[2] + w].unsqueeze(1)
+        return out[:, halo[0]:halo[0] + d, halo[1]:halo[1] + h, halo[2]:halo[2] + w].unsqueeze(1).contiguous()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, weight = ctx.saved_tensors
         n, c, d, h, w = x.shape

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Confidence = probability mass of the bins round(d̂)-2 .. round(d̂)+2 (±2 px around the estimate):
 # near 1 for a single sharp mode, low for flat or multi-modal distributions.
@@ -121,6 +122,7 @@ class _SoftArgmax(torch.autograd.Function):
         return disparity
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         prob, disparity = ctx.saved_tensors
         out = _levels(prob).view(1, -1, 1, 1) - disparity.unsqueeze(1)
