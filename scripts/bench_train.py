@@ -6,9 +6,9 @@
 The network and the allocator setting come from conf/train.yaml as ``python -m stereo.train`` uses
 them (default model configs, ``retain_freed_memory``). Each (model, batch) case runs in a fresh
 subprocess so that peak memory (ru_maxrss on CPU, torch.cuda.max_memory_allocated on GPU) belongs to
-that case alone. A 1024² matmul probe (median of
-10 products) runs before and after the cases and its GFLOP/s is printed with them, so figures from
-different (noisy, shared) machines can be compared as ratios.
+that case alone. A 1024² matmul probe (median of 10 products) runs before and after the cases and
+its GFLOP/s is printed with them, so figures from different (noisy, shared) machines can be compared
+as ratios.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ that way (1.4 M page faults, ~4 s of kernel time on 2 cores), a 544×960 inferen
 With mmap off and heap trimming off, freed blocks are reused instead: measured on the 2-core VM, the
 training step is up to 1.2× faster at 2 threads (1.24× at 1 thread) and optimised inference 1.2-1.3×,
 but the peak resident memory grows by 12-42 % in training and 20-50 % at inference (heap
-fragmentation), and the process keeps it until it exits. Hence a config
-switch (``retain_freed_memory``): on for training by default, off for inference (whose tiling plans
-memory against a budget) and for the memory-lean training recipe. No effect on GPU tensors, and no
-effect outside glibc (macOS, Windows, musl), where the call reports False.
+fragmentation), and the process keeps it until it exits. Hence a config switch
+(``retain_freed_memory``): on for training by default, off for inference (whose tiling plans memory
+against a budget) and for the memory-lean training recipe. No effect on GPU tensors, and no effect
+outside glibc (macOS, Windows, musl), where the call reports False.
 """
 
 from __future__ import annotations

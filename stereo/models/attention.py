@@ -20,6 +20,8 @@ import math
 import torch
 from torch import nn
 
+from .performance import memory_format_of, positions_view
+
 NORMALIZATIONS = ("softmax", "scaling")
 
 
@@ -174,7 +176,7 @@ class _AttentionBlock(nn.Module):
         # Queries and keys come from one fused projection (x is read once, one input-gradient buffer
         # in backward); values get their own so that the tensor autograd keeps for the context
         # product is v alone, not a view pinning the whole fused output.
-        flat = _positions_view(x)
+        flat = positions_view(x)
         weight = torch.cat([self.queries.weight, self.keys.weight])
         bias = torch.cat([self.queries.bias, self.keys.bias])
         q, k = _pointwise(flat, weight, bias).split(self.key_channels, dim=1)
@@ -186,16 +188,6 @@ class _AttentionBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, normalization={self.normalization!r}"
-
-
-def _positions_view(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, ...) → (N, C, positions) as a view (no copy) for contiguous and channels-last tensors."""
-    if x.is_contiguous():
-        return x.flatten(2)
-    moved = x.movedim(1, -1)  # channels-last data is contiguous in this order
-    if moved.is_contiguous():
-        return moved.flatten(1, -2).transpose(1, 2)
-    return x.flatten(2)
 
 
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -232,12 +224,10 @@ class EfficientAttention(_AttentionBlock):
         batch, channels = x.shape[:2]
         heads, d_k = self.heads, self.key_channels // self.heads
         dtype = _compute_dtype(x, self.queries.weight)
-        # The output in the input's layout when that is channels-last or contiguous, else contiguous:
-        # _positions_view of ``out`` must be a view, or the writes below would land in a copy.
-        layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
-        out = torch.empty_like(x, memory_format=layout if layout and x.is_contiguous(memory_format=layout)
-                               and not x.is_contiguous() else torch.contiguous_format)
-        rows, out_rows = (_positions_view(t).transpose(1, 2) for t in (x, out))  # (N, positions, C)
+        # ``out`` in a standard layout: positions_view(out) must be a view, or the writes below would
+        # land in a copy.
+        out = torch.empty_like(x, memory_format=memory_format_of(x))
+        rows, out_rows = (positions_view(t).transpose(1, 2) for t in (x, out))  # (N, positions, C)
         positions = rows.shape[1]
         queries, keys, values = ((conv.weight.to(dtype).squeeze(2).t(), conv.bias.to(dtype))
                                  for conv in (self.queries, self.keys, self.values))

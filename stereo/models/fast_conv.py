@@ -18,8 +18,9 @@ forward + backward per call):
 
 Only batched CPU fp32 input without autocast takes these paths (GPU libraries have no such gaps),
 never while tracing for export, and not with string padding. The written-out backward is
-first-order only (double backward raises). Parameters and state-dict keys are the ``nn`` classes' own, so checkpoints are
-unaffected. ``tests/test_performance_paths.py`` checks each path against the plain functional call.
+first-order only (double backward raises). Parameters and state-dict keys are the ``nn`` classes'
+own, so checkpoints are unaffected. ``tests/test_fast_conv.py`` checks each path against the plain
+functional call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from .performance import memory_format_of, positions_view
 
 # PyTorch's native-kernel threshold on N·C·D·H for batch-1 fp32 CPU convolutions (see above).
 _NATIVE_KERNEL_MAX_NCDH = 20480
@@ -53,9 +56,7 @@ def _native_kernel_but_not_swapped(x: torch.Tensor, groups: int) -> bool:
 
 def _like(out: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``out`` in the memory format of ``reference`` (the next layer gets what the plain call gives)."""
-    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}[reference.dim()]
-    wanted = fmt if reference.is_contiguous(memory_format=fmt) and not reference.is_contiguous() else torch.contiguous_format
-    return out.contiguous(memory_format=wanted)
+    return out.contiguous(memory_format=memory_format_of(reference))
 
 
 class Conv3d(nn.Conv3d):
@@ -126,7 +127,7 @@ class _SingleOutputConv3d(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         n, c, d, h, w = x.shape
         kernel = tuple(weight.shape[2:])
-        rows = _positions_by_channel(x)  # N × DHW × C
+        rows = positions_view(x).transpose(1, 2)  # N × DHW × C
         per_tap = weight.reshape(c, -1).t()  # taps × C
         taps = x.new_empty(n, per_tap.shape[0], d * h * w)
         for i in range(n):
@@ -135,10 +136,8 @@ class _SingleOutputConv3d(torch.autograd.Function):
         halo = [k // 2 for k in kernel]
         out = x.new_zeros(n, d + 2 * halo[0], h + 2 * halo[1], w + 2 * halo[2])
         taps = taps.view(n, -1, d, h, w)
-        for t, (a, b, e) in enumerate(_offsets(kernel)):
-            # tap (a, b, e) of output voxel p reads input voxel p + (a, b, e) - halo
-            out[:, 2 * halo[0] - a:2 * halo[0] - a + d, 2 * halo[1] - b:2 * halo[1] - b + h,
-                2 * halo[2] - e:2 * halo[2] - e + w] += taps[:, t]
+        for t, offset in enumerate(_offsets(kernel)):
+            out[_tap_window(offset, halo, (d, h, w))] += taps[:, t]
         return out[:, halo[0]:halo[0] + d, halo[1]:halo[1] + h, halo[2]:halo[2] + w].unsqueeze(1).contiguous()
 
     @staticmethod
@@ -150,9 +149,8 @@ class _SingleOutputConv3d(torch.autograd.Function):
         halo = [k // 2 for k in kernel]
         padded = F.pad(grad.squeeze(1), (halo[2], halo[2], halo[1], halo[1], halo[0], halo[0]))
         tap_grads = grad.new_empty(n, math.prod(kernel), d, h, w)
-        for t, (a, b, e) in enumerate(_offsets(kernel)):
-            tap_grads[:, t] = padded[:, 2 * halo[0] - a:2 * halo[0] - a + d, 2 * halo[1] - b:2 * halo[1] - b + h,
-                                     2 * halo[2] - e:2 * halo[2] - e + w]
+        for t, offset in enumerate(_offsets(kernel)):
+            tap_grads[:, t] = padded[_tap_window(offset, halo, (d, h, w))]
         tap_grads = tap_grads.view(n, -1, d * h * w)
         per_tap = weight.reshape(c, -1)  # C × taps
         grad_x = grad_w = None
@@ -162,15 +160,15 @@ class _SingleOutputConv3d(torch.autograd.Function):
                 torch.mm(tap_grads[i].t(), per_tap.t(), out=grad_rows[i])
             grad_x = grad_rows.view(n, d, h, w, c).permute(0, 4, 1, 2, 3)  # channels-last strides
         if ctx.needs_input_grad[1]:
-            rows = _positions_by_channel(x)
+            rows = positions_view(x).transpose(1, 2)
             grad_w = sum(torch.mm(rows[i].t(), tap_grads[i].t()) for i in range(n)).reshape(weight.shape)
         return grad_x, grad_w
 
 
-def _positions_by_channel(x: torch.Tensor) -> torch.Tensor:
-    """N×C×D×H×W → N×DHW×C (a view for channels-last input, else one copy)."""
-    n, c = x.shape[:2]
-    return x.permute(0, 2, 3, 4, 1).reshape(n, -1, c)
+def _tap_window(offset: tuple[int, int, int], halo: list[int], size: tuple[int, int, int]) -> tuple[slice, ...]:
+    """Where tap ``offset`` of every input voxel lands in the halo-padded output: output voxel p
+    reads input voxel p + offset - halo, so input voxel q feeds padded position q - offset + 2·halo."""
+    return (slice(None),) + tuple(slice(2 * r - o, 2 * r - o + n) for o, r, n in zip(offset, halo, size))
 
 
 def _offsets(kernel: tuple[int, ...]) -> list[tuple[int, int, int]]:
