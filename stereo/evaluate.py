@@ -3,170 +3,24 @@
     python -m stereo.evaluate ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt protocol=synthetic
     torchrun --nproc_per_node 4 -m stereo.evaluate ckpt_path=... data=sceneflow protocol=sceneflow
 
-Writes ``per_image.csv``, ``metrics.json`` (summary + the protocol verbatim) and disparity exports
-(PFM + colour PNG + error PNG) to the run directory. Under torchrun each process scores a disjoint,
-unpadded shard (indices rank, rank+W, ...), so every sample is counted exactly once.
+Thin on purpose: loads the checkpoint, builds the dataset and hands both to
+``stereo.evaluation.runner.evaluate_model`` (which writes per_image.csv, metrics.json and exports).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from stereo.allocator import retain_freed_memory
 from stereo.config import CONFIG_DIR
-from stereo.data.io import write_image, write_pfm
-from stereo.training import protocols
-from stereo.training.protocols import Protocol
-from stereo.visualize import colorize_disparity, colorize_error
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
-    """Disjoint, unpadded shard: unlike DistributedSampler, no sample is duplicated to even out ranks."""
-    return list(range(rank, length, world_size))
-
-
-def _export(directory: Path, name: str, prediction: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,
-            max_disp: float, options: Mapping[str, Any]) -> None:
-    pred_np, gt_np, mask_np = (t.detach().float().cpu().numpy() for t in (prediction, gt, mask))
-    stem = directory / name
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    if options.get("pfm", True):
-        write_pfm(stem.with_name(stem.name + ".pfm"), pred_np)
-    if options.get("png", True):
-        write_image(stem.with_name(stem.name + ".png"), colorize_disparity(pred_np, 0.0, max_disp))
-    if options.get("error_map", True) and mask_np.any():
-        write_image(stem.with_name(stem.name + "_error.png"), colorize_error(pred_np, gt_np, mask_np))
-
-
-def evaluate_model(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    protocol: Protocol | str,
-    output_dir: str | Path,
-    export: Mapping[str, Any] | None = None,
-    device: str | torch.device = "cpu",
-    num_workers: int = 0,
-    extra_record: Mapping[str, Any] | None = None,
-    desc: str = "evaluate",
-) -> dict[str, Any]:
-    """Score ``model`` on every sample of ``dataset`` (sharded across ranks when distributed).
-
-    Returns the summary (also written as metrics.json by rank 0, next to per_image.csv).
-    ``export``: {"max_images": N|None (None = all, 0 = none), "pfm", "png", "error_map": bool}.
-    """
-    protocol = protocols.get_protocol(protocol)
-    if len(dataset) == 0:
-        raise ValueError(f"the evaluation dataset is empty (protocol {protocol.name})")
-    export = dict(export or {})
-    max_exports = export.get("max_images", None)
-    output_dir = Path(output_dir)
-    rank, world = _distributed()
-    indices = shard_indices(len(dataset), rank, world)
-    loader = DataLoader(Subset(dataset, indices), batch_size=1, shuffle=False, num_workers=num_workers)
-    was_training = model.training
-    model = model.to(device).eval()
-    max_disp = float(getattr(model, "max_disp", protocol.max_disp or 192.0))
-    rows: list[dict[str, Any]] = []
-    for index, batch in zip(indices, tqdm(loader, desc=desc, disable=rank != 0, unit="img")):
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        result = protocols.predict(model, batch, protocol)
-        (row,) = protocols.score(result, protocol)
-        name = batch["name"][0] if "name" in batch else f"{index:06d}"
-        rows.append({"index": index, "name": name, "height": result["prediction"].shape[-2],
-                     "width": result["prediction"].shape[-1], **row})
-        if max_exports is None or index < max_exports:
-            _export(output_dir / "disparity", name, result["prediction"][0], result["disparity"][0],
-                    result["mask"][0], max_disp, export)
-    model.train(was_training)  # evaluate_before runs on the network that is trained next
-    if world > 1:
-        gathered: list[list[dict[str, Any]]] = [[] for _ in range(world)]
-        dist.all_gather_object(gathered, rows)
-        rows = [row for part in gathered for row in part]
-    rows.sort(key=lambda row: row["index"])
-    names = [row["name"] for row in rows]
-    if len(set(names)) != len(names) or len(rows) != len(dataset):
-        raise RuntimeError(f"evaluation counted {len(rows)} rows for {len(dataset)} samples ({len(set(names))} unique names)")
-    summary: dict[str, Any] = dict(protocol.summarize(rows))
-    summary.update(
-        protocol=protocol.to_dict(),
-        world_size=world,
-        per_image_csv=str(output_dir / "per_image.csv"),
-        exports=str(output_dir / "disparity") if max_exports != 0 else None,
-        **(extra_record or {}),
-    )
-    if rank == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with open(output_dir / "per_image.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        (output_dir / "metrics.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
-    return summary
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def apply_protocol_to_data(data_cfg: DictConfig, protocol: Protocol) -> DictConfig:
-    """Make a Scene Flow data config select what a Scene Flow protocol prescribes (files, pass, FT3D TEST).
-
-    So ``data=sceneflow protocol=sceneflow_psmnet`` scores every cleanpass file while
-    ``protocol=sceneflow`` scores the finalpass standard list, without further overrides.
-    """
-    if protocol.dataset != "sceneflow":
-        return data_cfg
-    data_cfg = data_cfg.copy()
-    for split in ("val", "test"):
-        node = data_cfg.get(split)
-        if node is not None and str(node.get("_target_", "")).endswith("SceneFlowDataset"):
-            node.files, node.passes, node.subsets = protocol.files, protocol.passes, ["flyingthings3d"]
-    return data_cfg
-
-
-def build_eval_dataset(data_cfg: DictConfig, split: str = "test") -> Dataset:
-    """The datamodule's test (or val) dataset, generating the synthetic data first when configured."""
-    datamodule = hydra.utils.instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test" if split == "test" else "validate")
-    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-    return loader.dataset
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+from stereo.devices import resolve_device
+from stereo.evaluation import protocols
+from stereo.evaluation.runner import apply_protocol_to_data, build_eval_dataset, distributed_rank, evaluate_model
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -191,7 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         extra_record={"checkpoint": str(checkpoint.resolve()), "split": str(cfg.split),
                       "data": OmegaConf.to_container(data_cfg, resolve=True)},
     )
-    if _distributed()[0] == 0:
+    if distributed_rank()[0] == 0:
         print(format_summary(summary, output_dir))
     return summary
 

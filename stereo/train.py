@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stereo.allocator import retain_freed_memory
 from stereo.config import CONFIG_DIR
-from stereo.evaluate import build_eval_dataset, evaluate_model
+from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.training.module import StereoModule
 
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")

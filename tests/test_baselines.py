@@ -8,7 +8,7 @@ import pytest
 from stereo.baselines import SGBMMatcher, SGBMParams, fill_invalid, round_max_disp
 from stereo.data.sceneflow import SceneFlowDataset
 from stereo.evaluation import evaluate_method, sample_max_disp, sgbm_method
-from stereo.training import metrics
+from stereo.evaluation import metrics
 
 
 def _zero_disparity(left, right, max_disp):

@@ -12,8 +12,9 @@ import torch
 from conftest import compose
 
 from stereo.data.io import read_pfm
-from stereo.evaluate import evaluate, shard_indices
-from stereo.training import protocols
+from stereo.evaluate import evaluate
+from stereo.evaluation.runner import shard_indices
+from stereo.evaluation import protocols
 
 def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, tiny_checkpoint, tmp_path):
     checkpoint = tiny_checkpoint

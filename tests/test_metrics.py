@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stereo.training import metrics
+from stereo.evaluation import metrics
 
 GT = torch.tensor([[[10.0, 20.0, 100.0, 0.0]]])
 PRED = torch.tensor([[[10.5, 22.5, 104.0, 7.0]]])  # |e| = 0.5, 2.5, 4.0 ; the 0 gt pixel is masked

@@ -6,8 +6,8 @@ see the same pixels under the same rule:
 - full resolution, no resizing: each method gets the sample's uint8 RGB pair as it is on disk;
 - per-sample search range ``max_disp`` = the GT maximum rounded *up* to the next multiple of 16
   (strictly above it), capped at ``cap`` (192 by default) — recorded per image;
-- scored pixels: the dataset's ``valid`` AND ``0 < gt < max_disp`` (:func:`stereo.training.metrics.evaluation_mask`);
-- metrics from :mod:`stereo.training.metrics` (EPE, bad-1/2/3, KITTI D1) per image, then the mean
+- scored pixels: the dataset's ``valid`` AND ``0 < gt < max_disp`` (:func:`stereo.evaluation.metrics.evaluation_mask`);
+- metrics from :mod:`stereo.evaluation.metrics` (EPE, bad-1/2/3, KITTI D1) per image, then the mean
   over images (every image weighs the same, whatever its number of GT pixels);
 - methods return a dense map (SGBM's holes are filled, :func:`stereo.baselines.fill_invalid`) and
   optionally their raw valid mask, from which ``coverage`` (% of scored pixels the method itself
@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from stereo.baselines import SGBMMatcher, SGBMParams, round_max_disp
-from stereo.training import metrics
+from stereo.evaluation import metrics
 
 # (left uint8 H×W×3, right uint8 H×W×3, max_disp) -> (dense disparity H×W, raw valid H×W or None = all)
 DisparityMethod = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, "np.ndarray | None"]]

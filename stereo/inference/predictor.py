@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from stereo.data.normalize import normalize_image
+from stereo.devices import resolve_device
 from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR, Padder, optimize_for_inference
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -46,13 +47,6 @@ class Prediction:
 
     disparity: np.ndarray
     confidence: np.ndarray
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU (never assume a GPU)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:

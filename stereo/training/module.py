@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from stereo.data.normalize import denormalize_image
-from stereo.training import metrics, protocols
+from stereo.evaluation import metrics, protocols
 from stereo.training.losses import PSMNetLoss, disparity_mask
 from stereo.visualize import colorize_disparity, colorize_error
 

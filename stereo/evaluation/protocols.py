@@ -15,7 +15,7 @@ import torch
 
 from stereo.models import MIN_INPUT_SIZE
 from stereo.models.padding import Padder
-from stereo.training import metrics
+from stereo.evaluation import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Protocol:
     resize: str = "pad"  # "pad" to a multiple of 16, or "crop" the bottom-right crop_size window
     pad_mode: str = "top_right"
     crop_size: tuple[int, int] | None = None  # (height, width)
-    averaging: str = "per_image"  # see stereo.training.metrics.summarize
+    averaging: str = "per_image"  # see stereo.evaluation.metrics.summarize
     batch_size: int = 8  # only for averaging == "per_batch"
     primary: tuple[str, ...] = ("epe",)
     reference: str = ""
