@@ -71,7 +71,7 @@ TINY_MODEL_CONFIG = {"_target_": "stereo.models.PSMNet", "max_disp": 16, "aggreg
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained checkpoint in our format (contract 4: model_config + ``model.*`` weights)."""
+    """An untrained checkpoint in our format (docs/training.md#checkpoints: model_config + ``model.*`` weights)."""
     import torch
 
     from stereo.models import PSMNet

@@ -1,6 +1,6 @@
 """Tiny checkpoints in both formats inference accepts, written from randomly-initialised networks.
 
-Ours: Lightning layout (``hyper_parameters.model_config`` + ``model.``-prefixed keys, contract 4).
+Ours: Lightning layout (``hyper_parameters.model_config`` + ``model.``-prefixed keys, docs/training.md#checkpoints).
 Authors': ``{'epoch', 'state_dict' (``module.``-prefixed, DataParallel names), 'train_loss'}``.
 
 A freshly initialised PSMNet has BatchNorm running statistics 0/1, so activations grow through the

@@ -40,7 +40,7 @@ def test_kill_9_then_resume_continues_step_count_and_optimizer_state(train_overr
         process.wait()
     # Lightning writes checkpoints atomically: even after kill -9 the file is complete.
     validate_resume_checkpoint(last)
-    killed = torch.load(last, map_location="cpu", weights_only=True)  # plain containers only (contract 4)
+    killed = torch.load(last, map_location="cpu", weights_only=True)  # plain containers only (docs/training.md#checkpoints)
     killed_step = killed["global_step"]
     assert killed_step >= 1
     assert killed["hyper_parameters"]["model_config"]["_target_"] == "stereo.models.PSMNet"

@@ -1,7 +1,7 @@
 """What every stereo dataset shares: a list of file records and one way to load a record.
 
 Each dataset module only finds its files (by listing folders, never opening images) and fills
-``PairRecord``s; loading, the size checks and the sample dict (contract 1) live here once.
+``PairRecord``s; loading, the size checks and the sample dict (docs/data.md#sample-format) live here once.
 """
 
 from __future__ import annotations

@@ -298,7 +298,7 @@ class SceneFlowDataset(StereoPairDataset):
     """Scene Flow pairs of one split and pass; ``files`` = "standard" (the published 35,454 / 4,370
     lists), "all" (everything on disk) or a list file of left-image paths / sample names.
 
-    Samples follow contract 1; ``right_disparity=True`` adds ``disparity_right``/``valid_right``.
+    Samples follow docs/data.md#sample-format; ``right_disparity=True`` adds ``disparity_right``/``valid_right``.
     """
 
     def __init__(

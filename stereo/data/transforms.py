@@ -1,4 +1,4 @@
-"""Sample transforms: raw dataset dict (uint8 numpy, contract 1) -> model-ready tensors (contract 2).
+"""Sample transforms: raw dataset dict (uint8 numpy) -> model-ready tensors (docs/data.md#sample-format).
 
 Training crops first and works on the uint8 crop (cheap look-up tables, no full-frame float copy),
 so everything beyond image decoding stays a small fraction of a sample's time. Randomness comes from

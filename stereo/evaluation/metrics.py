@@ -1,6 +1,6 @@
 """Disparity error metrics as pure functions (torch tensors or numpy arrays in, tensors out).
 
-Conventions, stated once because papers differ (SPEC §5):
+Conventions, stated once because papers differ (docs/evaluation.md#metrics):
 - Inputs are H×W or N×H×W; an H×W input is treated as one image. Results are per image (shape N)
   unless ``pooled=True`` (one value over every valid pixel of the batch).
 - ``mask`` says which pixels count; build it with :func:`evaluation_mask` (dataset ``valid`` AND gt

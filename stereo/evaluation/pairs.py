@@ -82,7 +82,7 @@ def evaluate_method(
 
 
 def score_sample(method: DisparityMethod, sample: Mapping[str, Any], cap: int = DEFAULT_CAP) -> dict[str, Any]:
-    """One raw sample (contract 1) -> its metric row."""
+    """One raw sample (docs/data.md#sample-format) -> its metric row."""
     gt, valid = np.asarray(sample["disparity"], np.float32), np.asarray(sample["valid"], bool)
     max_disp = sample_max_disp(gt, valid, cap)
     started = time.perf_counter()
@@ -133,7 +133,7 @@ def _name(dataset: Dataset, index: int) -> str:
 
 
 def raw_test_dataset(data_cfg: Any) -> Dataset:
-    """The raw (untransformed, contract 1) test split of a data config, generating synthetic data first.
+    """The raw (untransformed, docs/data.md#sample-format) test split of a data config, generating synthetic data first.
 
     Uses ``data.test`` when set, else ``data.val`` (the synthetic config scores its TEST split there).
     """

@@ -1,6 +1,6 @@
 """Evaluation protocols: which data, which pixels, which padding/crop and which averaging.
 
-Published Scene Flow numbers are not comparable unless these match (SPEC §5), so a protocol is a
+Published Scene Flow numbers are not comparable unless these match (docs/evaluation.md#protocols), so a protocol is a
 small frozen dataclass that is written verbatim into every metrics file, and the same code applies it
 in validation (during training) and in ``stereo.evaluate``.
 """

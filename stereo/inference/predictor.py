@@ -3,7 +3,7 @@ input checks, a swapped-pair warning and a memory-bounded mode for multi-megapix
 
 Why a class: loading a checkpoint and moving it to a device is the slow part, so one ``Predictor``
 serves every pair of a sequence. The network only ever sees ImageNet-normalised tensors whose height
-and width are multiples of 16 (contract 3); everything users hand in is brought to that here.
+and width are multiples of 16 (docs/inference.md#network-input); everything users hand in is brought to that here.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ class Predictor:
 
         Strips cut the vertical context of the SPP module (pools up to 64 cells = 256 px) and of the
         3-D hourglasses, so this is an approximation of the full-image result; the overlap hides
-        most of the seams (README: measured difference to the full-image run).
+        most of the seams (docs/inference.md#high-resolution-images-within-a-memory-budget).
         """
         batch, _, height, width = left.shape
         strip = self._strip_height(width, batch)

@@ -1,7 +1,7 @@
 """LightningModule that trains any of the PSMNet-family networks with PSMNet's loss.
 
 The network lives in ``self.model`` so that checkpoints hold ``model.<param>`` keys and
-``stereo.models.load_model`` can rebuild it from ``hyper_parameters["model_config"]`` (contract 4).
+``stereo.models.load_model`` can rebuild it from ``hyper_parameters["model_config"]`` (docs/training.md#checkpoints).
 Hyper-parameters are plain Python containers so checkpoints load with ``torch.load(weights_only=True)``.
 """
 
