@@ -99,6 +99,10 @@ def test_readme_opens_with_the_two_commands():
     assert commands == [MAIN_COMMAND, TEST_COMMAND]
 
 
+def test_ci_runs_the_readme_test_command():
+    assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+
+
 @pytest.mark.parametrize("doc", [README, *DOCS], ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves(doc):
     problems = []
