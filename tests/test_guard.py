@@ -1,0 +1,73 @@
+"""The non-finite-loss guard: a skipped step leaves weights, BatchNorm statistics and optimizer state
+exactly as they were, on every rank (real Trainer, real config, psmnet_basic 256×256, max_disp 16)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose
+
+from stereo.train import train
+
+TESTS = Path(__file__).parent
+
+
+def assert_same(a, b, what: str) -> None:
+    """Exactly equal nested state (tensors bitwise, NaN == NaN)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for key in a:
+            assert_same(a[key], b[key], f"{what}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{what}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)), what
+    else:
+        assert a == b, what
+
+
+def guard_overrides(*extra: str) -> list[str]:
+    return ["model=psmnet_basic", "model.max_disp=16", "trainer.max_steps=3", "trainer.limit_val_batches=0",
+            "logger=none", "callbacks=none", "+callbacks.guard._target_=nonfinite_injector.NonFiniteInjector",
+            "+callbacks.guard.step=1", *extra]
+
+
+def check_record(record: dict) -> None:
+    before, after, final = record["before"], record["after"], record["final"]
+    assert record["skipped"] == 1 and record["global_step"] == 3  # the skipped step still counts
+    assert_same(before, after, "state changed by a skipped step")
+    assert before["optimizer"]["state"], "the optimizer had stepped before (its state exists)"
+    bn = [k for k in before["model"] if k.endswith("running_mean")]
+    assert bn and all(torch.isfinite(after["model"][k]).all() for k in bn)
+    # Training goes on afterwards: the next step changes the weights.
+    assert any(not torch.equal(before["model"][k], final["model"][k]) for k in before["model"])
+
+
+@pytest.mark.slow
+def test_single_process_skipped_step_changes_nothing(train_overrides, tmp_path):
+    out = tmp_path / "guard"
+    train(compose("train", train_overrides(*guard_overrides(f"+callbacks.guard.out={out}"))))
+    check_record(torch.load(out / "guard_rank0.pt", weights_only=False))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_nan_on_one_rank_leaves_every_rank_as_it_was(train_overrides, tmp_path):
+    out, run_dir = tmp_path / "guard", tmp_path / "ddp"
+    overrides = train_overrides(*guard_overrides(
+        f"+callbacks.guard.out={out}", "+callbacks.guard.rank=1", "trainer=ddp_cpu", f"paths.output_dir={run_dir}"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "stereo.train", *overrides, f"hydra.run.dir={run_dir}"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    records = [torch.load(out / f"guard_rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    for record in records:
+        check_record(record)
+    for moment in ("before", "after", "final"):
+        assert_same(records[0][moment], records[1][moment], f"ranks differ {moment}")
