@@ -5,15 +5,21 @@ training crop: image decode, PFM decode, crop + colour augmentation + normalisat
 ``SceneFlowDataset.__getitem__``. Runs on the real FlyingThings3D sample in ../shared/data/real
 (if present) and on a synthetic 960×540 tree generated in a temporary folder, and compares, in the
 same run, with a PSMNet-style loader (PIL decode, PIL crop, float normalisation) when Pillow is
-installed. Also reports the synthetic generator's pairs/s. One thread, as in a DataLoader worker.
+installed. Also reports the synthetic generator's pairs/s. One thread, as in a DataLoader worker, so
+samples/s is the throughput of one worker; ``--gpu-rates`` turns it into the number of workers that
+keep a GPU consuming that many samples/s busy (ceil(rate / samples per worker), assuming a free core
+per worker). ``--markdown`` prints the result table for docs/training.md, with machine and date.
 
-    python scripts/bench_data.py --repeats 30 --out bench_data.json
+    python scripts/bench_data.py --repeats 30 --out bench_data.json --gpu-rates 50 100 200
+    python scripts/bench_data.py --markdown bench_data.json     # table from a saved result
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -122,12 +128,43 @@ def bench_generator(height: int, width: int, max_disp: float, count: int) -> dic
     return {"size": f"{width}x{height}", "max_disp": max_disp, "render_ms": 1e3 * seconds, "pairs_per_s": 1.0 / seconds}
 
 
+def workers_needed(samples_per_s_per_worker: float, rates: list[float]) -> dict[str, int]:
+    """Workers (one core each) that supply ``rate`` samples/s: ceil(rate / per-worker rate)."""
+    return {f"{rate:g}": math.ceil(rate / samples_per_s_per_worker) for rate in rates}
+
+
+def markdown(record: dict) -> str:
+    """The measured table as Markdown, headed by the command, date and machine it ran on."""
+    machine = record["machine"]
+    rates = record.get("gpu_rates", [])
+    lines = [f"Measured {record.get('date', 'n/a')} with `{record['command']}` on {machine['processor']}, "
+             f"{machine['cpu_count']} cores (load average {machine['load_average']}), one thread per worker, "
+             f"OpenCV {machine['opencv']}, torch {machine['torch']}; 960×540 pair (2 PNG + PFM) -> "
+             f"{record['crop'][0]}×{record['crop'][1]} crop, median of the timed calls.", ""]
+    header = ["data", "2×PNG decode ms", "PFM ms", "crop+colour+normalise ms", "sample ms", "samples/s per worker"]
+    header += [f"workers for {rate:g} samples/s" for rate in rates]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in record["loading"]:
+        cells = [row["dataset"], f"{row['image_decode_ms']:.1f}", f"{row['pfm_decode_ms']:.1f}",
+                 f"{row['crop_colour_normalise_ms']:.1f}", f"{row['sample_ms']:.1f}", f"{row['samples_per_s']:.1f}"]
+        cells += [str(row["workers_needed"][f"{rate:g}"]) for rate in rates]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per stage (median reported)")
     parser.add_argument("--generator-pairs", type=int, default=10, help="pairs rendered per generator size")
     parser.add_argument("--out", type=Path, default=Path("bench_data.json"))
+    parser.add_argument("--gpu-rates", type=float, nargs="*", default=[50.0, 100.0, 200.0],
+                        help="samples/s a GPU consumes (e.g. from scripts/bench_gpu.py): workers needed for each")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="JSON",
+                        help="print the Markdown table of a saved result and exit")
     args = parser.parse_args()
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
 
     cv2.setNumThreads(1)  # what one DataLoader worker gets (torch also sets 1 thread in workers)
     torch.set_num_threads(1)
@@ -155,6 +192,8 @@ def main() -> None:
         generate(temp, num_train=0, num_test=4, height=540, width=960, max_disp=192, seed=0, progress=False)
         generated_s = (time.perf_counter() - start) / 4
         rows.append(bench_tree("synthetic 960x540", Path(temp), args.repeats, pillow is not None))
+    for row in rows:
+        row["workers_needed"] = workers_needed(row["samples_per_s"], args.gpu_rates)
     generator = [bench_generator(540, 960, 192, args.generator_pairs), bench_generator(320, 640, 96, args.generator_pairs)]
     generator[0]["render_and_write_ms"] = 1e3 * generated_s
 
@@ -173,8 +212,11 @@ def main() -> None:
     for row in generator:
         extra = f", {row['render_and_write_ms']:.0f} ms with writing" if "render_and_write_ms" in row else ""
         print(f"  {row['size']} max_disp {row['max_disp']:g}: {row['pairs_per_s']:.2f} pairs/s ({row['render_ms']:.0f} ms{extra})")
-    args.out.write_text(json.dumps({"machine": machine, "command": " ".join(sys.argv), "crop": CROP,
-                                    "loading": rows, "generator": generator}, indent=2))
+    record = {"machine": machine, "command": " ".join(["python", *sys.argv]), "crop": CROP,
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "gpu_rates": args.gpu_rates, "loading": rows, "generator": generator}
+    args.out.write_text(json.dumps(record, indent=2))
+    print("\n" + markdown(record))
     print(f"\nwrote {args.out}")
 
 

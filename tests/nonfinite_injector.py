@@ -11,8 +11,9 @@ import torch
 
 
 def training_state(trainer: pl.Trainer, module: pl.LightningModule) -> dict:
-    """Weights, all buffers (BatchNorm statistics included) and the optimizer state, copied."""
-    return {"model": {k: v.detach().clone() for k, v in module.model.state_dict().items()},
+    """Weights, buffers (BatchNorm statistics) and the optimizer state, copied."""
+    return {"weights": {k: v.detach().clone() for k, v in module.model.named_parameters()},
+            "buffers": {k: v.detach().clone() for k, v in module.model.named_buffers()},
             "optimizer": copy.deepcopy(trainer.optimizers[0].state_dict())}
 
 

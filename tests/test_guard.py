@@ -33,28 +33,69 @@ def assert_same(a, b, what: str) -> None:
         assert a == b, what
 
 
+class NaNNetwork(torch.nn.Module):
+    """Stands in for a network whose forward overflowed: one parameter, NaN output."""
+
+    max_disp = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, left, right):
+        return (left[:, 0] * self.weight * float("nan"),)
+
+
+def test_non_finite_loss_is_backpropagated_but_not_stepped_and_counted():
+    from functools import partial
+
+    from stereo.training.module import StereoModule
+
+    module = StereoModule(NaNNetwork(), optimizer=partial(torch.optim.Adam, lr=1e-3))
+    optimizer = module.configure_optimizers()
+    batch = {"left": torch.zeros(1, 3, 4, 4), "right": torch.zeros(1, 3, 4, 4),
+             "disparity": torch.full((1, 4, 4), 3.0), "valid": torch.ones(1, 4, 4, dtype=torch.bool)}
+
+    def closure():
+        loss = module.training_step(batch, 0)
+        loss.backward()  # every DDP rank must join the gradient all-reduce, NaN or not
+        return loss
+
+    for step in range(2):
+        module.optimizer_step(0, step, optimizer, closure)
+    assert module.skipped_steps == 2
+    assert module.model.weight.item() == 1.0 and not optimizer.state  # Adam never stepped
+    assert module.model.weight.grad is None  # the NaN gradient does not linger
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["skipped_nonfinite_steps"] == 2  # the count survives a resume
+
+
 def guard_overrides(*extra: str) -> list[str]:
     return ["model=psmnet_basic", "model.max_disp=16", "trainer.max_steps=3", "trainer.limit_val_batches=0",
             "logger=none", "callbacks=none", "+callbacks.guard._target_=nonfinite_injector.NonFiniteInjector",
             "+callbacks.guard.step=1", *extra]
 
 
-def check_record(record: dict) -> None:
+def check_record(record: dict, buffers_before: dict) -> None:
+    """``buffers_before``: the statistics the poisoned step's forward started from (under DDP rank 0's:
+    DDP broadcasts them at the start of every training forward)."""
     before, after, final = record["before"], record["after"], record["final"]
     assert record["skipped"] == 1 and record["global_step"] == 3  # the skipped step still counts
-    assert_same(before, after, "state changed by a skipped step")
+    assert_same(before["weights"], after["weights"], "weights changed by a skipped step")
+    assert_same(before["optimizer"], after["optimizer"], "optimizer state changed by a skipped step")
+    assert_same(buffers_before, after["buffers"], "BatchNorm statistics changed by a skipped step")
     assert before["optimizer"]["state"], "the optimizer had stepped before (its state exists)"
-    bn = [k for k in before["model"] if k.endswith("running_mean")]
-    assert bn and all(torch.isfinite(after["model"][k]).all() for k in bn)
     # Training goes on afterwards: the next step changes the weights.
-    assert any(not torch.equal(before["model"][k], final["model"][k]) for k in before["model"])
+    assert any(not torch.equal(before["weights"][k], final["weights"][k]) for k in before["weights"])
 
 
 @pytest.mark.slow
 def test_single_process_skipped_step_changes_nothing(train_overrides, tmp_path):
     out = tmp_path / "guard"
     train(compose("train", train_overrides(*guard_overrides(f"+callbacks.guard.out={out}"))))
-    check_record(torch.load(out / "guard_rank0.pt", weights_only=False))
+    record = torch.load(out / "guard_rank0.pt", weights_only=False)
+    check_record(record, record["before"]["buffers"])
 
 
 @pytest.mark.slow
@@ -68,6 +109,8 @@ def test_two_process_ddp_nan_on_one_rank_leaves_every_rank_as_it_was(train_overr
     assert done.returncode == 0, done.stderr[-4000:]
     records = [torch.load(out / f"guard_rank{rank}.pt", weights_only=False) for rank in (0, 1)]
     for record in records:
-        check_record(record)
+        check_record(record, records[0]["before"]["buffers"])
     for moment in ("before", "after", "final"):
-        assert_same(records[0][moment], records[1][moment], f"ranks differ {moment}")
+        for part in ("weights", "optimizer"):
+            assert_same(records[0][moment][part], records[1][moment][part], f"ranks' {part} differ {moment}")
+    assert_same(records[0]["after"]["buffers"], records[1]["after"]["buffers"], "ranks' statistics differ")

@@ -97,3 +97,18 @@ def test_network_forward_does_not_read_on_the_host(step_syncs):
     """Host reads only: on the CPU a constant built on the host and moved to the input's device is no
     copy, so that kind shows only on an accelerator (stereo.training.gpu_checks.training_step_host_syncs)."""
     assert step_syncs["model forward"] == Counter()
+
+
+def test_gpu_kit_step_check_runs_the_same_code_on_the_cpu():
+    from stereo.training.gpu_checks import PHASES, training_step_host_syncs
+
+    syncs = training_step_host_syncs("cpu", {"max_disp": 16, "aggregation": "basic"}, size=(256, 256))
+    assert syncs == {phase: {} for phase in PHASES}
+
+
+@pytest.mark.slow
+def test_deterministic_mode_gives_identical_fits_on_the_cpu(tmp_path):
+    from stereo.training.gpu_checks import deterministic_fits_match
+
+    result = deterministic_fits_match("cpu", model="psmnet_basic", steps=2, workdir=tmp_path)
+    assert result["identical"] and result["max_abs_diff"] == 0.0, result
