@@ -72,33 +72,48 @@ def step_syncs(synthetic_root, tmp_path_factory):
     cfg = compose("train", [
         "data.generate=null", f"data.train.root={synthetic_root}", f"data.val.root={synthetic_root}",
         "data.crop_size=[256,256]", "data.batch_size=2", "data.num_workers=0", "data.augment.color=false",
-        "model=psmnet_basic", "model.max_disp=16", "trainer=cpu", "trainer.max_steps=1",
+        "model=psmnet_basic", "model.max_disp=16", "trainer=cpu", "trainer.max_steps=2", "trainer.log_every_n_steps=1",
         "trainer.limit_val_batches=0", "logger=csv", "callbacks=none", "module.image_log_every_n_steps=0",
         "+callbacks.syncs._target_=test_host_syncs.SyncCountingCallback",
         f"paths.log_dir={out / 'logs'}", f"paths.output_dir={out / 'run'}"])
     train(cfg)
-    return SyncCountingCallback.phases
+    return SyncCountingCallback.phases, out / "run" / "csv" / "metrics.csv"
 
 
+@pytest.mark.slow
 def test_loss_and_logging_of_a_training_step_do_not_synchronise(step_syncs):
-    assert step_syncs["before forward"] == Counter()
-    assert step_syncs["loss and logging"] == Counter()
+    phases, _ = step_syncs
+    assert phases["before forward"] == Counter()
+    assert phases["loss and logging"] == Counter()
 
 
+@pytest.mark.slow
 def test_backward_does_not_synchronise(step_syncs):
-    assert step_syncs["backward"] == Counter()
+    assert step_syncs[0]["backward"] == Counter()
 
 
+@pytest.mark.slow
 def test_the_non_finite_guard_reads_one_flag_per_step(step_syncs):
-    assert step_syncs["non-finite guard"] == {"host read: _local_scalar_dense": 1}
+    assert step_syncs[0]["non-finite guard"] == {"host read: _local_scalar_dense": 1}
 
 
+@pytest.mark.slow
 def test_network_forward_does_not_read_on_the_host(step_syncs):
     """Host reads only: on the CPU a constant built on the host and moved to the input's device is no
     copy, so that kind shows only on an accelerator (stereo.training.gpu_checks.training_step_host_syncs)."""
-    assert step_syncs["model forward"] == Counter()
+    assert step_syncs[0]["model forward"] == Counter()
 
 
+@pytest.mark.slow
+def test_samples_per_sec_is_logged_once_per_logging_window(step_syncs):
+    import csv
+
+    rows = list(csv.DictReader(open(step_syncs[1])))
+    rates = [float(r["train/samples_per_sec"]) for r in rows if r.get("train/samples_per_sec")]
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)  # log_every_n_steps=1, 2 steps
+
+
+@pytest.mark.slow
 def test_gpu_kit_step_check_runs_the_same_code_on_the_cpu():
     from stereo.training.gpu_checks import PHASES, training_step_host_syncs
 
