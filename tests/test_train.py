@@ -84,3 +84,31 @@ def test_report_prints_an_inference_command_that_runs(train_overrides, tiny_chec
     assert done.returncode == 0, done.stderr[-2000:]
     written = sorted(p.suffix for p in (tmp_path / "run" / "infer").rglob("*.*") if p.is_file())
     assert ".pfm" in written and ".png" in written, written
+
+
+def test_evaluate_before_and_after_run_and_get_the_trainers_device(train_overrides, monkeypatch):
+    """Both evaluations run and are handed the trainer's root device (on a CPU-only machine that is the
+    CPU, like the weights' device; on a GPU run it is the GPU, the weights being on the CPU then)."""
+    import stereo.train as train_module
+
+    devices = []
+    real = train_module.evaluate_model
+
+    def recording(*args, device, **kwargs):
+        devices.append(device)
+        return real(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_model", recording)
+    roots = []
+    original_fit = train_module.pl.Trainer.fit
+
+    def fit(self, *args, **kwargs):
+        roots.append(self.strategy.root_device)
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.pl.Trainer, "fit", fit)
+    cfg = compose("train", train_overrides("model=psmnet_basic", "model.max_disp=16", "trainer.max_steps=1",
+                                           "trainer.limit_val_batches=0", "logger=none", "evaluate_before=true",
+                                           "evaluate_after=true", "eval.export.max_images=0"))
+    results = train(cfg)
+    assert devices == [roots[0], roots[0]] and math.isfinite(results["eval/epe"])
