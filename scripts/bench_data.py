@@ -5,15 +5,22 @@ training crop: image decode, PFM decode, crop + colour augmentation + normalisat
 ``SceneFlowDataset.__getitem__``. Runs on the real FlyingThings3D sample in ../shared/data/real
 (if present) and on a synthetic 960×540 tree generated in a temporary folder, and compares, in the
 same run, with a PSMNet-style loader (PIL decode, PIL crop, float normalisation) when Pillow is
-installed. Also reports the synthetic generator's pairs/s. One thread, as in a DataLoader worker.
+installed. Also reports the synthetic generator's pairs/s. One thread, as in a DataLoader worker, so
+the CPU time per sample (``time.process_time``) gives the throughput of one worker on a core of its
+own, independent of the machine's other load (wall-clock medians are reported too); ``--gpu-rates``
+turns it into the number of workers that keep a GPU consuming that many samples/s busy
+(ceil(rate / samples per worker), one free core per worker). ``--markdown`` prints the result table for docs/training.md, with machine and date.
 
-    python scripts/bench_data.py --repeats 30 --out bench_data.json
+    python scripts/bench_data.py --repeats 30 --out bench_data.json --gpu-rates 50 100 200
+    python scripts/bench_data.py --markdown bench_data.json     # table from a saved result
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -37,14 +44,16 @@ from stereo.data.transforms import TrainTransform
 CROP = (256, 512)
 
 
-def timed(function: Callable[[], object], repeats: int) -> float:
-    """Median seconds per call (after one warm-up call)."""
+def timed(function: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds per call (after one warm-up call). ``clock=time.process_time`` measures the CPU
+    time of this single-threaded process: what one worker costs on a core of its own, whatever else
+    the machine is running."""
     function()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         function()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -73,14 +82,14 @@ def psmnet_style_sample(left: str, right: str, disparity: str, rng: np.random.Ge
 
 
 def staged_sample(left: str, right: str, disparity: str, transform: TrainTransform) -> tuple[float, float, float]:
-    """One sample the way the dataset loads it, timing each stage in the same call (seconds)."""
-    start = time.perf_counter()
+    """One sample the way the dataset loads it, timing each stage in the same call (CPU seconds)."""
+    start = time.process_time()
     sample = {"left": read_image(left), "right": read_image(right), "name": "bench"}
-    decoded = time.perf_counter()
+    decoded = time.process_time()
     sample["disparity"], sample["valid"] = read_disparity(disparity)
-    pfm = time.perf_counter()
+    pfm = time.process_time()
     transform(sample)
-    return decoded - start, pfm - decoded, time.perf_counter() - pfm
+    return decoded - start, pfm - decoded, time.process_time() - pfm
 
 
 def bench_tree(label: str, root: Path, repeats: int, has_pillow: bool) -> dict:
@@ -103,8 +112,10 @@ def bench_tree(label: str, root: Path, repeats: int, has_pillow: bool) -> dict:
         "crop_normalise_ms": 1e3 * statistics.median(t for _, _, t in plain_stages),
         "beyond_decode_fraction": beyond,
         "sample_ms": 1e3 * timed(lambda: dataset[0], repeats),
+        "sample_cpu_ms": 1e3 * timed(lambda: dataset[0], repeats, time.process_time),
     }
     result["samples_per_s"] = 1e3 / result["sample_ms"]
+    result["samples_per_s_per_core"] = 1e3 / result["sample_cpu_ms"]
     if has_pillow:
         rng = np.random.default_rng(3)
         result["psmnet_style_sample_ms"] = 1e3 * timed(
@@ -122,12 +133,45 @@ def bench_generator(height: int, width: int, max_disp: float, count: int) -> dic
     return {"size": f"{width}x{height}", "max_disp": max_disp, "render_ms": 1e3 * seconds, "pairs_per_s": 1.0 / seconds}
 
 
+def workers_needed(samples_per_s_per_worker: float, rates: list[float]) -> dict[str, int]:
+    """Workers (one core each) that supply ``rate`` samples/s: ceil(rate / per-worker rate)."""
+    return {f"{rate:g}": math.ceil(rate / samples_per_s_per_worker) for rate in rates}
+
+
+def markdown(record: dict) -> str:
+    """The measured table as Markdown, headed by the command, date and machine it ran on."""
+    machine = record["machine"]
+    rates = record.get("gpu_rates", [])
+    lines = [f"Measured {record.get('date', 'n/a')} with `{record['command']}` on {machine['processor']}, "
+             f"{machine['cpu_count']} cores (load average {machine['load_average']:.1f}), one thread per worker, "
+             f"OpenCV {machine['opencv']}, torch {machine['torch']}; 960×540 pair (2 PNG + PFM) -> "
+             f"{record['crop'][0]}×{record['crop'][1]} crop, median of the timed calls.", ""]
+    header = ["data", "2×PNG decode CPU ms", "PFM CPU ms", "crop+colour+normalise CPU ms", "sample ms (wall)",
+              "sample CPU ms", "samples/s per worker (own core)"]
+    header += [f"workers for {rate:g} samples/s" for rate in rates]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in record["loading"]:
+        cells = [row["dataset"], f"{row['image_decode_ms']:.1f}", f"{row['pfm_decode_ms']:.1f}",
+                 f"{row['crop_colour_normalise_ms']:.1f}", f"{row['sample_ms']:.1f}", f"{row['sample_cpu_ms']:.1f}",
+                 f"{row['samples_per_s_per_core']:.1f}"]
+        cells += [str(row["workers_needed"][f"{rate:g}"]) for rate in rates]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per stage (median reported)")
     parser.add_argument("--generator-pairs", type=int, default=10, help="pairs rendered per generator size")
     parser.add_argument("--out", type=Path, default=Path("bench_data.json"))
+    parser.add_argument("--gpu-rates", type=float, nargs="*", default=[50.0, 100.0, 200.0],
+                        help="samples/s a GPU consumes (e.g. from scripts/bench_gpu.py): workers needed for each")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="JSON",
+                        help="print the Markdown table of a saved result and exit")
     args = parser.parse_args()
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
 
     cv2.setNumThreads(1)  # what one DataLoader worker gets (torch also sets 1 thread in workers)
     torch.set_num_threads(1)
@@ -155,11 +199,13 @@ def main() -> None:
         generate(temp, num_train=0, num_test=4, height=540, width=960, max_disp=192, seed=0, progress=False)
         generated_s = (time.perf_counter() - start) / 4
         rows.append(bench_tree("synthetic 960x540", Path(temp), args.repeats, pillow is not None))
+    for row in rows:
+        row["workers_needed"] = workers_needed(row["samples_per_s_per_core"], args.gpu_rates)
     generator = [bench_generator(540, 960, 192, args.generator_pairs), bench_generator(320, 640, 96, args.generator_pairs)]
     generator[0]["render_and_write_ms"] = 1e3 * generated_s
 
-    columns = [("dataset", "dataset", "{}"), ("image_decode_ms", "2×PNG ms", "{:.1f}"),
-               ("pfm_decode_ms", "PFM ms", "{:.1f}"), ("crop_colour_normalise_ms", "crop+colour+norm ms", "{:.1f}"),
+    columns = [("dataset", "dataset", "{}"), ("image_decode_ms", "2×PNG CPU ms", "{:.1f}"),
+               ("pfm_decode_ms", "PFM CPU ms", "{:.1f}"), ("crop_colour_normalise_ms", "crop+colour+norm CPU ms", "{:.1f}"),
                ("sample_ms", "sample ms", "{:.1f}"), ("samples_per_s", "samples/s", "{:.1f}"),
                ("beyond_decode_fraction", "beyond decode", "{:.1%}"),
                ("psmnet_style_samples_per_s", "PSMNet-style samples/s", "{:.1f}"),
@@ -173,8 +219,11 @@ def main() -> None:
     for row in generator:
         extra = f", {row['render_and_write_ms']:.0f} ms with writing" if "render_and_write_ms" in row else ""
         print(f"  {row['size']} max_disp {row['max_disp']:g}: {row['pairs_per_s']:.2f} pairs/s ({row['render_ms']:.0f} ms{extra})")
-    args.out.write_text(json.dumps({"machine": machine, "command": " ".join(sys.argv), "crop": CROP,
-                                    "loading": rows, "generator": generator}, indent=2))
+    record = {"machine": machine, "command": " ".join(["python", *sys.argv]), "crop": CROP,
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "gpu_rates": args.gpu_rates, "loading": rows, "generator": generator}
+    args.out.write_text(json.dumps(record, indent=2))
+    print("\n" + markdown(record))
     print(f"\nwrote {args.out}")
 
 

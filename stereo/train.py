@@ -78,11 +78,13 @@ def _pick_checkpoint(trainer: pl.Trainer, which: str = "last") -> str | None:
     return next((p for p in paths if Path(p).is_file()), None)
 
 
-def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, export: Any, record: dict) -> dict:
+def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, export: Any, record: dict,
+                    trainer: pl.Trainer) -> dict:
+    """Evaluate on the trainer's device (this process's GPU), not where the weights happen to lie:
+    before fit and after teardown the network is on the CPU."""
     dataset = build_eval_dataset(cfg.data, str(cfg.eval.split))
-    device = next(model.parameters()).device
-    return evaluate_model(model, dataset, str(cfg.eval.protocol), out_dir, export=export, device=device,
-                          extra_record=record, desc=out_dir.name)
+    return evaluate_model(model, dataset, str(cfg.eval.protocol), out_dir, export=export,
+                          device=trainer.strategy.root_device, extra_record=record, desc=out_dir.name)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -116,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     no_export = {"max_images": 0}
     if cfg.get("evaluate_before") and rank_zero_only.rank == 0 and ckpt_path is None:
         before = _run_evaluation(module.model, cfg, output_dir / "eval_untrained", no_export,
-                                 {"checkpoint": "untrained (initial weights, seed %d)" % cfg.seed})
+                                 {"checkpoint": "untrained (initial weights, seed %d)" % cfg.seed}, trainer)
         module.initial_val_epe = float(before["epe"])
         results["untrained/epe"] = before["epe"]
 
@@ -137,7 +139,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             export = OmegaConf.to_container(cfg.eval.export, resolve=True)
             after = _run_evaluation(network, cfg, output_dir / "eval", export,
                                     {"checkpoint": checkpoint or "in-memory final weights",
-                                     "untrained_epe": results.get("untrained/epe")})
+                                     "untrained_epe": results.get("untrained/epe")}, trainer)
             results.update({f"eval/{k}": after[k] for k in ("epe", "bad1", "bad2", "bad3", "d1", "count")})
     if trainer.global_rank == 0:
         print(report(cfg, results, trainer))

@@ -46,3 +46,34 @@ def test_bad_configuration_is_rejected():
         PSMNetLoss(max_disp=32, mask_rule="everything")
     with pytest.raises(ValueError, match="outputs"):
         PSMNetLoss(max_disp=32)([torch.zeros(1, 2, 2)] * 4, torch.ones(1, 2, 2))
+
+
+def test_masked_sum_equals_the_mean_over_the_masked_pixels_of_psmnet():
+    """Same value as PSMNet's smooth_l1_loss(out[mask], gt[mask]) (float64 reference, float32 rounding)."""
+    torch.manual_seed(0)
+    gt = torch.rand(2, 32, 48) * 40 - 4  # some ≤ 0 and some ≥ max_disp: masked out
+    gt[0, :3] = float("inf")  # Scene Flow-style unknown pixels
+    outputs = [gt.nan_to_num(0.0) + torch.randn(2, 32, 48) * s for s in (3.0, 1.5, 0.5)]
+    total, heads = PSMNetLoss(max_disp=32)(outputs, gt)
+    mask = disparity_mask(gt, None, 32)
+    reference = [torch.nn.functional.smooth_l1_loss(o[mask].double(), gt[mask].double()) for o in outputs]
+    for head, ref in zip(heads, reference):
+        # float32 sum of ~3000 terms of order 1: relative rounding well below 1e-5
+        assert head.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert total.item() == pytest.approx(sum(w * r.item() for w, r in zip((0.5, 0.7, 1.0), reference)), rel=1e-5)
+
+
+def test_unknown_ground_truth_and_non_finite_predictions_outside_the_mask_give_finite_gradients():
+    gt = torch.tensor([[[2.0, float("inf"), float("nan"), 5.0]]])
+    pred = torch.tensor([[[2.5, float("nan"), float("inf"), 8.0]]], requires_grad=True)
+    total, _ = PSMNetLoss(max_disp=32)(pred, gt)
+    total.backward()
+    assert total.item() == pytest.approx((0.125 + 2.5) / 2)
+    assert pred.grad.tolist() == [[[0.25, 0.0, 0.0, 0.5]]]  # d/dx mean: (0.5, 1) / 2 pixels
+
+
+def test_empty_mask_gives_nan_loss_with_zero_gradient_for_the_guard_to_skip():
+    pred = torch.ones(1, 2, 2, requires_grad=True)
+    total, _ = PSMNetLoss(max_disp=32)(pred, torch.zeros(1, 2, 2))
+    total.backward()
+    assert math.isnan(total.item()) and torch.equal(pred.grad, torch.zeros(1, 2, 2))

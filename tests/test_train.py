@@ -65,35 +65,6 @@ def test_truncated_and_foreign_checkpoints_give_a_clear_error_naming_the_file(tm
         train(compose("train", train_overrides(f"ckpt_path={truncated}")))
 
 
-class NaNNetwork(torch.nn.Module):
-    """Stands in for a network whose forward overflowed: one parameter, NaN output."""
-
-    max_disp = 32
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(1))
-
-    def forward(self, left, right):
-        return (left[:, 0] * self.weight * float("nan"),)
-
-
-def test_non_finite_loss_is_skipped_and_counted_not_backpropagated():
-    from functools import partial
-
-    from stereo.training.module import StereoModule
-
-    module = StereoModule(NaNNetwork(), optimizer=partial(torch.optim.Adam, lr=1e-3))
-    batch = {"left": torch.zeros(1, 3, 4, 4), "right": torch.zeros(1, 3, 4, 4),
-             "disparity": torch.full((1, 4, 4), 3.0), "valid": torch.ones(1, 4, 4, dtype=torch.bool)}
-    assert module.training_step(batch, 0) is None  # Lightning skips backward and the optimizer step
-    assert module.training_step(batch, 1) is None
-    assert module.skipped_steps == 2
-    checkpoint = {}
-    module.on_save_checkpoint(checkpoint)
-    assert checkpoint["skipped_nonfinite_steps"] == 2  # the count survives a resume
-
-
 def test_report_prints_an_inference_command_that_runs(train_overrides, tiny_checkpoint, tmp_path):
     """The end-of-run report shows how to run the trained model on a pair; that exact command must work."""
     import shlex
@@ -113,3 +84,31 @@ def test_report_prints_an_inference_command_that_runs(train_overrides, tiny_chec
     assert done.returncode == 0, done.stderr[-2000:]
     written = sorted(p.suffix for p in (tmp_path / "run" / "infer").rglob("*.*") if p.is_file())
     assert ".pfm" in written and ".png" in written, written
+
+
+def test_evaluate_before_and_after_run_and_get_the_trainers_device(train_overrides, monkeypatch):
+    """Both evaluations run and are handed the trainer's root device (on a CPU-only machine that is the
+    CPU, like the weights' device; on a GPU run it is the GPU, the weights being on the CPU then)."""
+    import stereo.train as train_module
+
+    devices = []
+    real = train_module.evaluate_model
+
+    def recording(*args, device, **kwargs):
+        devices.append(device)
+        return real(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_model", recording)
+    roots = []
+    original_fit = train_module.pl.Trainer.fit
+
+    def fit(self, *args, **kwargs):
+        roots.append(self.strategy.root_device)
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.pl.Trainer, "fit", fit)
+    cfg = compose("train", train_overrides("model=psmnet_basic", "model.max_disp=16", "trainer.max_steps=1",
+                                           "trainer.limit_val_batches=0", "logger=none", "evaluate_before=true",
+                                           "evaluate_after=true", "eval.export.max_images=0"))
+    results = train(cfg)
+    assert devices == [roots[0], roots[0]] and math.isfinite(results["eval/epe"])

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stereo.data import synthetic
 from stereo.data.transforms import EvalTransform, TrainTransform
@@ -75,6 +75,29 @@ class GuardedDataset(Dataset):
                 if len(errors) >= 10:
                     break
         raise RuntimeError(f"{len(errors)} consecutive samples from index {index} failed to load; last: {errors[-1]}")
+
+
+class ShardSampler(DistributedSampler):
+    """Evaluation shard of one process: indices rank, rank + W, ... with no padding.
+
+    Lightning's default DistributedSampler repeats up to W - 1 samples so that every process gets the
+    same number; those would be scored twice in val/* metrics. Being a DistributedSampler, this one is
+    kept by Lightning as it is. Every process needs at least one sample: DDP synchronises buffers in
+    each process's first validation forward.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        if len(dataset) < num_replicas:
+            raise ValueError(f"the evaluation set has {len(dataset)} samples, fewer than the {num_replicas} "
+                             "processes: use fewer devices or more samples (each process needs at least one)")
+        self.shard = list(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self):
+        return iter(self.shard)
+
+    def __len__(self) -> int:
+        return len(self.shard)
 
 
 class StereoDataModule(L.LightningDataModule):
@@ -140,10 +163,15 @@ class StereoDataModule(L.LightningDataModule):
         if dataset is None:
             raise RuntimeError(f"no {what} dataset: set data.{what} in the config (and call setup() first)")
         rank = self.trainer.global_rank if self.trainer is not None else 0
+        world = self.trainer.world_size if self.trainer is not None else 1
+        # Training shards come from Lightning's DistributedSampler (use_distributed_sampler); evaluation
+        # shards must not repeat samples.
+        sampler = ShardSampler(dataset, world, rank) if world > 1 and not shuffle else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle and len(dataset) >= batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -24,16 +24,26 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from stereo.data.io import write_image, write_pfm
+from stereo.devices import resolve_device
 from stereo.evaluation import protocols
 from stereo.evaluation.protocols import Protocol
 from stereo.visualize import colorize_disparity, colorize_error
 
 
 def distributed_rank() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
+    """(rank, world size); initialises the process group when launched by torchrun.
+
+    On GPUs each process first selects its own GPU (``LOCAL_RANK``): NCCL collectives such as
+    ``all_gather_object`` work on the current device, which would otherwise be ``cuda:0`` for every rank.
+    A bare ``device=cuda`` then also means this process's GPU.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(resolve_device("auto"))
+            dist.init_process_group(backend="nccl")
+        else:
+            dist.init_process_group(backend="gloo")
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

@@ -62,19 +62,28 @@ class PSMNetLoss(torch.nn.Module):
         target: torch.Tensor,
         valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return (total loss, per-output losses). A batch without any valid pixel gives NaN (caller skips it)."""
+        """Return (total loss, per-output losses).
+
+        Each head's loss is the mean of the smooth-L1 over the masked pixels (PSMNet's
+        ``smooth_l1_loss(out[mask], gt[mask])``), computed as a masked sum divided by the pixel count so
+        that no value has to be read on the host: no ``mask.any()``, no boolean indexing, one graph for
+        ``torch.compile``. A batch without any valid pixel gives NaN (0 / 0) with finite (zero)
+        gradients; the training step's non-finite guard then skips it on every rank.
+        """
         outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
         if len(outputs) > len(self.weights):
             raise ValueError(f"{len(outputs)} outputs but only {len(self.weights)} loss weights")
         mask = disparity_mask(target, valid, self.max_disp, self.mask_rule)
+        pixels = mask.sum(dtype=torch.float32)
+        # Outside the mask both sides are 0: the loss there is exactly 0 and so is the gradient (a select,
+        # not a product), even where the ground truth is inf/NaN or the prediction is not finite.
+        target = torch.where(mask, target.float(), 0.0)
         weights = self.weights[len(self.weights) - len(outputs):]
         per_head = []
         for output in outputs:
             if output.shape != target.shape:
                 raise ValueError(f"prediction shape {tuple(output.shape)} != target shape {tuple(target.shape)}")
-            if mask.any():
-                per_head.append(F.smooth_l1_loss(output[mask].float(), target[mask].float(), beta=self.beta))
-            else:
-                per_head.append(output.sum() * float("nan"))
+            prediction = torch.where(mask, output.float(), 0.0)
+            per_head.append(F.smooth_l1_loss(prediction, target, reduction="sum", beta=self.beta) / pixels)
         total = sum(w * loss for w, loss in zip(weights, per_head))
         return total, per_head

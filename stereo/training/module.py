@@ -22,6 +22,9 @@ from stereo.evaluation import metrics, protocols
 from stereo.training.losses import PSMNetLoss, disparity_mask
 from stereo.visualize import colorize_disparity, colorize_error
 
+# Buffers a training forward updates in place (BatchNorm and SyncBatchNorm).
+RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     """Nested dict -> {"a/b": scalar} with lists stringified (TensorBoard's hparams take scalars only)."""
@@ -92,46 +95,113 @@ class StereoModule(pl.LightningModule):
         self.seed = int(seed)
         self._resumed_epoch = 0
         self.skipped_steps = 0
-        self._step_started = math.nan
+        self._stats_snapshot: list[torch.Tensor] | None = None
+        self._nonfinite: torch.Tensor | None = None
+        self._window_started: float | None = None
+        self._window_samples = 0
+        self._window_batches = 0
         self.initial_val_epe = math.nan
 
     # --- training -------------------------------------------------------------------------------
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> Any:
         return self.model(left, right)
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """Forward + loss + logging without reading any value on the host (no device synchronisation).
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
+        The loss is returned even when it is not finite: every rank must join DDP's gradient all-reduce.
+        Whether the optimizer may step is decided once per step, on all ranks together, in
+        :meth:`optimizer_step`; the running statistics are saved here so a skipped step can undo the
+        forward's update of them.
+        """
+        if self._stats_snapshot is None:  # first micro-batch since the last optimizer step
+            self._stats_snapshot = [buffer.detach().clone() for buffer in self._running_stats()]
         outputs = self.model(batch["left"], batch["right"])
         outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
         total, per_head = self.loss_fn(outputs, batch["disparity"], batch["valid"])
+        nonfinite = ~torch.isfinite(total.detach())
+        self._nonfinite = nonfinite if self._nonfinite is None else self._nonfinite | nonfinite
+        # Tensors, not numbers, and not in the progress bar: Lightning converts progress-bar values with
+        # .item() after every batch, which would block the host on the device each step. The loggers
+        # read these at log_every_n_steps.
         batch_size = batch["left"].shape[0]
-        if not torch.isfinite(total):
-            # A NaN/inf loss (empty mask, fp16 overflow, bad sample) would poison the weights: skip the step.
-            self.skipped_steps += 1
-            self.log("train/skipped_nonfinite", float(self.skipped_steps), batch_size=batch_size)
-            if self._trainer is not None and self.trainer.world_size > 1:
-                # Every rank must join the gradient all-reduce: contribute zero gradients instead.
-                return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
-            return None
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", total.detach(), batch_size=batch_size)
         for index, head_loss in enumerate(per_head, start=1):
-            self.log(f"train/loss_head{index}", head_loss, batch_size=batch_size)
+            self.log(f"train/loss_head{index}", head_loss.detach(), batch_size=batch_size)
         with torch.no_grad():
             mask = disparity_mask(batch["disparity"], batch["valid"], self.max_disp, self.loss_fn.mask_rule)
-            epe, _ = metrics.mean_over_images(metrics.epe(outputs[-1].detach(), batch["disparity"], mask))
-        if math.isfinite(epe):
-            self.log("train/epe", epe, prog_bar=True, batch_size=batch_size)
+            # Mean over the images with valid pixels (per-image NaN excluded); NaN when there is none.
+            epe = torch.nanmean(metrics.epe(outputs[-1].detach(), batch["disparity"], mask))
+        self.log("train/epe", epe, batch_size=batch_size)
         if self._should_log_images():
             self._log_panel("train/panel", batch["left"], batch["disparity"], outputs[-1], mask)
         return total
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None) -> None:
+        """Step only when the loss was finite on every rank; otherwise leave everything as it was.
+
+        A skipped step leaves the weights, the optimizer state (and a GradScaler's scale) and the
+        BatchNorm running statistics exactly as before the forward, identically on every rank: the
+        forward and backward still run everywhere (DDP's all-reduce needs every rank), then one
+        all-reduced flag decides for all. The step still counts (global_step and step-interval
+        schedulers advance), as with a GradScaler's skipped steps. Cost: one tiny all-reduce and one
+        host read per optimizer step.
+        """
+        loss = optimizer_closure() if optimizer_closure is not None else None
+        if self._all_ranks_finite():
+            optimizer.step(closure=lambda: loss)  # the precision plugin still clips / unscales here
+        else:
+            self._restore_running_stats()
+            optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self.log("train/skipped_nonfinite", float(self.skipped_steps), batch_size=1)
+        self._stats_snapshot = None
+        self._nonfinite = None
+
+    def _running_stats(self) -> list[torch.Tensor]:
+        """Buffers the training forward updates (BatchNorm running_mean/var, num_batches_tracked)."""
+        return [buffer for name, buffer in self.model.named_buffers() if name.rsplit(".", 1)[-1] in RUNNING_STATS]
+
+    def _restore_running_stats(self) -> None:
+        if self._stats_snapshot is not None:
+            with torch.no_grad():
+                for buffer, saved in zip(self._running_stats(), self._stats_snapshot):
+                    buffer.copy_(saved)
+
+    def _all_ranks_finite(self) -> bool:
+        """The step's one host read: was every micro-batch's loss finite on every rank?"""
+        nonfinite = self._nonfinite if self._nonfinite is not None else torch.zeros((), dtype=torch.bool, device=self.device)
+        flag = nonfinite.to(torch.float32)
+        if self._trainer is not None:
+            flag = self.trainer.strategy.reduce(flag, reduce_op="sum")
+        return not bool(flag)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._window_started is None:
+            self._window_started, self._window_samples, self._window_batches = self._device_time(), 0, 0
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        elapsed = time.perf_counter() - self._step_started
-        if elapsed > 0:
-            samples = batch["left"].shape[0] * self.trainer.world_size
-            self.log("train/samples_per_sec", samples / elapsed, batch_size=batch["left"].shape[0])
+        """train/samples_per_sec over each log_every_n_steps window, all ranks together.
+
+        The device is synchronised only at the window's ends, so the figure is what the device really
+        processed, without stalling every step.
+        """
+        self._window_samples += batch["left"].shape[0] * self.trainer.world_size
+        self._window_batches += 1
+        interval = self.trainer.log_every_n_steps
+        if interval > 0 and self._window_batches >= interval:
+            now = self._device_time()
+            self.log("train/samples_per_sec", self._window_samples / (now - self._window_started), batch_size=1)
+            self._window_started, self._window_samples, self._window_batches = now, 0, 0
+
+    def on_validation_start(self) -> None:
+        self._window_started = None  # validation time is not training throughput
+
+    def _device_time(self) -> float:
+        """perf_counter once the device has finished the work queued so far."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     # --- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -139,8 +209,11 @@ class StereoModule(pl.LightningModule):
         rows = protocols.score(prediction, self.val_protocol)
         for name in metrics.METRIC_NAMES:
             value, images = metrics.mean_over_images([row[name] for row in rows])
-            if images:  # images without valid pixels are excluded, never logged as 0
-                self.log(f"val/{name}", value, batch_size=images, sync_dist=True, prog_bar=name == "epe")
+            # Images without valid pixels are excluded (weight 0), never averaged in as 0. Every rank logs
+            # every key in every step: the epoch-end all-reduce needs the same keys on all ranks.
+            self.log(f"val/{name}", value if images else 0.0, batch_size=images, sync_dist=True,
+                     prog_bar=name == "epe")
+        self.log("val/frames", float(len(rows)), reduce_fx="sum", batch_size=1, sync_dist=True)
         if batch_idx == 0 and self.image_log_every_n_steps > 0:
             self._log_panel("val/panel", prediction["left"], prediction["disparity"], prediction["prediction"], prediction["mask"])
 
