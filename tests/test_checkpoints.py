@@ -141,9 +141,9 @@ def test_weights_export_is_a_compact_checkpoint_that_loads_everywhere(tmp_path, 
 
     source = write_our_checkpoint(tmp_path / "tiny.ckpt", calibrated=True)
     output = tmp_path / "tiny-weights.ckpt"
-    difference = export(source, "weights", output, verify_sizes=[[256, 256]], tolerance=0.05)
-    assert difference is not None and difference <= 0.05
-    assert "mean |disparity difference|" in capsys.readouterr().out
+    difference = export(source, "weights", output, verify_sizes=[[256, 256]], tolerance_factor=10)
+    assert difference is not None and difference <= 1
+    assert "disparity: |error vs float64| mean" in capsys.readouterr().out
     assert output.stat().st_size < 0.6 * source.stat().st_size
     stored = torch.load(output, weights_only=True)
     assert {v.dtype for v in stored["state_dict"].values() if v.is_floating_point()} == {torch.float16}
