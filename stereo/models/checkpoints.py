@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,12 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message suggests weights_only=False, i.e. running the file's code: never do that here
-        blocked = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), None)
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(err))
         if blocked is not None:
             raise CheckpointError(
-                f"{path}: refused, the file holds pickled Python objects, not only tensors and plain data "
-                f"({blocked[:160]}); checkpoints are never unpickled into code: use one written by this "
-                "project or the PSMNet authors"
+                f"{path}: refused, the file holds pickled Python objects ({blocked.group(1)}), not only tensors "
+                "and plain data; checkpoints are never unpickled into code: use one written by this project "
+                "or the PSMNet authors"
             ) from err
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt, truncated or another format)") from err
     except Exception as err:  # torch's readers fail in many ways on foreign bytes (IndexError, EOFError ...)
