@@ -1,0 +1,155 @@
+"""The bad-input matrix, through the real commands: one clear line, exit status 2, nothing lost.
+
+Each case runs ``python -m stereo.<command>`` in a subprocess (Hydra, the entry-point wrapper and the
+exit status are part of what is tested) and asserts: status 2, exactly one ``error:`` line on stderr
+naming the file or option, no traceback, and that files already on disk are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hostile_checkpoints import hostile_configs, make_victim, untouched, write_hostile_checkpoint
+from inference_checkpoints import write_our_checkpoint
+from stereo.cli import EXIT_USER_ERROR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(command: str, *overrides: str, cwd: Path, full_error: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
+    return subprocess.run([sys.executable, "-m", f"stereo.{command}", *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def error_line(result: subprocess.CompletedProcess, *names: str) -> str:
+    """The single ``error:`` line; asserts status 2, no traceback and every name in the line."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-3000:]
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A folder with a tiny checkpoint and a small valid pair (64x96)."""
+    root = tmp_path_factory.mktemp("bad_input")
+    write_our_checkpoint(root / "tiny.ckpt")
+    rng = np.random.default_rng(0)
+    left = cv2.GaussianBlur(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), (3, 3), 0)
+    cv2.imwrite(str(root / "left.png"), left)
+    cv2.imwrite(str(root / "right.png"), np.roll(left, -3, axis=1))
+    return root
+
+
+def infer(workspace: Path, *overrides: str, full_error: bool = False) -> subprocess.CompletedProcess:
+    base = {"ckpt_path": "tiny.ckpt", "left": "left.png", "right": "right.png", "output_dir": "out", "formats": "[pfm]"}
+    base.update(dict(o.split("=", 1) for o in overrides))
+    return run_cli("infer", *(f"{k}={v}" for k, v in base.items()), cwd=workspace, full_error=full_error)
+
+
+# --- inference inputs ----------------------------------------------------------------------------
+
+
+def test_missing_image(workspace):
+    error_line(infer(workspace, "right=missing.png"), "missing.png", "not found")
+
+
+def test_corrupt_image(workspace):
+    (workspace / "corrupt.png").write_bytes((workspace / "right.png").read_bytes()[:200])
+    error_line(infer(workspace, "right=corrupt.png", "output_dir=out_corrupt"), "corrupt.png")
+    assert not any((workspace / "out_corrupt").glob("*.pfm"))
+
+
+def test_random_bytes_checkpoint_does_not_suggest_weights_only_false(workspace):
+    (workspace / "random.ckpt").write_bytes(np.random.default_rng(1).bytes(4096))
+    line = error_line(infer(workspace, "ckpt_path=random.ckpt"), "random.ckpt", "not a PyTorch checkpoint")
+    assert "weights_only" not in line
+
+
+def test_unknown_output_format_is_named(workspace):
+    error_line(infer(workspace, "formats=[pfm,bogus]"), "'bogus'")
+
+
+def test_missing_calib_file_names_the_option(workspace):
+    error_line(infer(workspace, "formats=[depth]", "calib_file=nowhere/calib.txt"), "calib_file=nowhere/calib.txt")
+
+
+def test_missing_required_option(workspace):
+    result = run_cli("infer", "left=left.png", "right=right.png", cwd=workspace)
+    error_line(result, "ckpt_path")
+
+
+def test_output_dir_that_is_a_file(workspace):
+    (workspace / "taken").write_text("keep me\n")
+    error_line(infer(workspace, "output_dir=taken"), "output_dir=taken", "not a folder")
+    assert (workspace / "taken").read_text() == "keep me\n"
+
+
+def test_output_dir_in_use_by_a_running_inference(workspace):
+    folder = workspace / "busy"
+    folder.mkdir()
+    (folder / "f1_disp.pfm").write_bytes(b"earlier result")
+    lock = folder / ".stereo-run.lock"  # owned by this (live) test process
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "started": "now"}))
+    error_line(infer(workspace, "output_dir=busy"), "output_dir=busy", "in use by another run", str(os.getpid()))
+    assert (folder / "f1_disp.pfm").read_bytes() == b"earlier result" and lock.exists()
+
+
+def test_output_dir_with_an_earlier_run_is_refused(workspace):
+    folder = workspace / "earlier"
+    folder.mkdir()
+    (folder / "left_disp.pfm").write_bytes(b"earlier result")
+    (folder / "manifest.json").write_text(json.dumps({"status": "complete", "files": ["left_disp.pfm"]}))
+    error_line(infer(workspace, "output_dir=earlier"), "output_dir=earlier", "overwrite=true")
+    assert (folder / "left_disp.pfm").read_bytes() == b"earlier result"
+
+
+def test_full_traceback_on_request(workspace):
+    result = infer(workspace, "right=missing.png", full_error=True)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "missing.png" in result.stderr
+
+
+# --- hostile checkpoints through every command --------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["infer", "evaluate", "export", "train"])
+def test_hostile_checkpoint_changes_nothing_through_each_command(workspace, tmp_path, command):
+    victim, marker, payload = make_victim(tmp_path)
+    checkpoint = write_hostile_checkpoint(tmp_path / "hostile.ckpt",
+                                          hostile_configs(victim, marker, payload)["builtins.open"])
+    overrides = {
+        "infer": ["left=left.png", "right=right.png", f"output_dir={tmp_path / 'out'}"],
+        "evaluate": [f"paths.log_dir={tmp_path / 'logs'}"],
+        "export": [f"output={tmp_path / 'model.onnx'}"],
+        "train": ["trainer=cpu", f"paths.log_dir={tmp_path / 'logs'}"],
+    }[command]
+    result = run_cli(command, f"ckpt_path={checkpoint}", *overrides, cwd=workspace)
+    error_line(result, str(checkpoint), "builtins.open")
+    assert untouched(victim, marker)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["os.system", "subprocess.run", "torch.load", "nested attention", "pickle"])
+def test_every_hostile_checkpoint_kind_through_inference(workspace, tmp_path, attack):
+    victim, marker, payload = make_victim(tmp_path)
+    checkpoint = (payload if attack == "pickle" else
+                  write_hostile_checkpoint(tmp_path / "hostile.ckpt", hostile_configs(victim, marker, payload)[attack]))
+    result = run_cli("infer", f"ckpt_path={checkpoint}", "left=left.png", "right=right.png",
+                     f"output_dir={tmp_path / 'out'}", cwd=workspace)
+    error_line(result, str(checkpoint))
+    assert untouched(victim, marker)
