@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 EXIT_USER_ERROR = 2
 FULL_ERROR_VARIABLE = "HYDRA_FULL_ERROR"
@@ -52,10 +54,33 @@ def one_line(error: BaseException) -> str:
         key = getattr(error, "full_key", None)
         where = f" (config key {key})" if key else ""
         return (f"config error{where}: {message}; set it on the command line (key=value) or in the config file")
-    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
+    parts = [str(error), *getattr(error, "__notes__", [])]  # notes: e.g. which sample was being loaded
+    text = " ".join(line.strip() for part in parts for line in part.splitlines() if line.strip()) or type(error).__name__
     if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
         text = f"{error.filename}: {text}"
     return text
+
+
+def _raw_values(node: object, prefix: str = "") -> dict[str, str]:
+    """Every string value of a config, unresolved, by dotted key."""
+    if isinstance(node, dict):
+        return {k: v for key, item in node.items() for k, v in _raw_values(item, f"{prefix}{key}.").items()}
+    if isinstance(node, list):
+        return {k: v for i, item in enumerate(node) for k, v in _raw_values(item, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): node} if isinstance(node, str) else {}
+
+
+def interpolation_users(error: BaseException, cfg: object) -> str:
+    """For an interpolation that cannot be resolved (e.g. ``${data.generate.root}`` after
+    ``data.generate=null``): which keys use it, so the user knows what else to set."""
+    if not isinstance(error, InterpolationResolutionError) or not isinstance(cfg, DictConfig):
+        return ""
+    match = re.search(r"access ([\w.]+)", str(error))
+    if match is None:
+        return ""
+    raw = _raw_values(OmegaConf.to_container(cfg, resolve=False))
+    users = sorted(key for key, value in raw.items() if "${" + match.group(1) + "}" in value)
+    return f" [{', '.join(users)} use ${{{match.group(1)}}}: set them too, e.g. {users[0]}=<path>]" if users else ""
 
 
 def _expected_cause(error: BaseException) -> BaseException | None:
@@ -73,8 +98,8 @@ def _instantiated_key(error: BaseException) -> str:
     return f"config {key}: " if key else ""
 
 
-def report(error: BaseException, context: str = "") -> None:
-    print(f"error: {context}{one_line(error)} (set {FULL_ERROR_VARIABLE}=1 for the traceback)", file=sys.stderr, flush=True)
+def report(error: BaseException, context: str = "", hint: str = "") -> None:
+    print(f"error: {context}{one_line(error)}{hint} (set {FULL_ERROR_VARIABLE}=1 for the traceback)", file=sys.stderr, flush=True)
 
 
 def entry_point(task: F) -> F:
@@ -88,7 +113,7 @@ def entry_point(task: F) -> F:
             cause = _expected_cause(error)
             if cause is None or os.environ.get(FULL_ERROR_VARIABLE, "") not in ("", "0"):
                 raise
-            report(cause, _instantiated_key(error))
+            report(cause, _instantiated_key(error), interpolation_users(cause, args[0] if args else None))
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]

@@ -153,3 +153,71 @@ def test_every_hostile_checkpoint_kind_through_inference(workspace, tmp_path, at
                      f"output_dir={tmp_path / 'out'}", cwd=workspace)
     error_line(result, str(checkpoint))
     assert untouched(victim, marker)
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def _eval_cfg(root: Path, out: Path, checkpoint: Path, *extra: str):
+    from conftest import compose
+
+    return compose("eval", [f"ckpt_path={checkpoint}", "data.generate=null", f"data.val.root={root}",
+                            f"data.train.root={root}", "num_workers=0", f"paths.output_dir={out}",
+                            "export.max_images=0", *extra])
+
+
+def test_evaluation_reads_with_on_error_raise_and_names_the_unreadable_file(synthetic_root, tiny_checkpoint, tmp_path):
+    """data.on_error=skip would score a substitute sample twice; evaluation stops at the broken file instead."""
+    import shutil
+
+    from stereo.data.io import DataError
+    from stereo.evaluate import evaluate
+
+    root = tmp_path / "tree"
+    shutil.copytree(synthetic_root, root)
+    broken = sorted(p for p in root.rglob("*.png") if "TEST" in p.parts and "left" in p.parts)
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError) as error:
+        evaluate(_eval_cfg(root, tmp_path / "eval", tiny_checkpoint, "data.on_error=skip"))
+    assert any(str(path) in str(error.value) for path in broken)
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_evaluation_refuses_a_folder_with_an_earlier_evaluation(synthetic_root, tiny_checkpoint, tmp_path):
+    from stereo.cli import OutputDirError
+    from stereo.evaluate import evaluate
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"epe": 1.0}\n')
+    with pytest.raises(OutputDirError, match="paths.output_dir=.*eval already holds an earlier evaluation"):
+        evaluate(_eval_cfg(synthetic_root, out, tiny_checkpoint))
+    assert (out / "metrics.json").read_text() == '{"epe": 1.0}\n'
+
+
+def test_nonfinite_ground_truth_is_reported_per_image_and_in_metrics_json(tmp_path):
+    import csv
+
+    import torch
+
+    from stereo.evaluation.runner import evaluate_model
+
+    class Constant(torch.nn.Module):
+        max_disp = 32
+
+        def forward(self, left, right):
+            return torch.full(left.shape[:1] + left.shape[-2:], 5.0)
+
+    def sample(name, gt_value):
+        return {"left": torch.zeros(3, 64, 64), "right": torch.zeros(3, 64, 64), "name": name,
+                "disparity": torch.full((64, 64), gt_value), "valid": torch.ones(64, 64, dtype=torch.bool)}
+
+    dataset = [sample("finite", 4.0), sample("all_nan", float("nan"))]
+    summary = evaluate_model(Constant(), dataset, "synthetic", tmp_path, export={"max_images": 0})
+    rows = {row["name"]: row for row in csv.DictReader(open(tmp_path / "per_image.csv"))}
+    assert float(rows["all_nan"]["nonfinite_gt"]) == 64 * 64 and float(rows["finite"]["nonfinite_gt"]) == 0
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["nonfinite_gt"] == 64 * 64 and record["nonfinite_gt_images"] == 1 and record["excluded"] == 1
+    assert summary["epe"] == pytest.approx(1.0)
+    assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
