@@ -148,6 +148,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results["global_step"] = trainer.global_step
     checkpoint = _pick_checkpoint(trainer, str(cfg.eval.get("checkpoint", "last")))
     results["checkpoint"] = checkpoint
+    results["resume_checkpoint"] = _pick_checkpoint(trainer, "last")
 
     if cfg.get("evaluate_after") and not trainer.fast_dev_run:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -186,10 +187,9 @@ def report(cfg: DictConfig, results: dict[str, Any], trainer: pl.Trainer) -> str
     if any(hasattr(lg, "log_dir") and "tensorboard" in type(lg).__name__.lower() for lg in trainer.loggers):
         lines.append(f"  TensorBoard logs:  {output_dir / 'tensorboard'}")
         lines.append(f"  open with:         tensorboard --logdir {output_dir / 'tensorboard'}   (then http://localhost:6006)")
-    last = _pick_checkpoint(trainer, "last")
-    if last is not None:
+    if results.get("resume_checkpoint"):  # the file this run actually wrote (last.ckpt, or last-v1.ckpt ...)
         lines.append(f"  resume with:       python -m stereo.train {' '.join(_overrides())} hydra.run.dir={output_dir} "
-                     f"ckpt_path={Path(last).resolve()}")
+                     f"ckpt_path={Path(results['resume_checkpoint']).resolve()}")
     lines.append("=" * 72)
     return "\n".join(lines)
 

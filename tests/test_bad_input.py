@@ -221,3 +221,50 @@ def test_nonfinite_ground_truth_is_reported_per_image_and_in_metrics_json(tmp_pa
     assert record["nonfinite_gt"] == 64 * 64 and record["nonfinite_gt_images"] == 1 and record["excluded"] == 1
     assert summary["epe"] == pytest.approx(1.0)
     assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
+
+
+# --- training run directories and checkpoint names --------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_checkpoint_a_run_writes_is_accepted_by_ckpt_path_as_printed(train_overrides, tmp_path):
+    """Checkpoint names carry no '=' (Hydra's override grammar), the printed resume command resumes,
+    and a new run into a directory with checkpoints is refused without touching them."""
+    import shlex
+
+    from stereo.train import validate_resume_checkpoint
+
+    overrides = train_overrides("model=psmnet_basic", "model.max_disp=16", "trainer.max_steps=2",
+                                "trainer.limit_val_batches=1", "trainer.val_check_interval=1", "logger=none",
+                                "callbacks.last_checkpoint.every_n_train_steps=1")
+    overrides = [o for o in overrides if not o.startswith("paths.output_dir=")]
+    run_dir = tmp_path / "run"
+    first = run_cli("train", *overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    written = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    assert {p.name for p in written} >= {"last.ckpt"} and any(p.name.startswith("best-") for p in written)
+    for checkpoint in written:
+        assert "=" not in checkpoint.name
+        validate_resume_checkpoint(checkpoint)
+        parsed = run_cli("train", *overrides, f"ckpt_path={checkpoint}", "--cfg", "job", cwd=tmp_path)
+        assert parsed.returncode == 0 and f"ckpt_path: {checkpoint}" in parsed.stdout, parsed.stderr[-2000:]
+
+    before = {p: p.read_bytes() for p in written}
+    refused = run_cli("train", *overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    error_line(refused, f"paths.output_dir={run_dir}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    assert {p: p.read_bytes() for p in written} == before
+
+    resume = next(line for line in first.stdout.splitlines() if "resume with:" in line).split("resume with:")[1]
+    args = shlex.split(resume)
+    assert args[:3] == ["python", "-m", "stereo.train"]
+    resumed = run_cli("train", *args[3:], "trainer.max_steps=3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    printed = next(line for line in resumed.stdout.splitlines() if "resume with:" in line)
+    ckpt = Path(printed.split("ckpt_path=")[1].split()[0])
+    assert ckpt.is_file() and torch_step(ckpt) == 3, printed
+
+
+def torch_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
