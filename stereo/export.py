@@ -30,6 +30,7 @@ to float16 (what the file stores by design).
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -138,12 +139,14 @@ def fp16_rounded(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def verify(module: torch.nn.Module, path: Path, fmt: str, sizes: Sequence[Sequence[int]], max_disp: int,
-           tolerance_factor: float = 10.0) -> float:
+           tolerance_factor: float = 10.0, name: str | None = None) -> float:
     """Check the exported file against a float64 PyTorch reference (criterion: module docstring).
 
     Returns the largest measured/bound ratio over sizes, outputs and statistics (<= 1 passes);
-    raises ``ExportError`` naming the file, the size, the output and the statistic otherwise.
+    raises ``ExportError`` naming the file (``name``, default ``path``), the size, the output and
+    the statistic otherwise.
     """
+    name = name or str(path)
     module = fp16_rounded(module) if fmt == "weights" else module
     exact = copy.deepcopy(module).double().eval()
     floors = rounding_floors(max_disp)
@@ -155,25 +158,25 @@ def verify(module: torch.nn.Module, path: Path, fmt: str, sizes: Sequence[Sequen
             expected = [t.numpy() for t in module(left, right)]
             reference = [t.numpy() for t in exact(left.double(), right.double())]
         actual = [np.asarray(a) for a in run(left.numpy(), right.numpy())]
-        for name, e, r, a in zip(OUTPUT_NAMES, expected, reference, actual):
+        for output, e, r, a in zip(OUTPUT_NAMES, expected, reference, actual):
             if e.shape != a.shape:
-                raise ExportError(f"{path}: {name} has shape {a.shape} at input {height}x{width}, PyTorch gives {e.shape}")
+                raise ExportError(f"{name}: {output} has shape {a.shape} at input {height}x{width}, PyTorch gives {e.shape}")
             if not np.isfinite(a).all():
-                raise ExportError(f"{path}: {name} has non-finite values at input {height}x{width}")
+                raise ExportError(f"{name}: {output} has non-finite values at input {height}x{width}")
             exported_error, torch_error = np.abs(a - r), np.abs(e - r)
             parts = []
             for statistic, reduce in STATISTICS.items():
                 measured = reduce(exported_error)
-                bound = tolerance_factor * reduce(torch_error) + floors[name]
+                bound = tolerance_factor * reduce(torch_error) + floors[output]
                 parts.append(f"{statistic} {measured:.2g} (bound {bound:.2g})")
                 if not measured <= bound:
                     raise ExportError(
-                        f"{path}: exported {name} disagrees with the network at input {height}x{width}: "
+                        f"{name}: exported {output} disagrees with the network at input {height}x{width}: "
                         f"{statistic} error vs float64 {measured:.3g} > {tolerance_factor:g} x PyTorch float32's "
-                        f"{reduce(torch_error):.3g} + {floors[name]:.2g}; the exported graph is wrong"
+                        f"{reduce(torch_error):.3g} + {floors[output]:.2g}; the exported graph is wrong"
                     )
                 worst = max(worst, measured / bound)
-            print(f"  {height}x{width} {name}: |error vs float64| " + ", ".join(parts))
+            print(f"  {height}x{width} {output}: |error vs float64| " + ", ".join(parts))
     return worst
 
 
@@ -197,7 +200,7 @@ def export(
     module = DisparityAndConfidence(predictor.model).eval()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.tmp")
+    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # per process: concurrent exports never share it
     try:
         if fmt == "onnx":
             export_onnx(module, temporary, opset, tuple(verify_sizes[0]))
@@ -205,8 +208,8 @@ def export(
             save_weights(predictor.model, temporary)
         else:
             export_torchscript(module, temporary, tuple(verify_sizes[0]))
-        difference = (verify(module, temporary, fmt, verify_sizes, predictor.max_disp, tolerance_factor)
-                      if check else None)
+        difference = (verify(module, temporary, fmt, verify_sizes, predictor.max_disp, tolerance_factor,
+                             name=f"{output} (not written)") if check else None)
         temporary.replace(output)  # only a verified file gets the requested name
     finally:
         temporary.unlink(missing_ok=True)
