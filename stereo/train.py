@@ -49,7 +49,9 @@ def validate_resume_checkpoint(path: str | Path) -> Path:
         )
     if not any(key.startswith("model.") for key in checkpoint["state_dict"]):
         raise ValueError(f"{path}: state_dict has no 'model.*' keys, it was not written by StereoModule")
-    model_arguments(model_config_of(checkpoint, path), path)  # plain settings of an allow-listed network only
+    config = model_config_of(checkpoint, path)
+    if config is not None:  # the network is built from cfg.model; the recorded one must still be plain data
+        model_arguments(config, path)
     return path
 
 
@@ -207,7 +209,7 @@ def _overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "paths.output_dir=", "hydra.run.dir="))]
+        return [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "paths.output_dir="))]
     except ValueError:  # called outside @hydra.main (tests)
         return []
 
