@@ -45,6 +45,7 @@ class OutputDirError(UserError):
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, OSError, OmegaConfBaseException)
 
 F = TypeVar("F", bound=Callable[..., Any])
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
 
 def one_line(error: BaseException) -> str:
@@ -54,7 +55,11 @@ def one_line(error: BaseException) -> str:
         key = getattr(error, "full_key", None)
         where = f" (config key {key})" if key else ""
         return (f"config error{where}: {message}; set it on the command line (key=value) or in the config file")
-    parts = [str(error), *getattr(error, "__notes__", [])]  # notes: e.g. which sample was being loaded
+    message = str(error)
+    if _WORKER_TRACEBACK in message:  # re-raised from a DataLoader worker: the original message is the last line
+        last = message.strip().splitlines()[-1]
+        message = re.sub(rf"^[\w.]*\b{type(error).__name__}: ", "", last)
+    parts = [message, *getattr(error, "__notes__", [])]  # notes: e.g. which sample was being loaded
     text = " ".join(line.strip() for part in parts for line in part.splitlines() if line.strip()) or type(error).__name__
     if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
         text = f"{error.filename}: {text}"

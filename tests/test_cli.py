@@ -73,3 +73,24 @@ def test_unresolvable_interpolation_names_the_keys_that_use_it(capsys, monkeypat
         task(cfg)
     line = capsys.readouterr().err.strip()
     assert "data.generate" in line and "data.train.root=<path>" in line and "\n" not in line
+
+
+def test_errors_from_dataloader_workers_keep_only_the_original_message(capsys, monkeypatch):
+    import torch
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            raise DataError("d.png: cannot decode image")
+
+    @entry_point
+    def task(cfg=None):
+        next(iter(torch.utils.data.DataLoader(Broken(), num_workers=1)))
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit):
+        task()
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: d.png: cannot decode image") and "Traceback" not in line and "\n" not in line
