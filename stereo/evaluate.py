@@ -9,6 +9,7 @@ Thin on purpose: loads the checkpoint, builds the dataset and hands both to
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from stereo import output_dirs
 from stereo.allocator import retain_freed_memory
+from stereo.cli import OutputDirError, entry_point
 from stereo.config import CONFIG_DIR
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
@@ -32,20 +35,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = Path(str(cfg.ckpt_path))
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint file not found")
+    output_dir = Path(cfg.paths.output_dir)
+    if (output_dir / "metrics.json").exists():
+        raise OutputDirError(f"paths.output_dir={output_dir} already holds an earlier evaluation (metrics.json); "
+                             "choose another paths.output_dir (the default is a new folder per run)")
     device = resolve_device(str(cfg.device))
     retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     model = load_model(checkpoint, map_location="cpu")
     protocol = protocols.get_protocol(str(cfg.protocol))
     data_cfg = apply_protocol_to_data(cfg.data, protocol)
     dataset = build_eval_dataset(data_cfg, cfg.split)
-    output_dir = Path(cfg.paths.output_dir)
-    summary = evaluate_model(
-        model, dataset, protocol, output_dir,
-        export=OmegaConf.to_container(cfg.export, resolve=True), device=device, num_workers=int(cfg.num_workers),
-        extra_record={"checkpoint": str(checkpoint.resolve()), "split": str(cfg.split),
-                      "data": OmegaConf.to_container(data_cfg, resolve=True)},
-    )
-    if distributed_rank()[0] == 0:
+    rank = distributed_rank()[0]
+    with output_dirs.claim(output_dir, "paths.output_dir") if rank == 0 else contextlib.nullcontext():
+        summary = evaluate_model(
+            model, dataset, protocol, output_dir,
+            export=OmegaConf.to_container(cfg.export, resolve=True), device=device, num_workers=int(cfg.num_workers),
+            extra_record={"checkpoint": str(checkpoint.resolve()), "split": str(cfg.split),
+                          "data": OmegaConf.to_container(data_cfg, resolve=True)},
+        )
+    if rank == 0:
         print(format_summary(summary, output_dir))
     return summary
 
@@ -53,12 +61,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def format_summary(summary: Mapping[str, Any], output_dir: Path) -> str:
     keys = [k for k in ("epe", "bad1", "bad2", "bad3", "d1", "noc_epe", "noc_bad1", "noc_bad2", "noc_d1") if k in summary]
     values = "  ".join(f"{k}={summary[k]:.4f}" for k in keys)
-    return (f"[{summary['protocol']['name']}] {summary['count']} images ({summary['excluded']} without valid pixels): {values}\n"
+    nonfinite = (f"\n  warning: {summary['nonfinite_gt_images']} image(s) have non-finite ground truth "
+                 f"({summary['nonfinite_gt']} NaN/inf pixels, not scored; column nonfinite_gt in per_image.csv)"
+                 if summary.get("nonfinite_gt_images") else "")
+    return (f"[{summary['protocol']['name']}] {summary['count']} images ({summary['excluded']} without valid pixels): {values}"
+            f"{nonfinite}\n"
             f"  metrics:  {output_dir / 'metrics.json'}\n  per image: {output_dir / 'per_image.csv'}\n"
             f"  disparity exports: {summary['exports']}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@entry_point
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -7,31 +7,55 @@ The exported graph takes what the network takes: ImageNet-normalised ``left``/``
 N×3×H×W with H and W multiples of 16 (pad with ``stereo.models.padding.Padder``, top_right) and returns
 ``disparity`` and ``confidence`` (N×H×W). ONNX uses PyTorch's TorchScript-based exporter
 (``dynamo=False``): it needs only ``onnx``, while the torch.export-based default would also need
-``onnxscript``. After writing, the file is run (onnxruntime / torch.jit.load) on random inputs of
-several sizes next to PyTorch, and the export fails when the max abs difference exceeds ``tolerance``.
+``onnxscript``. After writing, the file is verified (see :func:`verify`) and only a verified file gets
+the requested name.
+
+Verification criterion. The exported graph computes the same function as PyTorch in float32, with
+its own order of operations, so neither is exact: the reference is the same network run by PyTorch
+in float64. On random inputs of each ``verify_sizes`` size, the error of the exported output against
+that reference must stay within ``tolerance_factor`` times PyTorch float32's own error against it,
+plus a rounding floor, for the mean and the 99th percentile over pixels:
+
+    stat(|exported − float64|) <= tolerance_factor · stat(|PyTorch float32 − float64|) + floor
+
+The floor is the float32 rounding bound of the final soft-argmax sum (D terms of size up to D,
+D = max_disp): D²·u px for disparity and D·u for confidence, u = 2⁻²⁴. The maximum over pixels is
+not held to this rule: at near-tie pixels the soft-argmax amplifies rounding, so two correct float32
+implementations can differ there by far more than their typical error, while a wrong graph
+(a changed weight, a wrong operator) moves the mean and the bulk of the distribution by orders of
+magnitude. ``weights`` files are checked the same way against the network with its weights rounded
+to float16 (what the file stores by design).
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from stereo.cli import UserError, entry_point
 from stereo.config import CONFIG_DIR
 from stereo.models.checkpoints import save_weights
 
 FORMATS = ("onnx", "torchscript", "weights")
 INPUT_NAMES = ("left", "right")
 OUTPUT_NAMES = ("disparity", "confidence")
+UNIT_ROUNDOFF = 2.0**-24  # float32
+STATISTICS: dict[str, Callable[[np.ndarray], float]] = {
+    "mean": lambda error: float(np.mean(error)),
+    "p99": lambda error: float(np.percentile(error, 99)),
+}
 
 
-class ExportError(RuntimeError):
-    """The exported model is missing or disagrees with PyTorch beyond the tolerance."""
+class ExportError(UserError):
+    """The exported file disagrees with the network beyond the verification criterion."""
 
 
 class DisparityAndConfidence(torch.nn.Module):
@@ -99,30 +123,60 @@ def exported_runner(path: Path, fmt: str):
     return run
 
 
-def verify(module: torch.nn.Module, path: Path, fmt: str, sizes: Sequence[Sequence[int]], tolerance: float) -> float:
-    """Worst abs disparity difference exported-vs-PyTorch over ``sizes``; raises above ``tolerance``.
+def rounding_floors(max_disp: int) -> dict[str, float]:
+    """float32 rounding bound of the soft-argmax sum: D terms up to D px (disparity), up to 1 (confidence)."""
+    return {"disparity": max_disp * max_disp * UNIT_ROUNDOFF, "confidence": max_disp * UNIT_ROUNDOFF}
 
-    Graph formats must agree everywhere (max over pixels). fp16 weights are held to the mean over
-    pixels: on the random verification inputs some pixels' distributions are near ties, and the
-    rounding of the weights moves those soft-argmaxes by pixels while the mean moves by ~0.01 px.
+
+def fp16_rounded(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose floating tensors went through float16, as a ``weights`` file stores them."""
+    rounded = copy.deepcopy(module)
+    with torch.no_grad():
+        for tensor in rounded.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return rounded.eval()
+
+
+def verify(module: torch.nn.Module, path: Path, fmt: str, sizes: Sequence[Sequence[int]], max_disp: int,
+           tolerance_factor: float = 10.0, name: str | None = None) -> float:
+    """Check the exported file against a float64 PyTorch reference (criterion: module docstring).
+
+    Returns the largest measured/bound ratio over sizes, outputs and statistics (<= 1 passes);
+    raises ``ExportError`` naming the file (``name``, default ``path``), the size, the output and
+    the statistic otherwise.
     """
-    statistic = np.mean if fmt == "weights" else np.max
+    name = name or str(path)
+    module = fp16_rounded(module) if fmt == "weights" else module
+    exact = copy.deepcopy(module).double().eval()
+    floors = rounding_floors(max_disp)
     run = exported_runner(path, fmt)
     worst = 0.0
     for index, (height, width) in enumerate(sizes):
         left, right = example_inputs(int(height), int(width), seed=index + 1)
         with torch.inference_mode():
             expected = [t.numpy() for t in module(left, right)]
-        actual = run(left.numpy(), right.numpy())
-        for name, e, a in zip(OUTPUT_NAMES, expected, actual):
+            reference = [t.numpy() for t in exact(left.double(), right.double())]
+        actual = [np.asarray(a) for a in run(left.numpy(), right.numpy())]
+        for output, e, r, a in zip(OUTPUT_NAMES, expected, reference, actual):
             if e.shape != a.shape:
-                raise ExportError(f"{path}: {name} has shape {a.shape} at input {height}x{width}, PyTorch gives {e.shape}")
-        difference = float(statistic(np.abs(expected[0] - actual[0])))
-        print(f"  {height}x{width}: {statistic.__name__} |disparity difference| = {difference:.3g} px")
-        worst = max(worst, difference)
-    if not worst <= tolerance:
-        raise ExportError(f"{path}: exported model differs from PyTorch by {worst:.3g} px "
-                          f"({statistic.__name__} over pixels; tolerance {tolerance})")
+                raise ExportError(f"{name}: {output} has shape {a.shape} at input {height}x{width}, PyTorch gives {e.shape}")
+            if not np.isfinite(a).all():
+                raise ExportError(f"{name}: {output} has non-finite values at input {height}x{width}")
+            exported_error, torch_error = np.abs(a - r), np.abs(e - r)
+            parts = []
+            for statistic, reduce in STATISTICS.items():
+                measured = reduce(exported_error)
+                bound = tolerance_factor * reduce(torch_error) + floors[output]
+                parts.append(f"{statistic} {measured:.2g} (bound {bound:.2g})")
+                if not measured <= bound:
+                    raise ExportError(
+                        f"{name}: exported {output} disagrees with the network at input {height}x{width}: "
+                        f"{statistic} error vs float64 {measured:.3g} > {tolerance_factor:g} x PyTorch float32's "
+                        f"{reduce(torch_error):.3g} + {floors[output]:.2g}; the exported graph is wrong"
+                    )
+                worst = max(worst, measured / bound)
+            print(f"  {height}x{width} {output}: |error vs float64| " + ", ".join(parts))
     return worst
 
 
@@ -133,10 +187,10 @@ def export(
     max_disp: int | None = None,
     opset: int = 17,
     verify_sizes: Sequence[Sequence[int]] = ((256, 256), (256, 320)),
-    tolerance: float = 1e-2,
+    tolerance_factor: float = 10.0,
     check: bool = True,
 ) -> float | None:
-    """Export a checkpoint; returns the verified max abs difference (None when not verified)."""
+    """Export a checkpoint; returns the worst measured/bound ratio of the verification (None when not verified)."""
     from stereo.inference.predictor import Predictor
 
     if fmt not in FORMATS:
@@ -146,7 +200,7 @@ def export(
     module = DisparityAndConfidence(predictor.model).eval()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.tmp")
+    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # per process: concurrent exports never share it
     try:
         if fmt == "onnx":
             export_onnx(module, temporary, opset, tuple(verify_sizes[0]))
@@ -154,7 +208,8 @@ def export(
             save_weights(predictor.model, temporary)
         else:
             export_torchscript(module, temporary, tuple(verify_sizes[0]))
-        difference = verify(module, temporary, fmt, verify_sizes, tolerance) if check else None
+        difference = (verify(module, temporary, fmt, verify_sizes, predictor.max_disp, tolerance_factor,
+                             name=f"{output} (not written)") if check else None)
         temporary.replace(output)  # only a verified file gets the requested name
     finally:
         temporary.unlink(missing_ok=True)
@@ -163,9 +218,10 @@ def export(
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@entry_point
 def main(cfg: DictConfig) -> None:
     export(cfg.ckpt_path, cfg.format, cfg.output, cfg.max_disp, cfg.opset,
-           [list(s) for s in cfg.verify_sizes], float(cfg.tolerance), bool(cfg.verify))
+           [list(s) for s in cfg.verify_sizes], float(cfg.tolerance_factor), bool(cfg.verify))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Command-line inference: ``python -m stereo.infer ckpt_path=... left=... right=... output_dir=...``.
 
 Config: ``conf/infer.yaml`` (inputs, formats, device/precision, memory mode, calibration). Prints a
-summary of what was written where; the resolved config is kept in ``<output_dir>/.hydra``.
+summary of what was written where. ``<output_dir>/manifest.json`` records the resolved config and
+every file the run wrote; one run at a time owns an output folder (``stereo.output_dirs``), and a
+folder holding an earlier run's results is refused unless ``overwrite=true``.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from stereo import output_dirs
 from stereo.allocator import retain_freed_memory
+from stereo.cli import entry_point
 from stereo.config import CONFIG_DIR
 from stereo.data.io import read_calib, read_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
@@ -39,11 +43,16 @@ def collect_pairs(cfg: DictConfig) -> list[StereoPair]:
     return pairs_from_list(cfg.list_file)
 
 
+def requested_formats(cfg: DictConfig) -> list[str]:
+    """``formats=pfm`` (one name) or ``formats=[pfm,color]`` (a list)."""
+    return [str(cfg.formats)] if isinstance(cfg.formats, str) else [str(f) for f in cfg.formats]
+
+
 def build_writer(cfg: DictConfig) -> OutputWriter:
     calibration = make_calibration(cfg.calib_file, cfg.focal, cfg.baseline, cfg.doffs, cfg.cx, cfg.cy)
     color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
     return OutputWriter(
-        Path(cfg.output_dir), list(cfg.formats), color_range, calibration, cfg.max_depth, cfg.confidence_format
+        Path(cfg.output_dir), requested_formats(cfg), color_range, calibration, cfg.max_depth, cfg.confidence_format
     )
 
 
@@ -55,7 +64,8 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     pairs = collect_pairs(cfg)
     retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     # depth/ply without a global calibration: use each scene's calib.txt when every pair has one
-    per_scene_calib = bool({"depth", "ply"} & set(cfg.formats)) and cfg.calib_file is None and cfg.focal is None
+    formats = requested_formats(cfg)
+    per_scene_calib = bool({"depth", "ply"} & set(formats)) and cfg.calib_file is None and cfg.focal is None
     if per_scene_calib and not all(p.calib for p in pairs):
         missing = next(p for p in pairs if p.calib is None)
         raise ValueError(
@@ -63,6 +73,7 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
             "focal=<px> baseline=<unit> (no calib.txt beside the image)"
         )
     writer = build_writer(cfg)
+    output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
     predictor = Predictor.from_checkpoint(
         checkpoint,
         device=cfg.device,
@@ -75,22 +86,36 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
         swap_check=cfg.swap_check,
         optimize=cfg.optimize,
     )
-    written: dict[str, list[str]] = {fmt: [] for fmt in cfg.formats}
+    written: dict[str, list[str]] = {fmt: [] for fmt in formats}
     batch_size = max(1, int(cfg.batch_size))
-    with tqdm(total=len(pairs), desc="stereo pairs", unit="pair") as progress:
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            lefts = [read_image(p.left) for p in batch]
-            rights = [read_image(p.right) for p in batch]
-            names = [(str(p.left), str(p.right)) for p in batch]
-            for pair, left, prediction in zip(batch, lefts, predictor.predict_batch(lefts, rights, names)):
-                calibration = read_calib(pair.calib) if per_scene_calib else None
-                paths = writer.write(pair.stem, prediction.disparity, prediction.confidence, left, calibration)
-                for fmt, path in paths.items():
-                    written[fmt].append(str(path))
-            progress.update(len(batch))
+    with output_dirs.claim(cfg.output_dir, "output_dir") as output_dir:
+        output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)))
+        record = {"command": "stereo.infer", "checkpoint": str(checkpoint.resolve()),
+                  "config": OmegaConf.to_container(cfg, resolve=True)}
+        output_dirs.write_manifest(output_dir, record, [], "running")
+        try:
+            with tqdm(total=len(pairs), desc="stereo pairs", unit="pair") as progress:
+                for start in range(0, len(pairs), batch_size):
+                    batch = pairs[start : start + batch_size]
+                    lefts = [read_image(p.left) for p in batch]
+                    rights = [read_image(p.right) for p in batch]
+                    names = [(str(p.left), str(p.right)) for p in batch]
+                    for pair, left, prediction in zip(batch, lefts, predictor.predict_batch(lefts, rights, names)):
+                        calibration = read_calib(pair.calib) if per_scene_calib else None
+                        paths = writer.write(pair.stem, prediction.disparity, prediction.confidence, left, calibration)
+                        for fmt, path in paths.items():
+                            written[fmt].append(str(path))
+                    progress.update(len(batch))
+        except BaseException:
+            output_dirs.write_manifest(output_dir, record, _files(written), "failed")
+            raise
+        output_dirs.write_manifest(output_dir, record, _files(written), "complete")
     _print_summary(written, Path(cfg.output_dir), predictor, len(pairs))
     return written
+
+
+def _files(written: dict[str, list[str]]) -> list[Path]:
+    return [Path(path) for paths in written.values() for path in paths]
 
 
 def _print_summary(written: dict[str, list[str]], output_dir: Path, predictor: Predictor, count: int) -> None:
@@ -101,6 +126,7 @@ def _print_summary(written: dict[str, list[str]], output_dir: Path, predictor: P
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="infer")
+@entry_point
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

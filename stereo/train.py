@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from stereo import output_dirs
 from stereo.allocator import retain_freed_memory
+from stereo.cli import OutputDirError, entry_point
 from stereo.config import CONFIG_DIR
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
+from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
+from stereo.training.checkpoint_io import AtomicCheckpointIO
 from stereo.training.module import StereoModule
 
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")
@@ -34,11 +39,8 @@ def validate_resume_checkpoint(path: str | Path) -> Path:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint to resume from does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle/zip errors differ by torch version; all mean "unreadable"
-        raise ValueError(f"{path}: not a readable checkpoint (truncated or not a torch file): {error}") from None
+        raise FileNotFoundError(f"{path}: checkpoint to resume from does not exist (ckpt_path)")
+    checkpoint = read_checkpoint(path)
     missing = [key for key in RESUME_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise ValueError(
@@ -47,7 +49,26 @@ def validate_resume_checkpoint(path: str | Path) -> Path:
         )
     if not any(key.startswith("model.") for key in checkpoint["state_dict"]):
         raise ValueError(f"{path}: state_dict has no 'model.*' keys, it was not written by StereoModule")
+    config = model_config_of(checkpoint, path)
+    if config is not None:  # the network is built from cfg.model; the recorded one must still be plain data
+        model_arguments(config, path)
     return path
+
+
+def check_run_dir(output_dir: Path, ckpt_path: Path | None) -> None:
+    """A run directory holding checkpoints is only reused to resume from one of them.
+
+    Otherwise a new run would write ``last-v1.ckpt`` beside the earlier run's ``last.ckpt`` and mix
+    two runs' logs and evaluations in one folder.
+    """
+    output_dirs.check_is_folder(output_dir, "paths.output_dir")
+    earlier = sorted((output_dir / "checkpoints").glob("*.ckpt"))
+    resuming_here = ckpt_path is not None and ckpt_path.resolve().parent == (output_dir / "checkpoints").resolve()
+    if earlier and not resuming_here:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        hint = f"resume it with ckpt_path={last if last.is_file() else earlier[-1]}"
+        raise OutputDirError(f"paths.output_dir={output_dir} already holds an earlier run's checkpoints: {hint}, "
+                             "or choose another paths.output_dir (the default is a new folder per run)")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> Path | None:
@@ -93,6 +114,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    check_run_dir(output_dir, ckpt_path)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
@@ -112,7 +134,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = _instantiate_group(cfg.get("logger"))
     if not loggers:  # logger=none: the LR monitor has nowhere to write (Lightning would refuse to start)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                  plugins=[AtomicCheckpointIO()])
 
     results: dict[str, Any] = {}
     no_export = {"max_images": 0}
@@ -129,6 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results["global_step"] = trainer.global_step
     checkpoint = _pick_checkpoint(trainer, str(cfg.eval.get("checkpoint", "last")))
     results["checkpoint"] = checkpoint
+    results["resume_checkpoint"] = _pick_checkpoint(trainer, "last")
 
     if cfg.get("evaluate_after") and not trainer.fast_dev_run:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -167,7 +191,9 @@ def report(cfg: DictConfig, results: dict[str, Any], trainer: pl.Trainer) -> str
     if any(hasattr(lg, "log_dir") and "tensorboard" in type(lg).__name__.lower() for lg in trainer.loggers):
         lines.append(f"  TensorBoard logs:  {output_dir / 'tensorboard'}")
         lines.append(f"  open with:         tensorboard --logdir {output_dir / 'tensorboard'}   (then http://localhost:6006)")
-    lines.append(f"  resume with:       python -m stereo.train {' '.join(_overrides())} ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}")
+    if results.get("resume_checkpoint"):  # the file this run actually wrote (last.ckpt, or last-v1.ckpt ...)
+        lines.append(f"  resume with:       python -m stereo.train {' '.join(_overrides())} hydra.run.dir={output_dir} "
+                     f"ckpt_path={Path(results['resume_checkpoint']).resolve()}")
     lines.append("=" * 72)
     return "\n".join(lines)
 
@@ -185,14 +211,16 @@ def _overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+        return [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "paths.output_dir="))]
     except ValueError:  # called outside @hydra.main (tests)
         return []
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@entry_point
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    with output_dirs.claim(cfg.paths.output_dir, "paths.output_dir") if rank_zero_only.rank == 0 else nullcontext():
+        metrics = train(cfg)
     value = metrics.get("eval/epe", metrics.get("val/epe"))
     return float(value) if value is not None and math.isfinite(float(value)) else None
 

@@ -90,7 +90,7 @@ def test_truncated_and_foreign_files_raise_errors_naming_the_file(tmp_path, auth
 def test_pickled_objects_are_refused_by_weights_only(tmp_path):
     path = tmp_path / "code.pt"
     torch.save({"state_dict": {}, "payload": OmegaConf.create({"a": 1})}, path)
-    with pytest.raises(CheckpointError, match="weights_only") as info:
+    with pytest.raises(CheckpointError, match="pickled Python objects .omegaconf.dictconfig.DictConfig.") as info:
         load_model(path)
     assert str(path) in str(info.value)
 
@@ -141,9 +141,9 @@ def test_weights_export_is_a_compact_checkpoint_that_loads_everywhere(tmp_path, 
 
     source = write_our_checkpoint(tmp_path / "tiny.ckpt", calibrated=True)
     output = tmp_path / "tiny-weights.ckpt"
-    difference = export(source, "weights", output, verify_sizes=[[256, 256]], tolerance=0.05)
-    assert difference is not None and difference <= 0.05
-    assert "mean |disparity difference|" in capsys.readouterr().out
+    difference = export(source, "weights", output, verify_sizes=[[256, 256]], tolerance_factor=10)
+    assert difference is not None and difference <= 1
+    assert "disparity: |error vs float64| mean" in capsys.readouterr().out
     assert output.stat().st_size < 0.6 * source.stat().st_size
     stored = torch.load(output, weights_only=True)
     assert {v.dtype for v in stored["state_dict"].values() if v.is_floating_point()} == {torch.float16}
@@ -152,3 +152,67 @@ def test_weights_export_is_a_compact_checkpoint_that_loads_everywhere(tmp_path, 
     assert all(p.dtype == torch.float32 for p in compact.parameters())
     for (name, a), (_, b) in zip(original.state_dict().items(), compact.state_dict().items()):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
+
+
+# --- checkpoints are data, never code ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", ["builtins.open", "os.system", "subprocess.run", "torch.load", "nested attention"])
+def test_hostile_model_configs_run_nothing_and_name_the_file(tmp_path, attack):
+    from hostile_checkpoints import hostile_configs, make_victim, untouched, write_hostile_checkpoint
+
+    victim, marker, payload = make_victim(tmp_path)
+    path = write_hostile_checkpoint(tmp_path / "hostile.ckpt", hostile_configs(victim, marker, payload)[attack])
+    with pytest.raises(CheckpointError, match="hostile.ckpt") as error:
+        load_model(path)
+    assert "\n" not in str(error.value)
+    assert untouched(victim, marker)
+
+
+def test_pickled_payload_file_is_refused_without_suggesting_weights_only_false(tmp_path):
+    from hostile_checkpoints import make_victim, untouched
+
+    victim, marker, payload = make_victim(tmp_path)
+    with pytest.raises(CheckpointError, match="payload.pt: refused, the file holds pickled Python objects") as error:
+        load_model(payload)
+    assert "weights_only" not in str(error.value) and untouched(victim, marker)
+
+
+def test_random_bytes_are_reported_as_not_a_checkpoint(tmp_path):
+    path = tmp_path / "random.ckpt"
+    path.write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(CheckpointError, match="random.ckpt: not a PyTorch checkpoint") as error:
+        load_model(path)
+    assert "weights_only" not in str(error.value)
+
+
+def test_legacy_speed_options_are_ignored_and_unknown_keys_refused(tmp_path):
+    from inference_checkpoints import write_our_checkpoint
+
+    legacy = {"_target_": "stereo.models.psmnet.PSMNet", "max_disp": 32, "aggregation": "basic",
+              "channels_last": True, "checkpoint_aggregation": True, "checkpoint_features": False,
+              "regression_chunk_rows": 8}
+    model = load_model(write_our_checkpoint(tmp_path / "legacy.ckpt", config=legacy_free(legacy)))
+    checkpoint = torch.load(tmp_path / "legacy.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["model_config"] = legacy
+    torch.save(checkpoint, tmp_path / "legacy.ckpt")
+    loaded = load_model(tmp_path / "legacy.ckpt")
+    assert loaded.max_disp == 32 and loaded.aggregation_name == "basic"
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    for bad, message in (({"max_disp": "32"}, "model_config.max_disp = '32' has the wrong type"),
+                         ({"max_disp": True}, "model_config.max_disp = True has the wrong type"),
+                         ({"dropout": 0.5}, "unknown key 'dropout'"),
+                         ({"max_disp": 30}, "max_disp must be a positive multiple of 16"),
+                         ({"attention": {"feature": {"kind": "efficient", "heads": [1]}}}, "heads must be a positive integer"),
+                         ({"attention": {"feature": {"kind": "efficient", "_target_": "os.system"}}}, "key ._target_. is not allowed")):
+        checkpoint["hyper_parameters"]["model_config"] = {**legacy, **bad}
+        torch.save(checkpoint, tmp_path / "bad.ckpt")
+        with pytest.raises(CheckpointError, match=f"bad.ckpt: .*({message})"):
+            load_model(tmp_path / "bad.ckpt")
+
+
+def legacy_free(config: dict) -> dict:
+    from stereo.models.checkpoints import LEGACY_SPEED_OPTIONS
+
+    return {k: v for k, v in config.items() if k not in LEGACY_SPEED_OPTIONS}

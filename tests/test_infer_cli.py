@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -47,7 +48,8 @@ def test_cli_on_two_files_of_odd_size_writes_every_format(tmp_path, checkpoint):
     assert done.returncode == 0, done.stderr[-3000:]
     expected = ["a_left_disp.pfm", "a_left_disp.png", "a_left_disp.npy", "a_left_disp_color.png",
                 "a_left_depth.pfm", "a_left.ply", "a_left_conf.png"]
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(expected)
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted([*expected, "manifest.json"])
+    assert sorted(json.loads((out / "manifest.json").read_text())["files"]) == sorted(expected)
     disparity = read_pfm(out / "a_left_disp.pfm")
     assert disparity.shape == (75, 131), "odd-sized input comes back at its own size"
     np.testing.assert_array_equal(np.load(out / "a_left_disp.npy"), disparity)

@@ -74,3 +74,18 @@ def test_summarize_modes():
 def test_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="shapes differ"):
         metrics.epe(torch.zeros(1, 2, 2), torch.zeros(1, 2, 3), torch.ones(1, 2, 2, dtype=torch.bool))
+
+
+def test_nonfinite_ground_truth_is_counted_per_image_and_in_the_summary():
+    gt = torch.full((3, 4, 5), 2.0)
+    gt[0, 0, :2] = float("nan")
+    gt[1] = float("nan")  # an all-NaN image: excluded from the means, and reported
+    gt[2, 1, 1] = float("inf")
+    pred = torch.full_like(gt, 2.5)
+    per_image = metrics.all_metrics(pred, gt, metrics.evaluation_mask(gt))
+    assert per_image["nonfinite_gt"].tolist() == [2, 20, 1]
+    assert per_image["pixels"].tolist() == [18, 0, 19]
+    rows = [{k: float(v[i]) for k, v in per_image.items()} for i in range(3)]
+    summary = metrics.summarize(rows)
+    assert summary["nonfinite_gt"] == 23 and summary["nonfinite_gt_images"] == 3
+    assert summary["excluded"] == 1 and summary["epe"] == pytest.approx(0.5)

@@ -9,6 +9,9 @@ Conventions, stated once because papers differ (docs/evaluation.md#metrics):
 - Rates (bad-τ, D1) are percentages of the valid pixels.
 - An image without any valid pixel yields NaN; :func:`mean_over_images` and :func:`summarize`
   exclude those explicitly and report how many were excluded.
+- Non-finite ground truth (NaN/inf pixels: a broken or partial gt file) is never scored, and never
+  dropped silently either: ``nonfinite_gt`` counts those pixels per image, and the summary reports
+  the total and how many images have any.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ def valid_pixel_count(mask: ArrayLike) -> torch.Tensor:
     return _as_batch(mask).bool().sum(dim=(1, 2))
 
 
+def nonfinite_count(gt: ArrayLike) -> torch.Tensor:
+    """Number of NaN/inf ground-truth pixels per image (shape N)."""
+    return (~torch.isfinite(_as_batch(gt))).sum(dim=(1, 2))
+
+
 def epe(pred: ArrayLike, gt: ArrayLike, mask: ArrayLike, pooled: bool = False) -> torch.Tensor:
     """End-point error: mean |pred − gt| over the mask, in pixels."""
     error, mask_t = _masked_error(pred, gt, mask)
@@ -107,13 +115,16 @@ def d1(
 
 
 def all_metrics(pred: ArrayLike, gt: ArrayLike, mask: ArrayLike, pooled: bool = False) -> dict[str, torch.Tensor]:
-    """epe, bad1, bad2, bad3, d1 and the valid pixel count ``pixels``, per image (or pooled)."""
+    """epe, bad1, bad2, bad3, d1, the valid pixel count ``pixels`` and the non-finite gt pixel count
+    ``nonfinite_gt``, per image (or pooled)."""
     result = {"epe": epe(pred, gt, mask, pooled)}
     for tau in BAD_THRESHOLDS:
         result[f"bad{tau:g}"] = bad_pixel_rate(pred, gt, mask, tau, pooled)
     result["d1"] = d1(pred, gt, mask, pooled)
     pixels = valid_pixel_count(mask)
     result["pixels"] = pixels.sum().reshape(1) if pooled else pixels
+    nonfinite = nonfinite_count(gt)
+    result["nonfinite_gt"] = nonfinite.sum().reshape(1) if pooled else nonfinite
     return result
 
 
@@ -137,7 +148,8 @@ def summarize(
     - ``per_batch``: PSMNet's test loop — pooled within consecutive groups of ``batch_size`` rows (in
       the given order), then the mean over groups (groups without valid pixels excluded; the authors'
       code counts them as 0).
-    Adds ``count`` (rows), ``scored`` (images with ≥ 1 valid pixel) and ``excluded``.
+    Adds ``count`` (rows), ``scored`` (images with ≥ 1 valid pixel) and ``excluded``; with rows that
+    carry ``nonfinite_gt``, also its total and ``nonfinite_gt_images`` (images with any such pixel).
     """
     if averaging not in AVERAGING_MODES:
         raise ValueError(f"averaging must be one of {AVERAGING_MODES}, got {averaging!r}")
@@ -159,4 +171,7 @@ def summarize(
             summary[name] = float(np.mean(means)) if means else math.nan
     scored = int((pixels > 0).sum())
     summary.update(count=len(rows), scored=scored, excluded=len(rows) - scored)
+    if rows and all("nonfinite_gt" in r for r in rows):
+        nonfinite = np.array([float(r["nonfinite_gt"]) for r in rows])
+        summary.update(nonfinite_gt=int(nonfinite.sum()), nonfinite_gt_images=int((nonfinite > 0).sum()))
     return summary

@@ -9,6 +9,7 @@ unpadded shard (indices rank, rank+W, ...), so every sample is counted exactly o
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from stereo.data.io import write_image, write_pfm
+from stereo.data.io import atomic_write, write_image, write_pfm
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
 from stereo.evaluation.protocols import Protocol
@@ -125,11 +126,12 @@ def evaluate_model(
     )
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
-        with open(output_dir / "per_image.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        (output_dir / "metrics.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(output_dir / "per_image.csv", table.getvalue().encode())
+        atomic_write(output_dir / "metrics.json", (json.dumps(_json_safe(summary), indent=2) + "\n").encode())
     return summary
 
 
@@ -161,7 +163,14 @@ def apply_protocol_to_data(data_cfg: DictConfig, protocol: Protocol) -> DictConf
 
 
 def build_eval_dataset(data_cfg: DictConfig, split: str = "test") -> Dataset:
-    """The datamodule's test (or val) dataset, generating the synthetic data first when configured."""
+    """The datamodule's test (or val) dataset, generating the synthetic data first when configured.
+
+    Evaluation always loads with ``on_error=raise``: ``skip`` (meant for training) would replace an
+    unreadable sample by another one, so some images would be scored twice and one never.
+    """
+    if data_cfg.get("on_error") == "skip":
+        data_cfg = data_cfg.copy()
+        data_cfg.on_error = "raise"
     datamodule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test" if split == "test" else "validate")

@@ -55,6 +55,9 @@ def make_calibration(
     """
     if calib_file is None and focal is None and baseline is None:
         return None
+    if calib_file is not None and not Path(calib_file).is_file():
+        raise FileNotFoundError(f"calib_file={calib_file}: file not found; give a Middlebury/ETH3D calib.txt "
+                                "or focal=<px> baseline=<unit> instead")
     base = read_calib(calib_file) if calib_file is not None else None
     if base is None and (focal is None or baseline is None):
         raise ValueError("depth and point clouds need calib_file=... or both focal=... and baseline=...")

@@ -1,6 +1,9 @@
 """Load the PSMNet authors' public checkpoints and this project's Lightning checkpoints.
 
-Everything is read with ``torch.load(weights_only=True)``: a checkpoint can never run code. The
+A checkpoint is data, never code. Files are read with ``torch.load(weights_only=True)`` (no pickled
+objects), and the network is built by :func:`model_from_config` from an allow-list of our model
+classes with validated plain keyword arguments; a checkpoint's ``_target_`` only *names* one of
+those classes, it is never imported or called (``hydra.utils.instantiate`` would call anything). The
 authors' files are ``torch.save({'epoch', 'state_dict', 'train_loss'})`` of an ``nn.DataParallel``
 model, so keys read ``module.<name>``; our network keeps their names except that the 3-D head lives
 under ``aggregation.`` (``module.dres0.0.0.weight`` → ``aggregation.dres0.0.0.weight``).
@@ -9,7 +12,9 @@ under ``aggregation.`` (``module.dres0.0.0.weight`` → ``aggregation.dres0.0.0.
 from __future__ import annotations
 
 import io
+import math
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,17 @@ from .psmnet import PSMNet
 _AUTHORS_PREFIX = "module."
 _LIGHTNING_PREFIX = "model."
 _LISTED = 20  # keys shown per category in error messages
+
+# The only networks a checkpoint can ask for, by every name our checkpoints have used.
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"stereo.models.PSMNet": PSMNet, "stereo.models.psmnet.PSMNet": PSMNet}
+# Architecture arguments of PSMNet and the plain types each may hold (values are checked by PSMNet).
+PSMNET_ARGUMENTS: dict[str, tuple[type, ...]] = {
+    "max_disp": (int,), "aggregation": (str,), "attention": (Mapping, type(None)), "align_corners": (bool,),
+}
+# Speed/memory options older checkpoints recorded in model_config; they never changed the weights or
+# the function, so they are accepted and ignored.
+LEGACY_SPEED_OPTIONS = ("channels_last", "checkpoint_aggregation", "checkpoint_features", "regression_chunk_rows")
+_SCALARS = (str, int, float, bool, type(None))
 
 
 class CheckpointError(ValueError):
@@ -42,21 +58,27 @@ class CheckpointError(ValueError):
         self.mismatched = mismatched or []
 
 
-def _read(path: str | Path, map_location: Any = "cpu") -> dict:
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """``torch.load(weights_only=True)`` of ``path`` with one-line errors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+        raise FileNotFoundError(f"{path}: checkpoint file not found (check ckpt_path)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        # torch's message suggests weights_only=False, i.e. running the file's code: never do that here
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if blocked is not None:
             raise CheckpointError(
-                f"{path}: holds Python objects that torch.load(weights_only=True) refuses to unpickle "
-                f"(only tensors and plain containers are allowed): {str(err).splitlines()[0]}"
+                f"{path}: refused, the file holds pickled Python objects ({blocked.group(1)}), not only tensors "
+                "and plain data; checkpoints are never unpickled into code: use one written by this project "
+                "or the PSMNet authors"
             ) from err
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (truncated or another format): {err}") from err
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt, truncated or another format)") from err
     except Exception as err:  # torch's readers fail in many ways on foreign bytes (IndexError, EOFError ...)
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (truncated or another format): {err}") from err
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (corrupt, truncated or another format: {type(err).__name__})"
+        ) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found a {type(checkpoint).__name__}")
     return checkpoint
@@ -112,7 +134,7 @@ def load_psmnet_checkpoint(model: PSMNet, path: str | Path) -> PSMNet:
     reprojection), so the loaded network computes exactly the authors' function. Missing,
     unexpected or mis-shaped keys raise ``CheckpointError`` listing them.
     """
-    state = {_authors_key(k): v for k, v in _state_dict(_read(path), path).items()}
+    state = {_authors_key(k): v for k, v in _state_dict(read_checkpoint(path), path).items()}
     blocks = _attention_blocks(model)
     attention_keys = {k for k in model.state_dict() for name in blocks if k.startswith(f"{name}.")}
     _load_exactly(model, state, path, ignore=attention_keys)
@@ -121,21 +143,84 @@ def load_psmnet_checkpoint(model: PSMNet, path: str | Path) -> PSMNet:
     return model
 
 
+def _check_plain(value: Any, where: str, path: Path | str) -> None:
+    """Only str/int/float/bool/None inside mappings and lists; no nested ``_target_`` (nothing to call)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("_"):
+                raise CheckpointError(f"{path}: model_config.{where}: key {key!r} is not allowed "
+                                      "(plain settings only; checkpoints never name code to run)")
+            _check_plain(item, f"{where}.{key}", path)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]", path)
+    elif not isinstance(value, _SCALARS) or (isinstance(value, float) and not math.isfinite(value)):
+        raise CheckpointError(f"{path}: model_config.{where} = {value!r} is not a plain setting")
+
+
+def model_arguments(config: Any, path: Path | str) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The allow-listed class and validated keyword arguments a checkpoint's ``model_config`` names.
+
+    Raises ``CheckpointError`` naming the file and the offending key for an unknown ``_target_``,
+    an unknown or ill-typed argument, or any nested value that is not plain data. Legacy speed
+    options (``LEGACY_SPEED_OPTIONS``) are dropped.
+    """
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{path}: hyper_parameters.model_config is a {type(config).__name__}, not a mapping")
+    target = config.get("_target_")
+    if target not in MODEL_CLASSES:
+        raise CheckpointError(f"{path}: model_config._target_ {target!r} is not one of this project's networks "
+                              f"{sorted(MODEL_CLASSES)}; refusing to build it")
+    arguments: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "_target_" or key in LEGACY_SPEED_OPTIONS:
+            continue
+        if key not in PSMNET_ARGUMENTS:
+            raise CheckpointError(f"{path}: model_config has unknown key {key!r}; "
+                                  f"allowed: {sorted(PSMNET_ARGUMENTS)}")
+        types = PSMNET_ARGUMENTS[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise CheckpointError(f"{path}: model_config.{key} = {value!r} has the wrong type "
+                                  f"(expected {' or '.join(t.__name__ for t in types)})")
+        _check_plain(value, key, path)
+        arguments[key] = dict(value) if isinstance(value, Mapping) else value
+    return MODEL_CLASSES[target], arguments
+
+
+def model_config_of(checkpoint: Mapping[str, Any], path: Path | str) -> Any:
+    """``hyper_parameters.model_config`` of a checkpoint (None when absent, e.g. the authors' files)."""
+    hyper_parameters = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hyper_parameters, Mapping):
+        raise CheckpointError(f"{path}: hyper_parameters is a {type(hyper_parameters).__name__}, not a mapping")
+    return hyper_parameters.get("model_config")
+
+
+def model_from_config(config: Any, path: Path | str) -> nn.Module:
+    """Build the network a checkpoint's ``model_config`` describes, from the allow-list only.
+
+    The class's own validation (``PSMNet`` checks max_disp, aggregation and, through
+    ``attention_spec``, every attention setting) runs on the arguments; its ValueError is reported
+    as a ``CheckpointError`` naming the file.
+    """
+    cls, arguments = model_arguments(config, path)
+    try:
+        return cls(**arguments)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: model_config does not describe a valid {cls.__name__}: {err}") from err
+
+
 def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = 192) -> nn.Module:
     """Build and load a network from one of our Lightning checkpoints or an authors' checkpoint.
 
-    Ours carry ``hyper_parameters.model_config`` (a Hydra config dict with ``_target_``) and keys
-    ``model.<param>``. The authors' carry only weights: a PSMNet with ``max_disp`` (which does not
-    change the weights) and the aggregation type their keys show is built. Returns eval mode.
+    Ours carry ``hyper_parameters.model_config`` (``_target_`` naming an allow-listed class + plain
+    keyword arguments, see :func:`model_from_config`) and keys ``model.<param>``. The authors' carry
+    only weights: a PSMNet with ``max_disp`` (which does not change the weights) and the aggregation
+    type their keys show is built. Returns eval mode.
     """
-    checkpoint = _read(path, map_location)
-    config = (checkpoint.get("hyper_parameters") or {}).get("model_config")
+    checkpoint = read_checkpoint(path, map_location)
+    config = model_config_of(checkpoint, path)
     if config is not None:
-        if not isinstance(config, Mapping) or "_target_" not in config:
-            raise CheckpointError(f"{path}: hyper_parameters.model_config is not a model config with _target_")
-        from hydra.utils import instantiate  # deferred: only our own checkpoints need Hydra
-
-        model = instantiate(dict(config))
+        model = model_from_config(config, path)
         state = {
             k[len(_LIGHTNING_PREFIX):]: v
             for k, v in _state_dict(checkpoint, path).items()
@@ -158,7 +243,7 @@ def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = 192)
 
 
 def psmnet_config(model: PSMNet) -> dict[str, Any]:
-    """The Hydra model config that rebuilds ``model`` (what our checkpoints carry as model_config)."""
+    """The model config that rebuilds ``model`` (what our checkpoints carry as model_config)."""
     return {"_target_": f"{PSMNet.__module__}.{PSMNet.__name__}", "max_disp": model.max_disp,
             "aggregation": model.aggregation_name, "attention": dict(model.attention_config),
             "align_corners": model.align_corners}
