@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stereo.config import compose  # noqa: F401  (tests compose real configs: from conftest import compose)
 from stereo.data.real_samples import default_real_data_dir
 
 SYNTHETIC = {"num_train": 4, "num_test": 2, "height": 256, "width": 256, "max_disp": 32, "seed": 0}
@@ -54,16 +55,6 @@ def train_overrides(synthetic_root: Path, tmp_path: Path):
         ]
 
     return make
-
-
-def compose(config_name: str, overrides: list[str]):
-    """Compose a real config from conf/ (the same tree the entry points use)."""
-    import hydra
-
-    from stereo.config import CONFIG_DIR
-
-    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        return hydra.compose(config_name, overrides=overrides)
 
 
 TINY_MODEL_CONFIG = {"_target_": "stereo.models.PSMNet", "max_disp": 16, "aggregation": "basic", "attention": None}

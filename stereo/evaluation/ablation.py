@@ -1,9 +1,11 @@
 """Attention ablation under one CPU budget, with StereoSGBM computed in the same run.
 
-    python scripts/ablation.py                                   # every variant, seed 1, 300 steps
-    python scripts/ablation.py --seeds 1 2 --budget-steps 600    # repeats where differences are small
-    python scripts/ablation.py --quick                           # tiny smoke run (tests)
-    python scripts/ablation.py --variants psmnet ea_psmnet -- data.num_workers=2   # + Hydra overrides
+    python -m stereo.evaluation.ablation                                   # every variant, seed 1, 300 steps
+    python -m stereo.evaluation.ablation --seeds 1 2 --budget-steps 600    # repeats where differences are small
+    python -m stereo.evaluation.ablation --quick                           # tiny smoke run (tests)
+    python -m stereo.evaluation.ablation --variants psmnet ea_psmnet -- data.num_workers=2   # + Hydra overrides
+
+(``python scripts/ablation.py ...`` is the same command.)
 
 Each (variant, seed) trains with ``stereo.train.train`` on ``conf/train.yaml`` + ``experiment=ablation``
 + ``model=<variant>`` (same data, crop, batch, optimiser, schedule, steps and seed for every variant),
@@ -20,18 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-import torch
-
-from stereo.config import CONFIG_DIR
+from stereo.config import CONFIG_DIR, compose
 from stereo.evaluation.pairs import DEFAULT_CAP, evaluate_method, network_method, raw_test_dataset, sgbm_method
+from stereo.evaluation.reports import machine_info, markdown_table
 
 VARIANTS = ("psmnet", "ea_psmnet_feature", "ea_psmnet_volume", "ea_psmnet", "dp_psmnet_hourglass")
 METRICS = ("epe", "bad2", "bad3", "d1")
@@ -88,11 +86,6 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
     return overrides + list(args.overrides)
 
 
-def compose(overrides: list[str]):
-    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        return hydra.compose("train", overrides=overrides)
-
-
 def run_variant(args: argparse.Namespace, variant: str, seed: int, datasets: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) one arm, then score its final weights; cached in the run's result.json."""
     from stereo.inference import Predictor
@@ -105,7 +98,7 @@ def run_variant(args: argparse.Namespace, variant: str, seed: int, datasets: dic
         print(f"[ablation] {variant} seed {seed}: done before, reading {result_path}")
         return json.loads(result_path.read_text())
     overrides = base_overrides(args) + [f"model={variant}", f"seed={seed}", f"paths.output_dir={run_dir}"]
-    budget = int(compose(overrides).trainer.max_steps)
+    budget = int(compose("train", overrides).trainer.max_steps)
     # a checkpoint every k steps with k dividing the budget, so the final weights are always on disk
     overrides.append(f"callbacks.last_checkpoint.every_n_train_steps={math.gcd(budget, CHECKPOINT_EVERY)}")
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -113,7 +106,7 @@ def run_variant(args: argparse.Namespace, variant: str, seed: int, datasets: dic
     if resumed:
         overrides.append(f"ckpt_path={last}")
         print(f"[ablation] {variant} seed {seed}: resuming from {last}")
-    cfg = compose(overrides)
+    cfg = compose("train", overrides)
     trained = train(cfg)
     if trained["global_step"] != budget or not last.is_file():
         raise RuntimeError(f"{run_dir}: training stopped at step {trained['global_step']} of {budget} "
@@ -135,7 +128,7 @@ def run_variant(args: argparse.Namespace, variant: str, seed: int, datasets: dic
 
 def evaluation_sets(args: argparse.Namespace) -> dict[str, tuple[Any, int, list[str] | None]]:
     """split name -> (raw dataset, max_disp cap, names or None); the synthetic TEST split is generated if needed."""
-    cfg = compose(base_overrides(args))
+    cfg = compose("train", base_overrides(args))
     sets = {"synthetic": (raw_test_dataset(cfg.data), int(cfg.model.max_disp), None)}
     if not args.no_real:
         from stereo.data import load_real_samples
@@ -171,18 +164,6 @@ def table_rows(results: list[dict[str, Any]], splits: list[str]) -> list[list[st
     return rows
 
 
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def machine() -> dict[str, Any]:
-    return {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -195,9 +176,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = [run_variant(args, variant, seed, datasets) for variant in args.variants for seed in args.seeds]
     header = ["variant", "seed", "params", "train s"] + [f"{s} {METRIC_LABELS[m]}" for s in splits for m in METRICS]
     rows = table_rows(runs + [sgbm], splits)
-    table = markdown(header, rows)
-    info = machine()
-    command = "python scripts/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    table = markdown_table(header, rows)
+    info = machine_info()
+    command = "python -m stereo.evaluation.ablation " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"command": command, "machine": info, "overrides": base_overrides(args),
               "protocol": sgbm[splits[0]]["protocol"], "runs": runs, "sgbm": sgbm,
               "table": {"header": header, "rows": rows}}

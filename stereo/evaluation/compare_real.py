@@ -1,7 +1,9 @@
 """Checkpoints against StereoSGBM on every real pair with ground truth (../shared/data/real), per pair.
 
-    python scripts/compare_real.py                                   # StereoSGBM alone: the bar to beat
-    python scripts/compare_real.py --checkpoint demo.ckpt --out compare_real   # + our network(s)
+    python -m stereo.evaluation.compare_real                                 # StereoSGBM alone: the bar to beat
+    python -m stereo.evaluation.compare_real --checkpoint demo.ckpt --out compare_real   # + our network(s)
+
+(``python scripts/compare_real.py ...`` is the same command.)
 
 Same routine and rule as the ablation (stereo.evaluation.pairs): full resolution, per-pair max_disp =
 GT maximum rounded up past a multiple of 16 (≤ --cap), all pixels with GT, mean over pairs. Prints a
@@ -12,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
-import cv2
-import torch
-
 from stereo.data import load_real_samples
 from stereo.evaluation.pairs import DEFAULT_CAP, evaluate_method, network_method, sgbm_method
+from stereo.evaluation.reports import machine_info, markdown_table
 
 COLUMNS = ("epe", "bad2", "bad3", "d1")
 
@@ -59,11 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
         summary = results[name]["summary"]
         mean += [f"**{summary['epe']:.3f}**"] + [f"**{summary[c]:.2f}**" for c in COLUMNS[1:]]
     rows.append(mean + [f"{results['StereoSGBM']['summary']['coverage']:.1f}"])
-    table = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "".join("| " + " | ".join(r) + " |\n" for r in rows)
+    table = markdown_table(header, rows)
 
-    machine = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "torch": torch.__version__, "opencv": cv2.__version__}
-    command = "python scripts/compare_real.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    machine = machine_info()
+    command = "python -m stereo.evaluation.compare_real " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"command": command, "machine": machine, "protocol": results["StereoSGBM"]["protocol"],
               "methods": {name: {"summary": r["summary"], "rows": r["rows"]} for name, r in results.items()}}
