@@ -7,6 +7,7 @@ which the test suite never sees, so it is checked here by reading the sources.
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 import sys
@@ -88,3 +89,13 @@ def test_the_check_sees_a_missing_declaration(tmp_path):
     third_party = [(n, top) for n, top in _imports(tree) if _third_party(n, tmp_path)]
     assert third_party == [("cv2", True), ("lightning", True), ("no_such_dist", False)]
     assert _dist("cv2") in CORE and _dist("no_such_dist") not in ANY
+
+
+MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                 for p in (ROOT / "stereo").rglob("*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_package_module_imports(module):
+    """The quick tier's floor: each module at least imports (module-level imports are core dependencies, above)."""
+    importlib.import_module(module)
