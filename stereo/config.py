@@ -7,7 +7,10 @@ both places instead of relying on a relative ``config_path``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+from omegaconf import DictConfig
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -24,3 +27,11 @@ def config_dir() -> Path:
 
 
 CONFIG_DIR = str(config_dir())
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, outside ``@hydra.main`` (library code, scripts, tests)."""
+    import hydra
+
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        return hydra.compose(config_name, overrides=list(overrides))

@@ -2,6 +2,15 @@
 
 The tree is 256×256 because that is the smallest input PSMNet accepts (its SPP pools 64×64 cells of
 the 1/4-resolution map); max_disp 32 keeps the cost volumes small.
+
+Two tiers:
+- ``pytest -m "not slow"``: the quick tier (under 3 minutes on 2 CPU cores) for every edit. Every
+  module of ``stereo/`` is imported (tests/test_packaging.py) and exercised by its own tests here,
+  including a short real training run (tests/test_train.py) and every config (tests/test_configs.py).
+- ``pytest``: the full suite (CI; under 15 minutes on 2 cores) adds the tests marked
+  ``@pytest.mark.slow``: longer training runs (overfitting, every model config, resume after kill -9,
+  two-process DDP, the ablation), full-size training-mode equality checks of the speed paths and the
+  SGBM tuning grid. Mark a test slow when it takes more than ~20 s and a quicker test covers its module.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stereo.config import compose  # noqa: F401  (tests compose real configs: from conftest import compose)
 from stereo.data.real_samples import default_real_data_dir
 
 SYNTHETIC = {"num_train": 4, "num_test": 2, "height": 256, "width": 256, "max_disp": 32, "seed": 0}
@@ -54,16 +64,6 @@ def train_overrides(synthetic_root: Path, tmp_path: Path):
         ]
 
     return make
-
-
-def compose(config_name: str, overrides: list[str]):
-    """Compose a real config from conf/ (the same tree the entry points use)."""
-    import hydra
-
-    from stereo.config import CONFIG_DIR
-
-    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        return hydra.compose(config_name, overrides=overrides)
 
 
 TINY_MODEL_CONFIG = {"_target_": "stereo.models.PSMNet", "max_disp": 16, "aggregation": "basic", "attention": None}

@@ -1,25 +1,20 @@
-"""scripts/ablation.py --quick end to end: real train() runs, real evaluation, table files, resumption."""
+"""The comparison commands of stereo.evaluation: the ablation (--quick) end to end (real train() runs, real
+evaluation, table files, resumption), the real-pair comparison of a checkpoint against StereoSGBM, the
+SGBM tuning grid, and the thin scripts/ commands that call them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
 from stereo.data.real_samples import default_real_data_dir
+from stereo.evaluation import ablation, compare_real, tune_sgbm
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation.py"
 VARIANTS = ["psmnet", "ea_psmnet_feature"]
-
-
-@pytest.fixture(scope="module")
-def ablation():
-    spec = importlib.util.spec_from_file_location("ablation_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _real_args() -> list[str]:
@@ -29,7 +24,7 @@ def _real_args() -> list[str]:
 
 
 @pytest.mark.slow
-def test_quick_ablation_tabulates_every_variant_and_resumes_instead_of_retraining(ablation, synthetic_root, tmp_path):
+def test_quick_ablation_tabulates_every_variant_and_resumes_instead_of_retraining(synthetic_root, tmp_path):
     out = tmp_path / "ablation"
     argv = ["--quick", "--variants", *VARIANTS, "--out", str(out), *_real_args(),
             "data.generate=null", f"data.train.root={synthetic_root}", f"data.val.root={synthetic_root}"]
@@ -61,16 +56,13 @@ def test_quick_ablation_tabulates_every_variant_and_resumes_instead_of_retrainin
     assert again["runs"][0]["synthetic"]["summary"]["epe"] == pytest.approx(report["runs"][0]["synthetic"]["summary"]["epe"])
 
 
-def test_unknown_variant_is_refused_with_the_config_folder(ablation, tmp_path):
+def test_unknown_variant_is_refused_with_the_config_folder(tmp_path):
     with pytest.raises(SystemExit):
         ablation.parse_args(["--variants", "no_such_model", "--out", str(tmp_path)])
 
 
 def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkpoint, real_data_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("compare_real", SCRIPT.with_name("compare_real.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    report = module.main(["--checkpoint", str(tiny_checkpoint), "--real-root", str(real_data_dir),
+    report = compare_real.main(["--checkpoint", str(tiny_checkpoint), "--real-root", str(real_data_dir),
                           "--names", "middlebury2001/tsukuba", "--out", str(tmp_path)])
     methods = report["methods"]
     assert list(methods) == ["StereoSGBM", tiny_checkpoint.name]
@@ -80,3 +72,26 @@ def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkp
     assert all(math.isfinite(r["epe"]) for r in rows)
     assert rows[1]["coverage"] == 100.0  # a network is dense by construction
     assert "middlebury2001/tsukuba" in (tmp_path / "compare_real.md").read_text()
+
+
+@pytest.mark.slow
+def test_tune_sgbm_ranks_every_grid_setting_on_the_synthetic_test_split(synthetic_root, tmp_path):
+    out = tmp_path / "tuning.json"
+    results = tune_sgbm.main(["--out", str(out), "data.generate=null", f"data.train.root={synthetic_root}",
+                              f"data.val.root={synthetic_root}"])
+    grid_size = math.prod(len(values) for values in tune_sgbm.GRID.values())
+    assert len(results) == grid_size
+    assert [r["epe"] for r in results] == sorted(r["epe"] for r in results)
+    assert all(math.isfinite(r["epe"]) and 0 < r["coverage"] <= 100 for r in results)
+    written = json.loads(out.read_text())
+    assert written["results"] == results and written["dataset"] == "synthetic TEST (2 pairs)"
+
+
+@pytest.mark.parametrize("name", ["ablation", "compare_real", "tune_sgbm"])
+def test_scripts_are_thin_commands_for_the_package_modules(name, monkeypatch, capsys):
+    script = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage:")

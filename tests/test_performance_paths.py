@@ -97,6 +97,7 @@ def test_optimized_inference_equals_plain_inference():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_channels_last_training_matches_plain_outputs_and_gradients():
     torch.manual_seed(4)
     plain = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).train()
@@ -139,6 +140,7 @@ def test_channels_last_lays_out_weights_in_place_and_reverts():
     assert all(p.is_contiguous() for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aggregation,features", [(True, False), (False, True), (True, True)])
 def test_checkpointing_gives_identical_outputs_gradients_and_running_statistics(aggregation, features):
     plain = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).train()

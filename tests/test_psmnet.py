@@ -141,6 +141,7 @@ def test_eval_forward_with_authors_weights_matches_authors_network(tmp_path, ste
     assert disparity.std() > 0.1  # a real, non-constant disparity map was compared
 
 
+@pytest.mark.slow
 def test_train_mode_returns_three_disparities_and_gradients_reach_every_parameter(stereo_pair):
     torch.manual_seed(6)
     spec = {"zero_init": False}

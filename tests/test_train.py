@@ -12,6 +12,7 @@ from conftest import compose
 from stereo.train import train, validate_resume_checkpoint
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["psmnet", "psmnet_basic", "ea_psmnet"])
 def test_fast_dev_run_trains_and_validates_each_model_config(model, train_overrides, monkeypatch):
     cfg = compose("train", train_overrides(f"model={model}", "model.max_disp=16", "debug=fast_dev_run"))
