@@ -16,7 +16,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from stereo.allocator import retain_freed_memory
 from stereo.config import CONFIG_DIR
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
@@ -33,7 +32,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint file not found")
     device = resolve_device(str(cfg.device))
-    retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     model = load_model(checkpoint, map_location="cpu")
     protocol = protocols.get_protocol(str(cfg.protocol))
     data_cfg = apply_protocol_to_data(cfg.data, protocol)

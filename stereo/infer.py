@@ -12,7 +12,6 @@ import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from stereo.allocator import retain_freed_memory
 from stereo.config import CONFIG_DIR
 from stereo.data.io import read_calib, read_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
@@ -53,7 +52,6 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (ckpt_path=...)")
     pairs = collect_pairs(cfg)
-    retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     # depth/ply without a global calibration: use each scene's calib.txt when every pair has one
     per_scene_calib = bool({"depth", "ply"} & set(cfg.formats)) and cfg.calib_file is None and cfg.focal is None
     if per_scene_calib and not all(p.calib for p in pairs):
