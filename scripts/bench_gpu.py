@@ -44,6 +44,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HOST_READS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero"}
+MASK_INDEXING = {"index", "index_put_", "_index_put_impl_"}  # with a boolean mask: an implicit nonzero
 # Ops that raise under torch.use_deterministic_algorithms(True) on CUDA (its documented list).
 CUDA_NONDETERMINISTIC = {
     "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
@@ -73,6 +74,8 @@ class DeviceOpCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         if name in HOST_READS:
             self.host_reads[name] += 1
+        elif name in MASK_INDEXING and any(t is not None and t.dtype == torch.bool for t in args[1]):
+            self.host_reads[f"{name} (boolean mask: result size read on the host)"] += 1
         if name in CUDA_NONDETERMINISTIC:
             self.nondeterministic[name] += 1
         if name in ("_to_copy", "copy_"):
