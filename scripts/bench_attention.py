@@ -111,7 +111,7 @@ def _network_share(height: int, width: int, repeats: int) -> dict:
 
     torch.manual_seed(0)
     ea = instantiate(OmegaConf.load(Path(CONFIG_DIR) / "model" / "ea_psmnet.yaml")).eval()
-    plain = PSMNet(ea.max_disp, channels_last=ea.channels_last).eval()  # same layout: compare the attention only
+    plain = PSMNet(ea.max_disp).eval()  # same layout (both plain): compare the attention only
     spent = {"attention": 0.0}
     starts = {}
 

@@ -14,16 +14,14 @@ inputs) is reported beside it. Times are medians of ``--repeats`` passes after o
 the peak is read after them, and only then does the plain path run one more pass to count FLOPs.
 
 Paths, for every inference and training case:
-- "plain" (called "before" by earlier versions of this script): the current model with every speed
-  option off (``channels_last=False``); inference under ``torch.no_grad()``.
-- "after": inference = ``optimize_for_inference(model)`` (BatchNorm folded, channels-last, banded
-  regression) under ``torch.inference_mode()``, as ``stereo.infer`` runs it; training = what
-  ``python -m stereo.train`` runs by default: ``channels_last=True`` and ``retain_freed_memory``
-  (``stereo/allocator.py``: freed CPU memory is reused instead of faulted in afresh).
-- "after+retain" (inference only): "after" with ``retain_freed_memory`` (conf/infer.yaml's option).
-- "after,no-retain" (training only): "after" with glibc's default allocator behaviour.
-- "after+ckpt" (training only): the memory-lean recipe: ``checkpoint_aggregation=True`` and
-  ``checkpoint_features=True``, no ``retain_freed_memory``.
+- "plain": the network as built from its model config (``stereo.train``'s default training path);
+  inference under ``torch.no_grad()``.
+- "after" (inference only): ``optimize_for_inference(model)`` (BatchNorm folded, channels-last,
+  banded regression) under ``torch.inference_mode()``, as ``stereo.infer`` runs it.
+- "cpu" (training only): ``model_backend=cpu``, the CPU convolution routes of stereo/accel/cpu.py
+  (the demo_cpu recipe's training path).
+- "plain+ckpt" (training only): the memory-lean option, ``activation_checkpointing.aggregation`` and
+  ``.features`` on.
 - "baseline@REV": the plain model of git revision REV (``--baseline``, default f5d6fa1, the last commit
   before the performance work), exported with ``git archive`` and imported from there by its
   subprocess; run like "plain". Issue 6's "faster than before this issue" targets are the speed-ups
@@ -48,30 +46,29 @@ import torch
 from benchlib import baseline_tree, machine_info, matmul_gflops, peak_rss_mb, run_json, tree_env
 
 MATMUL_SIZE = 2048
-# Model config overrides per path, plus "retain" (stereo.allocator.retain_freed_memory). The baseline
-# path gets none: the old model config does not know these keys. "after*" inference paths run
-# optimize_for_inference.
-INFER_OPTIONS = {"plain": dict(channels_last=False), "after": {}, "after+retain": dict(retain=True)}
-TRAIN_OPTIONS = {
-    "plain": dict(channels_last=False, checkpoint_aggregation=False, checkpoint_features=False),
-    "after": dict(channels_last=True, checkpoint_aggregation=False, checkpoint_features=False, retain=True),
-    "after,no-retain": dict(channels_last=True, checkpoint_aggregation=False, checkpoint_features=False),
-    "after+ckpt": dict(channels_last=True, checkpoint_aggregation=True, checkpoint_features=True),
-}
+# Run-time settings per path (applied to the built network, as stereo.train applies them). The
+# baseline path gets none: the old code does not have them. "after" inference runs optimize_for_inference.
+INFER_OPTIONS = {"plain": {}, "after": {}}
+TRAIN_OPTIONS = {"plain": {}, "cpu": dict(backend="cpu"), "plain+ckpt": dict(checkpointing=True)}
 
 
-def _build(model_name: str, max_disp: int, **options):
+def _build(model_name: str, max_disp: int, backend: str | None = None, checkpointing: bool = False):
     import hydra
     from hydra.utils import instantiate
 
     from stereo.config import CONFIG_DIR
 
-    overrides = [f"model={model_name}", f"model.max_disp={max_disp}"]
-    overrides += [f"model.{k}={str(v).lower()}" for k, v in options.items()]
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = hydra.compose("train", overrides=overrides)
+        cfg = hydra.compose("train", overrides=[f"model={model_name}", f"model.max_disp={max_disp}"])
     torch.manual_seed(0)
-    return instantiate(cfg.model)
+    model = instantiate(cfg.model)
+    if checkpointing:
+        model.checkpoint_aggregation = model.checkpoint_features = True
+    if backend:
+        from stereo.accel import apply_backend  # not in the baseline tree
+
+        apply_backend(model, backend)
+    return model
 
 
 def run_case(case: dict) -> dict:
@@ -87,10 +84,6 @@ def run_case(case: dict) -> dict:
     right = torch.randn(batch, 3, height, width, generator=gen)
     result: dict = {"stereo": str(Path(stereo.__file__).parent)}
     options = dict((INFER_OPTIONS if case["kind"] == "infer" else TRAIN_OPTIONS).get(case["path"], {}))
-    if options.pop("retain", False):
-        from stereo.allocator import retain_freed_memory  # not in the baseline tree
-
-        result["retained"] = retain_freed_memory(True)
     optimized = case["path"].startswith("after")
     if case["kind"] == "infer":
         model = _build(case["model"], case["max_disp"], **options).eval()

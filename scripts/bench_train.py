@@ -1,10 +1,11 @@
 """Training throughput and peak memory of the networks at 256×512 (PSMNet's crop size).
 
     python scripts/bench_train.py [--models psmnet ea_psmnet] [--batches 1 2] [--steps 2] [--warmup 1]
-                                  [--device cpu|cuda] [--max-disp 192] [--json bench_train.json]
+                                  [--device cpu|cuda] [--max-disp 192] [--backend plain|cpu]
+                                  [--json bench_train.json]
 
-The network and the allocator setting come from conf/train.yaml as ``python -m stereo.train`` uses
-them (default model configs, ``retain_freed_memory``). Each (model, batch) case runs in a fresh
+The network is built from conf/train.yaml as ``python -m stereo.train`` builds it (the model config,
+then ``model_backend``: ``--backend cpu`` measures stereo/accel/cpu.py's routes). Each (model, batch) case runs in a fresh
 subprocess so that peak memory (ru_maxrss on CPU, torch.cuda.max_memory_allocated on GPU) belongs to
 that case alone. A 1024² matmul probe (median of 10 products) runs before and after the cases and
 its GFLOP/s is printed with them, so figures from different (noisy, shared) machines can be compared
@@ -24,21 +25,20 @@ from benchlib import machine_info, matmul_gflops, peak_rss_mb, run_json
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
 
-def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, max_disp: int) -> dict:
+def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, max_disp: int, backend: str) -> dict:
     """One case, in this process: build the network from its Hydra config and time full training steps."""
     import hydra
     import torch
 
     from stereo.config import CONFIG_DIR
+    from stereo.train import build_training_network
     from stereo.training.losses import PSMNetLoss
 
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = hydra.compose("train", overrides=[f"model={model_name}", f"model.max_disp={max_disp}", "paths.output_dir=."])
-    from stereo.allocator import retain_freed_memory
-
-    retained = retain_freed_memory(bool(cfg.retain_freed_memory))  # as stereo.train does
+        cfg = hydra.compose("train", overrides=[f"model={model_name}", f"model.max_disp={max_disp}",
+                                                f"model_backend={backend}", "paths.output_dir=."])
     torch.manual_seed(0)
-    model = hydra.utils.instantiate(cfg.model).to(device).train()
+    model = build_training_network(cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
     loss_fn = PSMNetLoss(max_disp)
     left = torch.randn(batch, 3, 256, 512, device=device)
@@ -61,7 +61,7 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
     return {"model": model_name, "batch": batch, "device": device, "max_disp": max_disp, "steps": steps,
             "warmup": warmup, "seconds_per_step": seconds, "samples_per_sec": batch / seconds,
-            "peak_memory_mib": peak_mib, "retain_freed_memory": retained, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
+            "peak_memory_mib": peak_mib, "model_backend": backend, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
 
 
 def main() -> None:
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--max-disp", type=int, default=192)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--backend", default="plain", choices=["plain", "cpu"], help="model_backend (stereo/accel)")
     parser.add_argument("--json", default="bench_train.json")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
@@ -81,7 +82,7 @@ def main() -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.case:
         model_name, batch = args.case.split(":")
-        print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp)))
+        print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp, args.backend)))
         return
 
     machine = machine_info(device=device)
@@ -91,12 +92,14 @@ def main() -> None:
     for model_name in args.models:
         for batch in args.batches:
             command = [sys.executable, __file__, "--case", f"{model_name}:{batch}", "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--max-disp", str(args.max_disp), "--device", device]
+                       "--warmup", str(args.warmup), "--max-disp", str(args.max_disp), "--device", device,
+                       "--backend", args.backend]
             results.append({"model": model_name, "batch": batch, **run_json(command)})
             print(json.dumps(results[-1]), flush=True)
     probe_after = matmul_gflops(device, MATMUL_SIZE, MATMUL_REPEATS)
     header = f"{'model':<12} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10}"
-    print(f"\nTraining at 256x512, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, {device}")
+    print(f"\nTraining at 256x512, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, "
+          f"{device}, model_backend {args.backend}")
     print(header)
     for r in results:
         if "error" in r:

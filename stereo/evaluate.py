@@ -18,7 +18,6 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stereo import output_dirs
-from stereo.allocator import retain_freed_memory
 from stereo.cli import OutputDirError, entry_point
 from stereo.config import CONFIG_DIR
 from stereo.devices import resolve_device
@@ -40,7 +39,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise OutputDirError(f"paths.output_dir={output_dir} already holds an earlier evaluation (metrics.json); "
                              "choose another paths.output_dir (the default is a new folder per run)")
     device = resolve_device(str(cfg.device))
-    retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     model = load_model(checkpoint, map_location="cpu")
     protocol = protocols.get_protocol(str(cfg.protocol))
     data_cfg = apply_protocol_to_data(cfg.data, protocol)

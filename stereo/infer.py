@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from stereo import output_dirs
-from stereo.allocator import retain_freed_memory
 from stereo.cli import entry_point
 from stereo.config import CONFIG_DIR
 from stereo.data.io import read_calib, read_image
@@ -62,7 +61,6 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (ckpt_path=...)")
     pairs = collect_pairs(cfg)
-    retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     # depth/ply without a global calibration: use each scene's calib.txt when every pair has one
     formats = requested_formats(cfg)
     per_scene_calib = bool({"depth", "ply"} & set(formats)) and cfg.calib_file is None and cfg.focal is None

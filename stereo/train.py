@@ -20,8 +20,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from stereo import output_dirs
-from stereo.allocator import retain_freed_memory
 from stereo.cli import OutputDirError, entry_point
+from stereo.accel import apply_backend
 from stereo.config import CONFIG_DIR
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
@@ -108,16 +108,25 @@ def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, expo
                           device=trainer.strategy.root_device, extra_record=record, desc=out_dir.name)
 
 
+def build_training_network(cfg: DictConfig) -> torch.nn.Module:
+    """``cfg.model`` (the architecture, saved with checkpoints) set up to run as the run config says:
+    activation checkpointing and the execution backend, neither of which changes the function."""
+    model = hydra.utils.instantiate(cfg.model)
+    checkpointing = cfg.get("activation_checkpointing") or {}
+    model.checkpoint_aggregation = bool(checkpointing.get("aggregation", False))
+    model.checkpoint_features = bool(checkpointing.get("features", False))
+    return apply_backend(model, str(cfg.get("model_backend", "plain")))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit according to ``cfg``; return the final callback metrics (+ evaluation results when enabled)."""
     pl.seed_everything(int(cfg.seed), workers=True)
-    retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
     check_run_dir(output_dir, ckpt_path)
 
     datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model)
+    model = build_training_network(cfg)
     scheduler_cfg = cfg.optim.get("scheduler")
     module = StereoModule(
         model=model,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 import pytest
 import torch
@@ -231,3 +233,33 @@ def test_hydra_model_configs_compose_and_instantiate(name):
         "ea_psmnet_feature": {"feature"}, "ea_psmnet_volume": {"volume"}, "dp_psmnet_hourglass": {"hourglass"},
     }[name]
     assert set(model.attention_config) == placements
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("override", [f"model={m}" for m in MODEL_CONFIGS] + [f"experiment={e}" for e in EXPERIMENTS])
+def test_every_recipe_builds_only_torch_nn_convolutions(override):
+    """cfg.model of every model config and every experiment: plain torch.nn layers, nothing subclassed."""
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = hydra.compose("train", overrides=[override])
+    model = instantiate(cfg.model)
+    convs = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
+    assert {torch.nn.Conv2d, torch.nn.Conv3d} <= convs
+    assert all(t.__module__ == "torch.nn.modules.conv" for t in convs), convs
+
+
+def test_training_graph_is_plain_autograd(stereo_pair):
+    """No written-out backward (custom autograd.Function) anywhere in a default training step's graph."""
+    model = PSMNet(max_disp=32, attention={"feature": "efficient", "volume": "efficient"}).train()
+    left, right = (torch.cat([t, t.flip(-1)]) for t in stereo_pair)  # batch 2: train-mode BN
+    nodes, stack, seen = [], [sum(o.mean() for o in model(left, right)).grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen.add(id(node))
+            nodes.append(node)
+            stack.extend(next_fn for next_fn, _ in node.next_functions)
+    assert len(nodes) > 100
+    custom = {type(n).__name__ for n in nodes if isinstance(n, torch.autograd.function.BackwardCFunction)}
+    assert not custom, custom

@@ -6,7 +6,7 @@ their checkpoints load with a fixed prefix (see ``checkpoints.py``). Optional at
 hourglass at its 1/16 bottleneck. Both are residual blocks, so with a zero reprojection they are
 the identity and the head computes exactly the authors' function.
 
-``checkpointing = True`` (set by ``PSMNet(checkpoint_aggregation=True)``) recomputes each stage's
+``checkpointing = True`` (set by ``PSMNet.checkpoint_aggregation = True``) recomputes each stage's
 activations in backward instead of storing them: same gradients, less training memory.
 
 ``forward(volume)`` is ``head(entry(volume))``. ``PSMNet`` calls the two halves itself, handing the
@@ -21,21 +21,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_conv import Conv3d, ConvTranspose3d
 from .performance import maybe_checkpoint
 
 
 def conv_bn_3d(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
     """3×3×3 Conv3d without bias + BatchNorm3d."""
     return nn.Sequential(
-        Conv3d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False), nn.BatchNorm3d(out_ch)
+        nn.Conv3d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False), nn.BatchNorm3d(out_ch)
     )
 
 
 def _deconv_bn_3d(in_ch: int, out_ch: int) -> nn.Sequential:
     """Stride-2 transposed 3×3×3 conv (exact ×2 upsampling) + BatchNorm3d."""
     return nn.Sequential(
-        ConvTranspose3d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, output_padding=1, bias=False),
+        nn.ConvTranspose3d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, output_padding=1, bias=False),
         nn.BatchNorm3d(out_ch),
     )
 
@@ -53,7 +52,7 @@ def _residual_3d() -> nn.Sequential:
 def _classifier() -> nn.Sequential:
     """32 channels → 1-channel matching cost."""
     return nn.Sequential(
-        conv_bn_3d(32, 32), nn.ReLU(inplace=True), Conv3d(32, 1, kernel_size=3, padding=1, bias=False)
+        conv_bn_3d(32, 32), nn.ReLU(inplace=True), nn.Conv3d(32, 1, kernel_size=3, padding=1, bias=False)
     )
 
 

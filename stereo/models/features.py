@@ -4,22 +4,25 @@ Submodule names and ``nn.Sequential`` layouts follow the authors' public code on
 state-dict keys (``feature_extraction.layer2.0.conv1.0.0.weight`` ...) load into this module
 unchanged. The optional attention block (the EA-PSMNet paper's placement, after layer4) is an extra
 submodule ``attention`` that the authors' checkpoints simply do not contain.
+
+The SPP branches are upsampled with ``upsample_bilinear``: the authors' bilinear interpolation
+written as two small interpolation matrices, because CUDA's ``F.interpolate`` backward accumulates
+with atomics and refuses to run under ``torch.use_deterministic_algorithms``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import fast_conv
+from .interpolation import upsample_bilinear
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int, pad: int, dilation: int) -> nn.Sequential:
     """Conv2d without bias + BatchNorm; dilated convs pad by the dilation (as the authors do)."""
     padding = dilation if dilation > 1 else pad
     return nn.Sequential(
-        fast_conv.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_ch),
     )
 
@@ -84,9 +87,9 @@ class FeatureExtraction(nn.Module):
         skip = self.layer4(self.layer3(raw))
         if self.attention is not None:
             skip = self.attention(skip)
-        size = skip.shape[-2:]
+        size = tuple(skip.shape[-2:])
         pooled = [
-            F.interpolate(branch(skip), size=size, mode="bilinear", align_corners=self.align_corners)
+            upsample_bilinear(branch(skip), size, self.align_corners)
             for branch in (self.branch4, self.branch3, self.branch2, self.branch1)
         ]
         return self.lastconv(torch.cat([raw, skip, *pooled], dim=1))

@@ -1,5 +1,6 @@
 """Faster evaluations of the same network: BatchNorm folding, channels-last layout, banded
-regression at inference, and BatchNorm-safe activation checkpointing for training.
+regression at inference, and BatchNorm-safe activation checkpointing for training (plain PyTorch;
+the CPU convolution routes are the opt-in backend in ``stereo/accel/``).
 
 None of these changes the model's function. Folding BatchNorm into the preceding convolution and the
 channels-last convolution kernels change float rounding only (≈1e-6 relative); the banded

@@ -9,13 +9,14 @@ checkpoints give their disparities. Attention placements (each ``efficient`` or 
 - ``volume``: over the whole 32-channel 3-D cost volume after dres1 (what this project is named for),
 - ``hourglass``: at each hourglass's 64-channel 1/16 bottleneck (stackhourglass only).
 
-Speed/memory options that never change the function (see ``performance.py``): ``channels_last``
-(NHWC / NDHWC weights and activations), ``checkpoint_aggregation`` / ``checkpoint_features``
-(recompute the 3-D head and the regression / the feature extractor in backward: less training
-memory), ``regression_chunk_rows`` (banded upsampling + soft-argmax at inference: the
-full-resolution probability volume never exists). For inference,
-``stereo.models.optimize_for_inference(model)`` turns on channels-last and banded regression and
-folds BatchNorm.
+The constructor takes the architecture only (what a checkpoint must record to rebuild the network).
+How it runs is set on the built network and never changes its function (see ``performance.py``):
+``checkpoint_aggregation`` / ``checkpoint_features`` (recompute the 3-D head and the regression /
+the feature extractor in backward: less training memory; ``activation_checkpointing`` in
+conf/train.yaml), ``channels_last`` (NHWC / NDHWC weights and activations) and
+``regression_chunk_rows`` (banded upsampling + soft-argmax at inference: the full-resolution
+probability volume never exists), both set by ``stereo.models.optimize_for_inference`` together with
+BatchNorm folding. The CPU training backend (``stereo.accel``) is applied to a built network too.
 """
 
 from __future__ import annotations
@@ -99,10 +100,6 @@ class PSMNet(nn.Module):
         aggregation: str = "stackhourglass",
         attention: Mapping[str, Any] | None = None,
         align_corners: bool = False,
-        channels_last: bool = False,
-        checkpoint_aggregation: bool = False,
-        checkpoint_features: bool = False,
-        regression_chunk_rows: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(max_disp, int) or max_disp < SIZE_DIVISOR or max_disp % SIZE_DIVISOR:
@@ -116,9 +113,6 @@ class PSMNet(nn.Module):
         self.aggregation_name = aggregation
         self.align_corners = bool(align_corners)
         self.attention_config = specs
-        if regression_chunk_rows is not None and (not isinstance(regression_chunk_rows, int) or regression_chunk_rows < 1):
-            raise ValueError(f"regression_chunk_rows must be a positive integer or None, got {regression_chunk_rows!r}")
-        self.regression_chunk_rows = regression_chunk_rows
 
         def block(placement: str) -> nn.Module | None:
             return _build_attention(placement, specs[placement]) if placement in specs else None
@@ -129,22 +123,33 @@ class PSMNet(nn.Module):
             self.aggregation = StackedHourglass(block("volume"), hourglass)
         else:
             self.aggregation = BasicAggregation(block("volume"))
-        self.checkpoint_aggregation = bool(checkpoint_aggregation)
-        self.checkpoint_features = bool(checkpoint_features)
         init_authors_weights(self)
-        self.channels_last = bool(channels_last)
+        self.checkpoint_features = False
+        self.regression_chunk_rows = None
+        self._channels_last = False
 
     @property
     def channels_last(self) -> bool:
-        """NHWC/NDHWC activations *and* weights: oneDNN's fastest kernels, forward and backward.
-        (Channels-last activations against contiguous weights reorder the weights in every call,
-        and were slower to train than the plain layout.)"""
+        """NHWC/NDHWC activations *and* weights (``optimize_for_inference`` turns it on). Not a training
+        layout: PyTorch's CPU channels-last BatchNorm3d in train mode makes gradients ~8x less exact
+        than the plain layout's float32 rounding."""
         return self._channels_last
 
     @channels_last.setter
     def channels_last(self, enabled: bool) -> None:
         self._channels_last = bool(enabled)
         set_memory_format(self, self._channels_last)
+
+    @property
+    def regression_chunk_rows(self) -> int | None:
+        """1/4-resolution rows per band of the inference regression (None: the whole volume at once)."""
+        return self._regression_chunk_rows
+
+    @regression_chunk_rows.setter
+    def regression_chunk_rows(self, rows: int | None) -> None:
+        if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+            raise ValueError(f"regression_chunk_rows must be a positive integer or None, got {rows!r}")
+        self._regression_chunk_rows = rows
 
     @property
     def checkpoint_aggregation(self) -> bool:

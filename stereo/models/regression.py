@@ -6,18 +6,17 @@ over bands of rows so that only a band's volume exists at a time. Trilinear upsa
 with ``align_corners=False`` is shift-invariant, so a band of 1/4-resolution rows plus a one-row halo
 on each side reproduces the plain path's values exactly (the halo rows' outputs are discarded).
 
-Training upsamples with ``separable_trilinear``: the same interpolation weights applied as three 1-D
-matrices. Its backward is three small matrix products instead of the native kernel's scatter loop
-(measured at 256×512, max_disp 192, one thread: 0.25 s instead of 1.4 s per head, forward + backward).
+Training upsamples with ``upsample_trilinear`` (``interpolation.py``): the same interpolation as
+three 1-D matrix products, whose backward is deterministic on CUDA and fast on CPU. The soft-argmax is
+plain autograd.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+
+from .interpolation import upsample_trilinear
 
 # Confidence = probability mass of the bins round(d̂)-2 .. round(d̂)+2 (±2 px around the estimate):
 # near 1 for a single sharp mode, low for flat or multi-modal distributions.
@@ -44,10 +43,8 @@ def regress_disparity(
     and otherwise the plain path runs.
     """
     if torch.is_grad_enabled() and cost.requires_grad and not torch.jit.is_tracing():
-        upsampled = separable_trilinear(cost, (max_disp, height, width), align_corners)
-        if return_confidence:
-            return _soft_argmax(upsampled, max_disp, return_confidence)
-        return _SoftArgmax.apply(upsampled.squeeze(1))
+        upsampled = upsample_trilinear(cost, (max_disp, height, width), align_corners)
+        return _soft_argmax(upsampled, max_disp, return_confidence)
     rows = cost.shape[-2]
     exact_bands = (
         not align_corners
@@ -66,35 +63,6 @@ def regress_disparity(
     return torch.cat([b[0] for b in bands], dim=1), torch.cat([b[1] for b in bands], dim=1)
 
 
-def interpolation_matrix(size_in: int, size_out: int, align_corners: bool, device: torch.device | None = None) -> torch.Tensor:
-    """size_out × size_in weights of PyTorch's 1-D linear interpolation to a given output size."""
-    out = torch.arange(size_out, dtype=torch.float64)
-    if align_corners:
-        source = out * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
-    else:
-        source = ((out + 0.5) * (size_in / size_out) - 0.5).clamp(min=0.0)
-    low = source.floor().long().clamp(max=size_in - 1)
-    high = (low + 1).clamp(max=size_in - 1)
-    frac = source - low
-    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
-    matrix.index_put_((torch.arange(size_out), low), 1.0 - frac, accumulate=True)
-    matrix.index_put_((torch.arange(size_out), high), frac, accumulate=True)
-    return matrix.to(device=device, dtype=torch.float32)
-
-
-def separable_trilinear(cost: torch.Tensor, size: tuple[int, int, int], align_corners: bool) -> torch.Tensor:
-    """``F.interpolate(cost, size, mode="trilinear")`` for N×1×d×h×w, as three 1-D interpolations
-    (disparity first, so the largest product comes last). Equal up to float rounding; fp32."""
-    batch, _, depth, rows, cols = cost.shape
-    d_out, h_out, w_out = size
-    along_d, along_h, along_w = (interpolation_matrix(n_in, n_out, align_corners, cost.device)
-                                 for n_in, n_out in ((depth, d_out), (rows, h_out), (cols, w_out)))
-    with torch.autocast(device_type=cost.device.type, enabled=False):
-        x = torch.matmul(along_d, cost.float().reshape(batch, depth, rows * cols)).view(batch, d_out, rows, cols)
-        x = torch.matmul(along_h, torch.matmul(x, along_w.t()))
-    return x.unsqueeze(1)
-
-
 def _regress_band(
     cost: torch.Tensor, start: int, stop: int, max_disp: int, return_confidence: bool
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -105,28 +73,6 @@ def _regress_band(
     offset = (start - first) * UPSAMPLING
     band = band[..., offset:offset + (stop - start) * UPSAMPLING, :]
     return _soft_argmax(band, max_disp, return_confidence)
-
-
-class _SoftArgmax(torch.autograd.Function):
-    """N×D×H×W cost → N×H×W Σ_d d·softmax_d(cost), with the gradient written out: ∂d̂/∂c_d =
-    p_d·(d − d̂), one pass over the volume where autograd's softmax backward and the expectation's
-    outer product take three (measured with the upsampling, 256×512, max_disp 192, 2 threads: 396 →
-    269 ms per head, forward + backward). At least fp32, as in ``_soft_argmax``."""
-
-    @staticmethod
-    def forward(ctx: Any, cost: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=cost.device.type, enabled=False):
-            prob = torch.softmax(cost.to(torch.promote_types(cost.dtype, torch.float32)), dim=1)
-            disparity = torch.einsum("ndhw,d->nhw", prob, _levels(prob))
-        ctx.save_for_backward(prob, disparity)
-        return disparity
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        prob, disparity = ctx.saved_tensors
-        out = _levels(prob).view(1, -1, 1, 1) - disparity.unsqueeze(1)
-        return out.mul_(prob).mul_(grad.unsqueeze(1))
 
 
 def _levels(prob: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
-"""Convolutions that compute exactly what ``nn.Conv2d`` / ``nn.Conv3d`` / ``nn.ConvTranspose3d`` compute,
-but route three PSMNet shapes around slow PyTorch CPU kernels (measured at 256×512, 2 threads,
-forward + backward per call):
+"""CPU backend: convolutions that compute exactly what ``nn.Conv2d`` / ``nn.Conv3d`` /
+``nn.ConvTranspose3d`` compute, but route three PSMNet shapes around slow PyTorch CPU kernels
+(measured at 256×512, 2 threads, forward + backward per call):
 
 - **Small 3-D volumes.** PyTorch sends an fp32 CPU convolution with batch 1 and N·C·D·H ≤ 20480 to
   its native kernel instead of oneDNN (``ConvParams::use_mkldnn`` in ATen's Convolution.cpp: "for
@@ -16,11 +16,12 @@ forward + backward per call):
   convolution with "same" padding is an ordinary one on the d×d interleaved sub-grids, stacked as a
   batch: 96 → 70 ms.
 
-Only batched CPU fp32 input without autocast takes these paths (GPU libraries have no such gaps),
-never while tracing for export, and not with string padding. The written-out backward is
-first-order only (double backward raises). Parameters and state-dict keys are the ``nn`` classes'
-own, so checkpoints are unaffected. ``tests/test_fast_conv.py`` checks each path against the plain
-functional call.
+``use_cpu_convolutions(model)`` switches a built network's plain convolution layers to these
+subclasses in place (``use_plain_convolutions`` switches back). The subclasses add no state, so
+parameters (and optimisers holding them), hooks and state-dict keys stay as they were. Only batched
+CPU fp32 input without autocast takes the routes (anything else runs the plain ``forward``), never
+while tracing or compiling, and not with string padding. The written-out backward is first-order
+only (double backward raises). ``tests/test_accel_cpu.py`` checks each route against the plain layer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .performance import memory_format_of, positions_view
+from stereo.models.performance import memory_format_of, positions_view
 
 # PyTorch's native-kernel threshold on N·C·D·H for batch-1 fp32 CPU convolutions (see above).
 _NATIVE_KERNEL_MAX_NCDH = 20480
@@ -59,13 +60,14 @@ def _like(out: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return out.contiguous(memory_format=memory_format_of(reference))
 
 
-class Conv3d(nn.Conv3d):
+class CpuConv3d(nn.Conv3d):
     """``nn.Conv3d`` with the small-volume and single-output-channel CPU routes."""
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
         if (self.padding_mode != "zeros" or isinstance(self.padding, str) or input.dim() != 5
                 or not _plain_cpu_fp32(input)):
-            return super()._conv_forward(input, weight, bias)
+            return super().forward(input)
         if (self.out_channels == 1 and self.groups == 1 and self.stride == (1, 1, 1) and self.dilation == (1, 1, 1)
                 and all(k % 2 == 1 and p == k // 2 for k, p in zip(self.kernel_size, self.padding))
                 and torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)):
@@ -76,10 +78,10 @@ class Conv3d(nn.Conv3d):
             out = F.conv3d(input.permute(swap), weight.permute(swap), bias, _swap(self.stride),
                            _swap(self.padding), _swap(self.dilation), self.groups)
             return _like(out.permute(swap), input)
-        return super()._conv_forward(input, weight, bias)
+        return super().forward(input)
 
 
-class ConvTranspose3d(nn.ConvTranspose3d):
+class CpuConvTranspose3d(nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` with the small-volume CPU route."""
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
@@ -92,21 +94,21 @@ class ConvTranspose3d(nn.ConvTranspose3d):
         return _like(out.permute(swap), input)
 
 
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` whose dilated "same" convolutions run as plain ones on interleaved sub-grids (CPU)."""
+class CpuConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose dilated "same" convolutions run as plain ones on interleaved sub-grids."""
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         d = self.dilation[0]
         if (d == 1 or self.dilation != (d, d) or self.stride != (1, 1) or self.padding_mode != "zeros"
                 or self.padding != tuple(d * (k // 2) for k in self.kernel_size)
                 or any(k % 2 == 0 for k in self.kernel_size)
                 or input.dim() != 4 or input.shape[-2] % d or input.shape[-1] % d or not _plain_cpu_fp32(input)):
-            return super()._conv_forward(input, weight, bias)
+            return super().forward(input)
         n, c, h, w = input.shape
         # N×C×H×W → (N·d·d)×C×H/d×W/d, sub-grid (i, j) holding pixels (i::d, j::d); NHWC throughout.
         grids = (input.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(0, 2, 4, 1, 3, 5)
                  .reshape(n * d * d, h // d, w // d, c).permute(0, 3, 1, 2))
-        out = F.conv2d(grids, weight, bias, 1, tuple(k // 2 for k in self.kernel_size), 1, self.groups)
+        out = F.conv2d(grids, self.weight, self.bias, 1, tuple(k // 2 for k in self.kernel_size), 1, self.groups)
         o = out.shape[1]
         out = (out.permute(0, 2, 3, 1).reshape(n, d, d, h // d, w // d, o).permute(0, 3, 1, 4, 2, 5)
                .reshape(n, h, w, o).permute(0, 3, 1, 2))
@@ -174,3 +176,30 @@ def _tap_window(offset: tuple[int, int, int], halo: list[int], size: tuple[int, 
 def _offsets(kernel: tuple[int, ...]) -> list[tuple[int, int, int]]:
     """Kernel taps in weight order (depth, row, column)."""
     return [(a, b, e) for a in range(kernel[0]) for b in range(kernel[1]) for e in range(kernel[2])]
+
+
+# Plain layer class → its CPU-route subclass (exact types only: other subclasses are left alone).
+_CPU_CLASSES = {nn.Conv2d: CpuConv2d, nn.Conv3d: CpuConv3d, nn.ConvTranspose3d: CpuConvTranspose3d}
+_PLAIN_CLASSES = {fast: plain for plain, fast in _CPU_CLASSES.items()}
+
+
+def use_cpu_convolutions(model: nn.Module) -> int:
+    """Switch every plain ``Conv2d`` / ``Conv3d`` / ``ConvTranspose3d`` of ``model`` to its CPU-route
+    subclass, in place; returns how many layers were switched. Each layer keeps its identity (only its
+    class, i.e. its ``forward``, changes: the subclasses add no state)."""
+    return _switch(model, _CPU_CLASSES)
+
+
+def use_plain_convolutions(model: nn.Module) -> int:
+    """Undo ``use_cpu_convolutions``: every CPU-route layer back to its ``torch.nn`` class."""
+    return _switch(model, _PLAIN_CLASSES)
+
+
+def _switch(model: nn.Module, classes: dict[type, type]) -> int:
+    switched = 0
+    for module in model.modules():
+        target = classes.get(type(module))
+        if target is not None:
+            module.__class__ = target
+            switched += 1
+    return switched

@@ -1,0 +1,142 @@
+"""Every training path we ship as a default is as exact as float32 allows.
+
+One training step (forward, PSMNet's loss, backward) from the authors' initialisation, with the
+network built exactly as ``stereo.train`` builds it for a recipe (``build_training_network``: the
+recipe's model config, activation checkpointing, ``model_backend``), against the same step of our
+plain network in float64. The measure is the worst relative gradient error over parameter tensors,
+‖g − g₆₄‖ / ‖g₆₄‖; the bound is twice the same measure for the plain network in float32, i.e. the
+float32 rounding error of the network itself (train-mode BatchNorm amplifies rounding, so this is
+far above machine epsilon, and it differs between CPUs: only the ratio is portable).
+
+Data: two 256×256 crops of the real FlyingThings3D sample (mostly below max_disp 48) when
+/work/shared/data/real is present, else two synthetic pairs from ``stereo.data.synthetic`` (same
+check, less realistic statistics).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stereo.accel import apply_backend
+from stereo.data.normalize import normalize_image
+from stereo.data.real_samples import default_real_data_dir
+from stereo.train import build_training_network
+from conftest import compose
+
+MAX_DISP = 48
+SIZE = 256
+CROPS = ((0, 0), (284, 704))  # (row, column) of each crop in the 540×960 frame
+LOSS_WEIGHTS = (0.5, 0.7, 1.0)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left, right (ImageNet-normalised) and disparity, batch 2 at 256×256."""
+    from stereo.data.io import read_image, read_pfm
+
+    folder = default_real_data_dir() / "sceneflow_flyingthings3d" / "A-0032-0006"
+    if folder.is_dir():
+        name = folder.name
+        left = read_image(folder / "RGB_cleanpass" / "left" / f"{name}.png")
+        right = read_image(folder / "RGB_cleanpass" / "right" / f"{name}.png")
+        disparity = read_pfm(folder / "disparity" / "left" / f"{name}.pfm")
+        views = [(left[y:y + SIZE, x:x + SIZE], right[y:y + SIZE, x:x + SIZE], disparity[y:y + SIZE, x:x + SIZE])
+                 for y, x in CROPS]
+    else:
+        from stereo.data.synthetic import render_pair
+
+        pairs = [render_pair(np.random.default_rng(seed), SIZE, SIZE, MAX_DISP) for seed in (0, 1)]
+        views = [(p["left"], p["right"], p["disparity_left"]) for p in pairs]
+    left, right = (torch.stack([normalize_image(np.ascontiguousarray(v[i])) for v in views]) for i in (0, 1))
+    return left, right, torch.stack([torch.from_numpy(np.ascontiguousarray(v[2])) for v in views])
+
+
+def _loss(outputs: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+    """PSMNet's loss: Σ w_i · SmoothL1(out_i, gt), mean over 0 < gt < max_disp, in the outputs' dtype."""
+    mask = ((target > 0) & (target < MAX_DISP)).to(outputs[0].dtype)
+    weights = LOSS_WEIGHTS[len(LOSS_WEIGHTS) - len(outputs):]
+    return sum(w * (F.smooth_l1_loss(o, target.to(o.dtype), reduction="none") * mask).sum() / mask.sum()
+               for w, o in zip(weights, outputs))
+
+
+def _gradients(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    left, right, target = _batch()
+    model.train().zero_grad()
+    _loss(model(left.to(dtype), right.to(dtype)), target).backward()
+    return {name: p.grad.detach().double().clone() for name, p in model.named_parameters()}
+
+
+def _worst_error(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """Worst ‖g − g₆₄‖/‖g₆₄‖ over tensors; a tensor whose float64 gradient is exactly zero (zero-initialised
+    attention's projections) must be exactly zero too."""
+    worst, where = 0.0, ""
+    for name, want in reference.items():
+        got = grads[name]
+        if not want.any():
+            assert not got.any(), f"{name}: gradient is exactly zero in float64 but not here"
+            continue
+        error = float((got - want).norm() / want.norm())
+        if error > worst:
+            worst, where = error, name
+    return worst, where
+
+
+def _network(experiment: str, *overrides: str) -> torch.nn.Module:
+    cfg = compose("train", [f"experiment={experiment}", f"model.max_disp={MAX_DISP}", *overrides])
+    torch.manual_seed(0)  # the authors' initialisation, drawn from the global generator
+    return build_training_network(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment,overrides", [
+    ("demo_cpu", ()),                                   # CPU recipe: psmnet_basic + the CPU backend
+    ("psmnet_sceneflow", ()),                           # GPU recipe: plain psmnet
+    ("ea_psmnet_sceneflow", ()),                        # GPU recipe: plain ea_psmnet
+    ("psmnet_sceneflow", ("model_backend=cpu",)),       # the CPU backend on the stacked hourglass
+])
+def test_default_training_step_is_within_twice_float32_rounding(experiment, overrides):
+    network = _network(experiment, *overrides)
+    plain = apply_backend(copy.deepcopy(network), "plain")
+    reference = _gradients(copy.deepcopy(plain).double(), torch.float64)
+    rounding, rounding_at = _worst_error(_gradients(plain, torch.float32), reference)
+    error, error_at = _worst_error(_gradients(network, torch.float32), reference)
+    assert rounding > 0.0
+    assert error <= 2.0 * rounding, (
+        f"{experiment} {overrides}: worst gradient error {error:.3g} ({error_at}) is "
+        f"{error / rounding:.2f}x the plain network's float32 error {rounding:.3g} ({rounding_at})"
+    )
+
+
+def test_channels_last_is_not_a_training_layout_of_any_recipe():
+    """The known 8.6x case: CPU channels-last BatchNorm3d in train mode. No recipe may train that way."""
+    for experiment in ("demo_cpu", "psmnet_sceneflow", "ea_psmnet_sceneflow"):
+        network = _network(experiment)
+        assert not network.channels_last
+        assert all(p.is_contiguous() for p in network.parameters())
+
+
+@pytest.mark.slow
+def test_deterministic_training_runs_through_the_real_trainer(train_overrides):
+    """trainer.deterministic=true (torch.use_deterministic_algorithms) on the real training path: the
+    step runs, and two runs give the same loss and validation figures bit for bit. (On CPU nothing
+    raises either way; that no op of the step lacks a deterministic CUDA kernel is checked by
+    tests/test_bench_gpu.py.)"""
+    from stereo.train import train
+
+    results = []
+    try:
+        for _ in range(2):
+            cfg = compose("train", train_overrides("model=ea_psmnet", "model.max_disp=16", "debug=fast_dev_run",
+                                                   "trainer.deterministic=true", "logger=none"))
+            results.append(train(cfg))
+            assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)  # Lightning leaves the process-wide switch on
+    keys = ("train/loss", "val/epe")
+    assert all(math.isfinite(results[0][k]) for k in keys)
+    assert [results[0][k] for k in keys] == [results[1][k] for k in keys]
