@@ -15,12 +15,13 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from stereo.allocator import retain_freed_memory
 from stereo.config import CONFIG_DIR
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
+from stereo.training.init_weights import init_from_weights
 from stereo.training.module import StereoModule
 
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")
@@ -43,7 +44,7 @@ def validate_resume_checkpoint(path: str | Path) -> Path:
     if missing:
         raise ValueError(
             f"{path}: not a Lightning training checkpoint of this project (missing {missing}); "
-            "to start from pretrained weights use stereo.models.load_model / evaluate instead of ckpt_path"
+            "to start a new run from its weights use init_from=PATH instead of ckpt_path"
         )
     if not any(key.startswith("model.") for key in checkpoint["state_dict"]):
         raise ValueError(f"{path}: state_dict has no 'model.*' keys, it was not written by StereoModule")
@@ -94,6 +95,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
+    if cfg.get("init_from"):
+        if ckpt_path is not None:
+            raise ValueError("init_from=... and ckpt_path=... together: ckpt_path resumes a run (its weights win); "
+                             "init_from starts a new run from weights. Give one of them.")
+        rank_zero_info(init_from_weights(model, cfg.init_from, strict=bool(cfg.get("init_strict", True))).describe())
     scheduler_cfg = cfg.optim.get("scheduler")
     module = StereoModule(
         model=model,
