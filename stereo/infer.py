@@ -22,7 +22,7 @@ from stereo.data.io import read_calib, read_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
 from stereo.inference.outputs import OutputWriter, default_color_range, make_calibration
 from stereo.inference.predictor import Predictor
-from stereo.inference.video import VideoWriter, stereo_frames, video_info
+from stereo.inference.video import LAYOUTS, VideoWriter, stereo_frames, video_info
 from stereo.visualize import colorize_disparity
 
 
@@ -55,10 +55,14 @@ def video_input(cfg: DictConfig) -> tuple[str, Iterator[tuple[np.ndarray, np.nda
     if not given and cfg.get("right_video") is None:
         return None
     others = [k for k in ("left", "right", "input_dir", "list_file") if cfg.get(k) is not None]
+    if cfg.get("video") is not None and cfg.get("right_video") is not None:
+        others.append("right_video")
     if len(given) != 1 or others:
         raise PairError(f"give one input: video=... (layout=sbs|tab) or left_video=... right_video=... "
                         f"(got {given + others or ['right_video']})")
     if cfg.video is not None:
+        if cfg.layout not in LAYOUTS:
+            raise PairError(f"layout={cfg.layout!r}: choose sbs (left | right) or tab (left over right)")
         count, fps = video_info(cfg.video)
         return Path(str(cfg.video)).stem, stereo_frames(video=str(cfg.video), layout=str(cfg.layout)), count, fps
     if cfg.get("right_video") is None:

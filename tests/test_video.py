@@ -12,6 +12,7 @@ from inference_checkpoints import write_our_checkpoint
 
 from stereo.data.io import read_image, read_pfm
 from stereo.infer import run
+from stereo.inference.inputs import PairError
 from stereo.inference.outputs import default_color_range
 from stereo.inference.video import VideoError, VideoWriter, read_frames, split_frame, stereo_frames, video_info
 from stereo.visualize import colorize_disparity
@@ -81,6 +82,19 @@ def test_reading_and_writing_stream_one_frame_at_a_time(tmp_path):
         tracemalloc.stop()
     assert writer.frames == 60 and video_info(tmp_path / "out.mkv")[0] == 60
     assert peak < 8 * frame_bytes, f"peak {peak / 2**20:.1f} MiB for 60 frames of {frame_bytes / 2**20:.2f} MiB"
+
+
+def test_infer_refuses_ambiguous_or_incomplete_video_inputs(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"checked for existence only: the inputs are refused before it is read")
+    video = _write_video(tmp_path / "v.mkv", [np.zeros((32, 64, 3), np.uint8)])
+    for overrides, message in (([f"video={video}", f"left={video}"], "give one input"),
+                               ([f"video={video}", f"right_video={video}"], "give one input"),
+                               ([f"left_video={video}"], "left_video=... given without right_video"),
+                               ([f"right_video={video}"], "give one input"),
+                               ([f"video={video}", "layout=lr"], "layout='lr'")):
+        with pytest.raises(PairError, match=message):
+            run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={tmp_path / 'out'}", *overrides]))
 
 
 @pytest.fixture(scope="module")
