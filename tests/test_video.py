@@ -124,7 +124,7 @@ def test_infer_turns_a_stereo_video_into_a_disparity_video(real_data_dir, checkp
     right = _write_video(tmp_path / "right.mkv", [p[1] for p in pairs])
     out2 = tmp_path / "out2"
     written2 = run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={out2}", f"left_video={left}",
-                                     f"right_video={right}", "formats=[video,pfm]", "batch_size=2", "device=cpu"]))
+                                     f"right_video={right}", "formats=[video,pfm]", "device=cpu"]))
     for first, second in zip(written["pfm"], written2["pfm"], strict=True):
         assert np.array_equal(read_pfm(first), read_pfm(second))
     assert video_info(out2 / "left_disp.mp4")[0] == FRAMES
