@@ -92,13 +92,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     retain_freed_memory(bool(cfg.get("retain_freed_memory", False)))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    if cfg.get("init_from") and ckpt_path is not None:
+        raise ValueError("init_from=... and ckpt_path=... together: ckpt_path resumes a run (its weights win); "
+                         "init_from starts a new run from weights. Give one of them.")
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     if cfg.get("init_from"):
-        if ckpt_path is not None:
-            raise ValueError("init_from=... and ckpt_path=... together: ckpt_path resumes a run (its weights win); "
-                             "init_from starts a new run from weights. Give one of them.")
         rank_zero_info(init_from_weights(model, cfg.init_from, strict=bool(cfg.get("init_strict", True))).describe())
     scheduler_cfg = cfg.optim.get("scheduler")
     module = StereoModule(
