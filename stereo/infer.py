@@ -8,9 +8,13 @@ folder holding an earlier run's results is refused unless ``overwrite=true``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -19,8 +23,14 @@ from stereo.cli import entry_point
 from stereo.config import CONFIG_DIR
 from stereo.data.io import read_calib, read_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
-from stereo.inference.outputs import OutputWriter, make_calibration
+from stereo.inference.outputs import OutputWriter, default_color_range, make_calibration
 from stereo.inference.predictor import Predictor
+from stereo.inference.video import LAYOUTS, VideoWriter, stereo_frames, video_info
+from stereo.visualize import colorize_disparity
+
+
+VIDEO_INPUTS = ("video", "left_video")
+DEFAULT_FPS = 10.0  # a video made from an image sequence, when video_fps is not given
 
 
 def collect_pairs(cfg: DictConfig) -> list[StereoPair]:
@@ -30,8 +40,8 @@ def collect_pairs(cfg: DictConfig) -> list[StereoPair]:
         raise PairError("right=... given without left=...")
     if len(given) != 1:
         raise PairError(
-            "give exactly one input: left=... right=... (files or globs), input_dir=... or list_file=... "
-            f"(got {given or 'none'})"
+            "give exactly one input: left=... right=... (files or globs), input_dir=... or list_file=..., "
+            f"video=... or left_video=... right_video=... (got {given or 'none'})"
         )
     if cfg.left is not None:
         if cfg.right is None:
@@ -47,31 +57,79 @@ def requested_formats(cfg: DictConfig) -> list[str]:
     return [str(cfg.formats)] if isinstance(cfg.formats, str) else [str(f) for f in cfg.formats]
 
 
-def build_writer(cfg: DictConfig) -> OutputWriter:
+def video_input(cfg: DictConfig) -> tuple[str, Iterator[tuple[np.ndarray, np.ndarray]], int | None, float | None] | None:
+    """(name, (left, right) frames, frame count, fps) for video=... or left_video+right_video; None otherwise."""
+    given = [k for k in VIDEO_INPUTS if cfg.get(k) is not None]
+    if not given and cfg.get("right_video") is None:
+        return None
+    others = [k for k in ("left", "right", "input_dir", "list_file") if cfg.get(k) is not None]
+    if cfg.get("video") is not None and cfg.get("right_video") is not None:
+        others.append("right_video")
+    if len(given) != 1 or others:
+        raise PairError(f"give one input: video=... (layout=sbs|tab) or left_video=... right_video=... "
+                        f"(got {given + others or ['right_video']})")
+    if cfg.video is not None:
+        if cfg.layout not in LAYOUTS:
+            raise PairError(f"layout={cfg.layout!r}: choose sbs (left | right) or tab (left over right)")
+        count, fps = video_info(cfg.video)
+        return Path(str(cfg.video)).stem, stereo_frames(video=str(cfg.video), layout=str(cfg.layout)), count, fps
+    if cfg.get("right_video") is None:
+        raise PairError("left_video=... given without right_video=...")
+    count, fps = video_info(cfg.left_video)
+    video_info(cfg.right_video)  # fails now, naming the file, if it cannot be opened
+    frames = stereo_frames(left_video=str(cfg.left_video), right_video=str(cfg.right_video))
+    return Path(str(cfg.left_video)).stem, frames, count, fps
+
+
+def build_writer(cfg: DictConfig, formats: list[str]) -> OutputWriter:
     calibration = make_calibration(cfg.calib_file, cfg.focal, cfg.baseline, cfg.doffs, cfg.cx, cfg.cy)
     color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
-    return OutputWriter(
-        Path(cfg.output_dir), requested_formats(cfg), color_range, calibration, cfg.max_depth, cfg.confidence_format
-    )
+    return OutputWriter(Path(cfg.output_dir), formats, color_range, calibration, cfg.max_depth, cfg.confidence_format)
+
+
+def _image_frames(pairs: list[StereoPair]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for pair in pairs:
+        yield read_image(pair.left), read_image(pair.right)
 
 
 def run(cfg: DictConfig) -> dict[str, list[str]]:
-    """Predict every pair and write the requested formats; returns {format: [paths]}."""
+    """Predict every pair (or video frame) and write the requested formats; returns {format: [paths]}.
+
+    Frames are read, predicted and written ``batch_size`` at a time, so memory does not grow with the
+    length of a sequence. ``video`` in formats writes one colourised disparity video of all frames.
+    """
     checkpoint = Path(str(cfg.ckpt_path))
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (ckpt_path=...)")
-    pairs = collect_pairs(cfg)
-    # depth/ply without a global calibration: use each scene's calib.txt when every pair has one
     formats = requested_formats(cfg)
+    image_formats = [fmt for fmt in formats if fmt != "video"]
+    video = video_input(cfg)
+    if video is None:
+        pairs = collect_pairs(cfg)
+        name, frames, total, fps = "sequence", _image_frames(pairs), len(pairs), None
+        stems = [p.stem for p in pairs]
+        names = [(str(p.left), str(p.right)) for p in pairs]
+    else:
+        pairs = []
+        name, frames, total, fps = video
+        stems = (f"{name}_{index:06d}" for index in itertools.count())
+        names = ((f"{name} frame {index} (left)", f"{name} frame {index} (right)") for index in itertools.count())
+    # depth/ply without a global calibration: use each scene's calib.txt when every pair has one
     per_scene_calib = bool({"depth", "ply"} & set(formats)) and cfg.calib_file is None and cfg.focal is None
-    if per_scene_calib and not all(p.calib for p in pairs):
-        missing = next(p for p in pairs if p.calib is None)
+    if per_scene_calib and not (pairs and all(p.calib for p in pairs)):
+        where = next((str(p.left) for p in pairs if p.calib is None), "video input")
         raise ValueError(
-            f"{missing.left}: formats depth/ply need a calibration: calib_file=<calib.txt> or "
+            f"{where}: formats depth/ply need a calibration: calib_file=<calib.txt> or "
             "focal=<px> baseline=<unit> (no calib.txt beside the image)"
         )
-    writer = build_writer(cfg)
+    writer = build_writer(cfg, image_formats) if image_formats else None
     output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
+    color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
+    # A video (in or out) is one sequence: one colour scale for all its frames, from the first one.
+    # Separate image pairs keep a colour scale each.
+    one_scale = video is not None or "video" in formats
+    video_writer = (VideoWriter(Path(cfg.output_dir) / f"{name}_disp.{cfg.video_format}",
+                                cfg.video_fps or fps or DEFAULT_FPS) if "video" in formats else None)
     predictor = Predictor.from_checkpoint(
         checkpoint,
         device=cfg.device,
@@ -86,29 +144,43 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     )
     written: dict[str, list[str]] = {fmt: [] for fmt in formats}
     batch_size = max(1, int(cfg.batch_size))
+    calibrations = iter([p.calib for p in pairs])
+    count = 0
     with output_dirs.claim(cfg.output_dir, "output_dir") as output_dir:
         output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)))
         record = {"command": "stereo.infer", "checkpoint": str(checkpoint.resolve()),
                   "config": OmegaConf.to_container(cfg, resolve=True)}
         output_dirs.write_manifest(output_dir, record, [], "running")
         try:
-            with tqdm(total=len(pairs), desc="stereo pairs", unit="pair") as progress:
-                for start in range(0, len(pairs), batch_size):
-                    batch = pairs[start : start + batch_size]
-                    lefts = [read_image(p.left) for p in batch]
-                    rights = [read_image(p.right) for p in batch]
-                    names = [(str(p.left), str(p.right)) for p in batch]
-                    for pair, left, prediction in zip(batch, lefts, predictor.predict_batch(lefts, rights, names)):
-                        calibration = read_calib(pair.calib) if per_scene_calib else None
-                        paths = writer.write(pair.stem, prediction.disparity, prediction.confidence, left, calibration)
-                        for fmt, path in paths.items():
-                            written[fmt].append(str(path))
+            with contextlib.ExitStack() as stack, tqdm(total=total, desc="stereo pairs", unit="pair") as progress:
+                if video_writer is not None:
+                    stack.enter_context(video_writer)
+                while batch := list(itertools.islice(frames, batch_size)):
+                    lefts, rights = [left for left, _ in batch], [right for _, right in batch]
+                    batch_names = list(itertools.islice(names, len(batch)))
+                    for stem, left, prediction in zip(itertools.islice(stems, len(batch)), lefts,
+                                                      predictor.predict_batch(lefts, rights, batch_names)):
+                        if color_range is None and one_scale:
+                            color_range = default_color_range(prediction.disparity)
+                            if writer is not None:
+                                writer.color_range = color_range
+                        if writer is not None:
+                            calib_path = next(calibrations, None)
+                            calibration = read_calib(calib_path) if per_scene_calib else None
+                            paths = writer.write(stem, prediction.disparity, prediction.confidence, left, calibration)
+                            for fmt, path in paths.items():
+                                written[fmt].append(str(path))
+                        if video_writer is not None:
+                            video_writer.write(colorize_disparity(prediction.disparity, *color_range))
+                    count += len(batch)
                     progress.update(len(batch))
+            if video_writer is not None and video_writer.frames:
+                written["video"].append(str(video_writer.path))
         except BaseException:
             output_dirs.write_manifest(output_dir, record, _files(written), "failed")
             raise
         output_dirs.write_manifest(output_dir, record, _files(written), "complete")
-    _print_summary(written, Path(cfg.output_dir), predictor, len(pairs))
+    _print_summary(written, Path(cfg.output_dir), predictor, count)
     return written
 
 

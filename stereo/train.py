@@ -16,7 +16,7 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from stereo import output_dirs
@@ -26,6 +26,7 @@ from stereo.config import CONFIG_DIR
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
+from stereo.training.init_weights import init_from_weights
 from stereo.training.module import StereoModule
 
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")
@@ -45,7 +46,7 @@ def validate_resume_checkpoint(path: str | Path) -> Path:
     if missing:
         raise ValueError(
             f"{path}: not a Lightning training checkpoint of this project (missing {missing}); "
-            "to start from pretrained weights use stereo.models.load_model / evaluate instead of ckpt_path"
+            "to start a new run from its weights use init_from=PATH instead of ckpt_path"
         )
     if not any(key.startswith("model.") for key in checkpoint["state_dict"]):
         raise ValueError(f"{path}: state_dict has no 'model.*' keys, it was not written by StereoModule")
@@ -124,9 +125,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
     check_run_dir(output_dir, ckpt_path)
+    if cfg.get("init_from") and ckpt_path is not None:
+        raise ValueError("init_from=... and ckpt_path=... together: ckpt_path resumes a run (its weights win); "
+                         "init_from starts a new run from weights. Give one of them.")
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_training_network(cfg)
+    if cfg.get("init_from"):
+        rank_zero_info(init_from_weights(model, cfg.init_from, strict=bool(cfg.get("init_strict", True))).describe())
     scheduler_cfg = cfg.optim.get("scheduler")
     module = StereoModule(
         model=model,

@@ -130,6 +130,14 @@ def _write_png16(path: Path, array: np.ndarray) -> None:
     atomic_write(path, encoded.tobytes())
 
 
+def default_color_range(disparity: np.ndarray) -> tuple[float, float]:
+    """0 .. 1.1 × the 99th percentile of the finite disparities (at least 1 px): the colour scale a
+    sequence keeps from its first frame, so colours mean the same disparity in every frame."""
+    finite = disparity[np.isfinite(disparity)]
+    top = float(np.percentile(finite, 99)) * 1.1 if finite.size else 1.0
+    return 0.0, max(top, 1.0)
+
+
 @dataclass
 class OutputWriter:
     """Writes the requested formats for each prediction into ``output_dir``.
@@ -204,9 +212,7 @@ class OutputWriter:
 
     def _write_color(self, path, disparity, confidence, image, calibration) -> None:
         if self.color_range is None:
-            finite = disparity[np.isfinite(disparity)]
-            top = float(np.percentile(finite, 99)) * 1.1 if finite.size else 1.0
-            self.color_range = (0.0, max(top, 1.0))
+            self.color_range = default_color_range(disparity)
         write_image(path, colorize_disparity(disparity, *self.color_range))
 
     def _write_depth(self, path, disparity, confidence, image, calibration) -> None:

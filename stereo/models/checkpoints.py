@@ -259,3 +259,22 @@ def save_weights(model: PSMNet, path: str | Path, dtype: torch.dtype = torch.flo
     torch.save({"hyper_parameters": {"model_config": psmnet_config(model)}, "state_dict": state}, buffer)
     atomic_write(path, buffer.getvalue())
     return len(buffer.getvalue())
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights of any checkpoint this project reads, in our network's key names, and their source.
+
+    Sources: ``"lightning"`` (our training checkpoint or ``save_weights`` file: ``model.<key>``) or
+    ``"authors"`` (a PSMNet ``.tar``: ``module.<key>``, renamed by ``_authors_key``). Only tensors are
+    returned; nothing in the file is instantiated (``torch.load(weights_only=True)``).
+    """
+    checkpoint = read_checkpoint(path)
+    state = _state_dict(checkpoint, path)
+    if any(key.startswith(_LIGHTNING_PREFIX) for key in state):
+        return {k[len(_LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(_LIGHTNING_PREFIX)}, "lightning"
+    if all(key.startswith(_AUTHORS_PREFIX) for key in state):
+        return {_authors_key(k): v for k, v in state.items()}, "authors"
+    raise CheckpointError(
+        f"{path}: state_dict keys start neither with '{_LIGHTNING_PREFIX}' (this project's checkpoints) "
+        f"nor with '{_AUTHORS_PREFIX}' (the PSMNet authors' files); first keys: {sorted(state)[:5]}"
+    )

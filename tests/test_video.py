@@ -1,0 +1,131 @@
+"""Stereo video in, disparity video out: frame count, size, content, streaming memory, clear errors."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import compose
+from inference_checkpoints import write_our_checkpoint
+
+from stereo.data.io import read_image, read_pfm
+from stereo.infer import run
+from stereo.inference.inputs import PairError
+from stereo.inference.outputs import default_color_range
+from stereo.inference.video import VideoError, VideoWriter, read_frames, split_frame, stereo_frames, video_info
+from stereo.visualize import colorize_disparity
+
+FRAMES, HEIGHT, WIDTH = 5, 256, 320
+
+
+def _pairs(real_data_dir: Path | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A 5-frame pan across the real KITTI 2015 pair (the same window in both views keeps it rectified)."""
+    sample = real_data_dir / "kitti2015" / "000046_10" / "training"
+    left, right = read_image(sample / "image_2" / "000046_10.png"), read_image(sample / "image_3" / "000046_10.png")
+    top = left.shape[0] - HEIGHT
+    return [(left[top:, x:x + WIDTH], right[top:, x:x + WIDTH]) for x in range(300, 300 + 40 * FRAMES, 40)]
+
+
+def _write_video(path: Path, frames) -> Path:
+    with VideoWriter(path, fps=5) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+def test_lossless_video_round_trip_and_packed_layouts(tmp_path):
+    rng = np.random.default_rng(0)
+    lefts = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    rights = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    sbs = _write_video(tmp_path / "sbs.mkv", [np.concatenate(p, axis=1) for p in zip(lefts, rights)])
+    tab = _write_video(tmp_path / "tab.mkv", [np.concatenate(p, axis=0) for p in zip(lefts, rights)])
+    assert video_info(sbs) == (3, 5.0)
+    for path, layout in ((sbs, "sbs"), (tab, "tab")):
+        decoded = list(stereo_frames(video=path, layout=layout))
+        assert len(decoded) == 3
+        for (left, right), expected_left, expected_right in zip(decoded, lefts, rights):
+            assert np.array_equal(left, expected_left) and np.array_equal(right, expected_right)
+
+
+def test_errors_name_the_file(tmp_path):
+    frame = np.zeros((32, 48, 3), np.uint8)
+    with pytest.raises(VideoError, match="missing.mp4: video file not found"):
+        next(read_frames(tmp_path / "missing.mp4"))
+    with pytest.raises(VideoError, match="odd.mkv: a sbs frame needs an even width"):
+        split_frame(np.zeros((32, 47, 3), np.uint8), "sbs", "odd.mkv")
+    short, long = _write_video(tmp_path / "short.mkv", [frame] * 2), _write_video(tmp_path / "long.mkv", [frame] * 3)
+    with pytest.raises(VideoError, match="short.mkv: ends after 2 frames"):
+        list(stereo_frames(left_video=long, right_video=short))
+    with pytest.raises(VideoError, match="short.mkv: ends before"):
+        list(stereo_frames(left_video=short, right_video=long))
+    with pytest.raises(VideoError, match="every frame of a video must have one size"):
+        with VideoWriter(tmp_path / "mixed.mkv", fps=5) as writer:
+            writer.write(frame)
+            writer.write(np.zeros((32, 50, 3), np.uint8))
+    assert not any(p.name.startswith(".mixed") or p.name == "mixed.mkv" for p in tmp_path.iterdir())  # aborted: nothing left
+
+
+def test_reading_and_writing_stream_one_frame_at_a_time(tmp_path):
+    """60 frames of 256x1024 (768 KiB each, 45 MiB in all): Python-side peak stays below 8 frames."""
+    frame_bytes = 256 * 1024 * 3
+    gradient = np.tile(np.arange(1024, dtype=np.uint8)[None, :, None], (256, 1, 3))
+    source = _write_video(tmp_path / "long.mkv", (np.roll(gradient, i, axis=1) for i in range(60)))
+    tracemalloc.start()
+    try:
+        with VideoWriter(tmp_path / "out.mkv", fps=5) as writer:
+            for left, right in stereo_frames(video=source, layout="sbs"):
+                writer.write(np.concatenate([left, right], axis=0))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert writer.frames == 60 and video_info(tmp_path / "out.mkv")[0] == 60
+    assert peak < 8 * frame_bytes, f"peak {peak / 2**20:.1f} MiB for 60 frames of {frame_bytes / 2**20:.2f} MiB"
+
+
+def test_infer_refuses_ambiguous_or_incomplete_video_inputs(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"checked for existence only: the inputs are refused before it is read")
+    video = _write_video(tmp_path / "v.mkv", [np.zeros((32, 64, 3), np.uint8)])
+    for overrides, message in (([f"video={video}", f"left={video}"], "give one input"),
+                               ([f"video={video}", f"right_video={video}"], "give one input"),
+                               ([f"left_video={video}"], "left_video=... given without right_video"),
+                               ([f"right_video={video}"], "give one input"),
+                               ([f"video={video}", "layout=lr"], "layout='lr'")):
+        with pytest.raises(PairError, match=message):
+            run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={tmp_path / 'out'}", *overrides]))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_our_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.ckpt", calibrated=True)
+
+
+@pytest.mark.slow
+def test_infer_turns_a_stereo_video_into_a_disparity_video(real_data_dir, checkpoint, tmp_path):
+    pairs = _pairs(real_data_dir)
+    sbs = _write_video(tmp_path / "drive.mkv", [np.concatenate(p, axis=1) for p in pairs])
+    out = tmp_path / "out"
+    written = run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={out}", f"video={sbs}",
+                                    "formats=[video,pfm]", "video_format=mkv", "device=cpu"]))
+    assert written["video"] == [str(out / "drive_disp.mkv")]
+    assert [Path(p).name for p in written["pfm"]] == [f"drive_{i:06d}_disp.pfm" for i in range(FRAMES)]
+    disparities = [read_pfm(p) for p in written["pfm"]]
+    assert all(d.shape == (HEIGHT, WIDTH) for d in disparities)
+    color_range = default_color_range(disparities[0])
+    decoded = list(read_frames(out / "drive_disp.mkv"))
+    assert len(decoded) == FRAMES
+    for frame, disparity in zip(decoded, disparities):  # FFV1 is lossless: exactly the colours written
+        assert np.array_equal(frame, colorize_disparity(disparity, *color_range))
+
+    # the same frames as two videos, and an mp4 (lossy): same disparities, same frame count and size
+    left = _write_video(tmp_path / "left.mkv", [p[0] for p in pairs])
+    right = _write_video(tmp_path / "right.mkv", [p[1] for p in pairs])
+    out2 = tmp_path / "out2"
+    written2 = run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={out2}", f"left_video={left}",
+                                     f"right_video={right}", "formats=[video,pfm]", "device=cpu"]))
+    for first, second in zip(written["pfm"], written2["pfm"], strict=True):
+        assert np.array_equal(read_pfm(first), read_pfm(second))
+    assert video_info(out2 / "left_disp.mp4")[0] == FRAMES
+    assert next(read_frames(out2 / "left_disp.mp4")).shape == (HEIGHT, WIDTH, 3)
