@@ -123,11 +123,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit according to ``cfg``; return the final callback metrics (+ evaluation results when enabled)."""
     pl.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
-    check_run_dir(output_dir, ckpt_path)
-    if cfg.get("init_from") and ckpt_path is not None:
+    if cfg.get("init_from") and cfg.get("ckpt_path") not in (None, ""):
         raise ValueError("init_from=... and ckpt_path=... together: ckpt_path resumes a run (its weights win); "
                          "init_from starts a new run from weights. Give one of them.")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    check_run_dir(output_dir, ckpt_path)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_training_network(cfg)
