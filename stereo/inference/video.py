@@ -10,7 +10,7 @@ length. Outputs are written by one :class:`VideoWriter` whose ``video_format`` p
 | ``avi``      | .avi   | OpenCV     | Motion JPEG (``MJPG``)   | lossy, every frame a JPEG |
 | ``mkv``      | .mkv   | OpenCV     | FFV1                      | lossless |
 | ``h264``     | .mp4   | imageio (ffmpeg plugin) | H.264, yuv420p | plays in browsers, PowerPoint, phones |
-| ``gif``      | .gif   | imageio (ffmpeg plugin) | GIF, a palette per frame | colours kept (±1) in frames of <= 256 colours |
+| ``gif``      | .gif   | imageio (ffmpeg plugin) | GIF, a palette per frame | colours kept (±1) up to 256 a frame |
 
 OpenCV's wheels cannot encode H.264 (licensing) and do not write GIF; imageio's ffmpeg plugin drives
 the ffmpeg binary that the optional ``imageio-ffmpeg`` package ships (``pip install "stereo[video]"``).
@@ -55,7 +55,8 @@ VIDEO_FORMATS = {
     "avi": VideoFormat(".avi", "MJPG", "opencv"),
     "mkv": VideoFormat(".mkv", "FFV1", "opencv"),
     # crf 18: x264's "visually lossless" quality; faststart puts the index first so browsers stream it
-    "h264": VideoFormat(".mp4", "libx264", "imageio", "yuv420p", ("-crf", "18", "-movflags", "+faststart"), even_size=True),
+    "h264": VideoFormat(".mp4", "libx264", "imageio", "yuv420p", ("-crf", "18", "-movflags", "+faststart"),
+                        even_size=True),
     "gif": VideoFormat(".gif", "gif", "imageio", "pal8", ("-vf", _GIF_PALETTE)),
 }
 
