@@ -25,7 +25,7 @@ from stereo.data.io import read_calib, read_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
 from stereo.inference.outputs import OutputWriter, default_color_range, make_calibration
 from stereo.inference.predictor import Predictor
-from stereo.inference.video import LAYOUTS, VideoWriter, stereo_frames, video_info
+from stereo.inference.video import LAYOUTS, VideoWriter, resolve_video_format, stereo_frames, video_info
 from stereo.visualize import colorize_disparity
 
 
@@ -128,8 +128,11 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     # A video (in or out) is one sequence: one colour scale for all its frames, from the first one.
     # Separate image pairs keep a colour scale each.
     one_scale = video is not None or "video" in formats
-    video_writer = (VideoWriter(Path(cfg.output_dir) / f"{name}_disp.{cfg.video_format}",
-                                cfg.video_fps or fps or DEFAULT_FPS) if "video" in formats else None)
+    video_writer = None
+    if "video" in formats:  # an unknown video_format, or one whose encoder is not installed, stops the run here
+        suffix = resolve_video_format(str(cfg.video_format)).suffix
+        video_writer = VideoWriter(Path(cfg.output_dir) / f"{name}_disp{suffix}", cfg.video_fps or fps or DEFAULT_FPS,
+                                   str(cfg.video_format))
     predictor = Predictor.from_checkpoint(
         checkpoint,
         device=cfg.device,
