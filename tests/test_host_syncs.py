@@ -112,7 +112,7 @@ def test_the_non_finite_guard_reads_one_flag_per_step(step_syncs):
 @pytest.mark.slow
 def test_network_forward_does_not_read_on_the_host(step_syncs):
     """Host reads only: on the CPU a constant built on the host and moved to the input's device is no
-    copy, so that kind shows only on an accelerator (stereo.training.gpu_checks.training_step_host_syncs)."""
+    copy, so that kind shows only on an accelerator (stereo.training.gpu_checks.training_step_ops)."""
     assert step_syncs[0]["model forward"] == Counter()
 
 

@@ -179,7 +179,8 @@ def distributed_evaluation(nproc: int = 2, workdir: str | Path | None = None, ti
                    "--master_port", str(_free_port()), "-m", "stereo.evaluate", f"ckpt_path={checkpoint}",
                    "data.generate=null", f"data.val.root={data}", f"data.train.root={data}", "data.val.split=train",
                    "num_workers=0", "export.max_images=0", f"paths.output_dir={out}", f"hydra.run.dir={out}"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": python_path}
         start = time.perf_counter()
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
@@ -194,4 +195,5 @@ def distributed_evaluation(nproc: int = 2, workdir: str | Path | None = None, ti
             names = [row["name"] for row in csv.DictReader(handle)]
     return {"ran": True, "seconds": seconds, "world_size": record["world_size"], "samples": samples,
             "count": record["count"], "rows": len(names), "distinct_rows": len(set(names)),
-            "each_sample_once": record["world_size"] == nproc and record["count"] == len(names) == len(set(names)) == samples}
+            "each_sample_once": record["world_size"] == nproc
+            and record["count"] == len(names) == len(set(names)) == samples}
