@@ -3,15 +3,18 @@
     python scripts/bench_gpu.py                          # on a CUDA device, < 8 minutes
     python scripts/bench_gpu.py --device cpu --tiny      # the same code at toy sizes (the test suite)
 
-Prints a table per section and writes everything to ``--json`` (default bench_gpu.json):
+Writes everything to ``--json`` (default bench_gpu.json) and prints it as the docs tables;
+``--markdown bench_gpu.json`` prints those tables again from the JSON (docs/performance.md).
 
-1. ``checks``: host synchronisations in one forward (and forward + PSMNet loss) of the training path,
-   counted by a dispatch mode (host reads ``aten._local_scalar_dense`` / ``item`` / ``is_nonzero`` /
-   ``nonzero``, and copies from CPU tensors to the device); the ops of a training step that have no
-   deterministic CUDA implementation; and one training step under
-   ``torch.use_deterministic_algorithms(True)`` run twice, which must give identical gradients.
+1. ``checks`` (stereo.training.gpu_checks): per model, one training step through
+   ``StereoModule.training_step`` (bf16 autocast on CUDA, as the GPU recipe) counted by
+   stereo.training.sync_counter — host reads and host-to-device copies by phase (model forward, loss
+   and logging, backward) and ops without a deterministic CUDA kernel; two short fits through the
+   Lightning Trainer with ``trainer.deterministic=true``, which must end with identical weights; with
+   two or more GPUs, ``torchrun --nproc_per_node 2 -m stereo.evaluate`` on generated pairs, which must
+   score each sample once (fewer GPUs: recorded as skipped).
 2. ``training``: samples/s and peak device memory at 256×512, batch 12, for psmnet and ea_psmnet,
-   fp32 vs bf16-mixed, contiguous vs channels-last, eager, and ``torch.compile`` (contiguous).
+   fp32 vs bf16-mixed, contiguous vs channels-last, eager, and ``torch.compile`` (contiguous, CUDA only).
 3. ``largest_batch``: the largest batch that fits (doubling from 12 until out of memory), per model
    and precision, with its samples/s.
 4. ``inference``: latency at 544×960 and 1242×375 (padded to 1248×384), plain eval and
@@ -19,77 +22,28 @@ Prints a table per section and writes everything to ``--json`` (default bench_gp
 5. ``convergence``: 200 training steps on synthetic pairs (``stereo.data.synthetic``): the loss falls.
 
 Cases run in this process one after another (peak memory is reset per case); a time budget
-(``--budget`` seconds) skips what would not fit and says so in the output. ``--tiny``: 256×256,
-batch 2, max_disp 16, a few steps, no ``torch.compile`` (its CPU compile alone takes minutes).
+(``--budget`` seconds, checks included) skips what would not fit and says so in the output.
+``--tiny``: 256×256, batch 2, max_disp 16, a few steps.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-# cuBLAS needs this before CUDA starts for deterministic matrix products (this script's own process).
+# cuBLAS reads this when CUDA starts: the deterministic check's matrix products need it (this process only).
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-HOST_READS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero"}
-MASK_INDEXING = {"index", "index_put_", "_index_put_impl_"}  # with a boolean mask: an implicit nonzero
-# Ops that raise under torch.use_deterministic_algorithms(True) on CUDA (its documented list).
-CUDA_NONDETERMINISTIC = {
-    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
-    "adaptive_max_pool2d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
-    "max_unpool2d", "max_unpool3d", "upsample_linear1d_backward", "upsample_bilinear2d_backward",
-    "upsample_bicubic2d_backward", "upsample_trilinear3d_backward", "reflection_pad1d_backward",
-    "reflection_pad2d_backward", "reflection_pad3d_backward", "nll_loss_forward", "nll_loss2d_forward",
-    "_ctc_loss_backward", "_embedding_bag_backward", "put_", "histc", "bincount", "median",
-    "grid_sampler_2d_backward", "grid_sampler_3d_backward", "cumsum", "scatter_reduce",
-}
-
-
-class DeviceOpCounter(TorchDispatchMode):
-    """Counts, per op name, host reads and host-to-device copies (each one blocks or synchronises a
-    GPU step), and ops that have no deterministic CUDA kernel. Works on any device: on CPU the host
-    reads and the op names are the same calls that would synchronise or raise on a GPU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.host_reads: Counter[str] = Counter()
-        self.host_to_device: Counter[str] = Counter()
-        self.nondeterministic: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = func.overloadpacket.__name__
-        out = func(*args, **kwargs)
-        if name in HOST_READS:
-            self.host_reads[name] += 1
-        elif name in MASK_INDEXING and any(t is not None and t.dtype == torch.bool for t in args[1]):
-            self.host_reads[f"{name} (boolean mask: result size read on the host)"] += 1
-        if name in CUDA_NONDETERMINISTIC:
-            self.nondeterministic[name] += 1
-        if name in ("_to_copy", "copy_"):
-            source = args[1] if name == "copy_" else args[0]
-            target = args[0] if name == "copy_" else out
-            if isinstance(source, torch.Tensor) and source.device.type == "cpu" and target.device.type != "cpu":
-                self.host_to_device[name] += 1
-        return out
-
-    def summary(self) -> dict:
-        return {"host_reads": dict(self.host_reads), "host_to_device": dict(self.host_to_device),
-                "syncs": sum(self.host_reads.values()) + sum(self.host_to_device.values()),
-                "cuda_nondeterministic_ops": dict(self.nondeterministic)}
-
+from stereo.training import gpu_checks  # noqa: E402
 
 class Budget:
     """Wall-clock budget: sections ask before each case and record what they skipped."""
@@ -116,19 +70,6 @@ def peak_mib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
-def build(model_name: str, max_disp: int):
-    """The network exactly as ``python -m stereo.train model=<name>`` builds it (GPU recipes: plain)."""
-    import hydra
-
-    from stereo.config import CONFIG_DIR
-    from stereo.train import build_training_network
-
-    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = hydra.compose("train", overrides=[f"model={model_name}", f"model.max_disp={max_disp}"])
-    torch.manual_seed(0)
-    return build_training_network(cfg)
-
-
 def random_batch(batch: int, height: int, width: int, max_disp: int, device: torch.device, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     left, right = (torch.randn(batch, 3, height, width, generator=gen) for _ in range(2))
@@ -149,48 +90,33 @@ def autocast(device: torch.device, precision: str):
 # ------------------------------------------------------------------------------------------ checks
 
 
-def run_checks(args, device: torch.device) -> dict:
-    model = build(args.models[0], args.max_disp).to(device).train()
-    left, right, target = random_batch(args.batch, args.height, args.width, args.max_disp, device)
-    loss_fn = loss_function(args.max_disp)
-    with DeviceOpCounter() as forward:
-        outputs = model(left, right)
-    with DeviceOpCounter() as forward_loss:
-        total, _ = loss_fn(model(left, right), target)
-    with DeviceOpCounter() as step_ops:
-        total, _ = loss_fn(model(left, right), target)
-        total.backward()
-    del outputs, total
-    return {"model": args.models[0], "forward": forward.summary(), "forward_and_loss": forward_loss.summary(),
-            "training_step_cuda_nondeterministic_ops": dict(step_ops.nondeterministic),
-            "deterministic_step": deterministic_step(args, device)}
-
-
-def deterministic_step(args, device: torch.device) -> dict:
-    """One step under ``torch.use_deterministic_algorithms(True)``, twice from the same state: raises on
-    an op without a deterministic kernel; otherwise the gradients must be identical bit for bit."""
-    model = build(args.models[0], args.max_disp).to(device).train()
-    state = copy.deepcopy(model.state_dict())
-    left, right, target = random_batch(args.batch, args.height, args.width, args.max_disp, device)
-    loss_fn = loss_function(args.max_disp)
-    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
+def run_checks(args, device: torch.device, budget: Budget) -> dict:
+    """stereo.training.gpu_checks on this device: a training step's host syncs (by phase) and ops without a
+    deterministic CUDA kernel, per model; two deterministic fits; a 2-process ``torchrun`` evaluation."""
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None  # the GPU recipe's bf16-mixed
+    steps = {}
+    for model_name in args.models:
+        steps[model_name] = gpu_checks.training_step_ops(
+            device, model_name, args.max_disp, batch_size=2, size=(args.height, args.width),
+            autocast_dtype=autocast_dtype)
+        print(json.dumps({"training_step": model_name, **steps[model_name]}), flush=True)
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
     try:
-        grads = []
-        for _ in range(2):
-            model.load_state_dict(state)
-            model.zero_grad(set_to_none=True)
-            total, _ = loss_fn(model(left, right), target)
-            total.backward()
-            grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
-        identical = all(torch.equal(a, b) for a, b in zip(*grads))
-        return {"ran": True, "identical_gradients": identical}
-    except RuntimeError as error:
-        return {"ran": False, "error": str(error).splitlines()[0]}
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.backends.cudnn.benchmark = previous[1]
+        deterministic = gpu_checks.deterministic_fits_match(
+            accelerator, model=args.models[0], steps=2, max_disp=args.max_disp, size=(args.height, args.width))
+    except RuntimeError as error:  # an op without a deterministic kernel on this device
+        deterministic = {"identical": False, "error": str(error).splitlines()[0]}
+    print(json.dumps({"deterministic_fits": deterministic}), flush=True)
+    if device.type != "cuda" or torch.cuda.device_count() < 2:
+        evaluation = {"skipped": "needs 2 GPUs"}
+    elif budget.left() < 120:
+        evaluation = {"skipped": "time budget"}
+    else:
+        evaluation = gpu_checks.distributed_evaluation(nproc=2, timeout=min(300.0, budget.left() - 60))
+    print(json.dumps({"two_gpu_evaluate": evaluation}), flush=True)
+    return {"training_step": {"precision": "bf16-mixed" if autocast_dtype else "fp32", "batch": 2, **steps},
+            "deterministic_fits": {"model": args.models[0], "steps": 2, **deterministic},
+            "two_gpu_evaluate": evaluation}
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -216,7 +142,7 @@ def train_steps(model, optimizer, batch, precision: str, steps: int, warmup: int
 
 def training_case(args, device, model_name, batch, precision, layout, compiled) -> dict:
     case = {"model": model_name, "batch": batch, "precision": precision, "layout": layout, "compile": compiled}
-    model = build(model_name, args.max_disp).to(device).train()
+    model = gpu_checks.build_network(model_name, args.max_disp).to(device).train()
     if layout == "channels_last":
         model.channels_last = True
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -225,10 +151,13 @@ def training_case(args, device, model_name, batch, precision, layout, compiled) 
     try:
         seconds, first = train_steps(runner, optimizer, random_batch(batch, args.height, args.width, args.max_disp, device),
                                      precision, args.steps, args.warmup, device, args.max_disp)
-    except torch.OutOfMemoryError:
-        return {**case, "error": "out of memory"}
+    except torch.cuda.OutOfMemoryError:
+        seconds = None  # the handler's traceback still holds the step's tensors: free them after it
     finally:
         del model, optimizer, runner
+    if seconds is None:
+        torch.cuda.empty_cache()
+        return {**case, "error": "out of memory"}
     return {**case, "samples_per_sec": batch / seconds, "seconds_per_step": seconds, "first_step_seconds": first,
             "peak_memory_mib": peak_mib(device)}
 
@@ -239,8 +168,8 @@ def run_training(args, device, budget: Budget) -> list[dict]:
         for precision in ("fp32", "bf16-mixed"):
             for layout, compiled in (("contiguous", False), ("channels_last", False), ("contiguous", True)):
                 case = dict(model=model_name, batch=args.batch, precision=precision, layout=layout, compile=compiled)
-                if compiled and args.tiny:
-                    results.append({**case, "skipped": "--tiny (compiling takes minutes on a CPU)"})
+                if compiled and device.type != "cuda":
+                    results.append({**case, "skipped": "torch.compile runs on CUDA only here (a CPU compile takes minutes)"})
                 elif budget.left() < (args.compile_reserve if compiled else 10):
                     results.append({**case, "skipped": "time budget"})
                 else:
@@ -284,7 +213,7 @@ def run_inference(args, device, budget: Budget) -> list[dict]:
                     if budget.left() < 10:
                         results.append({**case, "skipped": "time budget"})
                         continue
-                    model = build(model_name, args.max_disp).to(device).eval()
+                    model = gpu_checks.build_network(model_name, args.max_disp).to(device).eval()
                     if path == "optimized":
                         model = optimize_for_inference(model)
                     padded = (-(-height // 16) * 16, -(-width // 16) * 16)
@@ -321,7 +250,7 @@ def run_convergence(args, device, budget: Budget) -> dict:
     lefts = torch.stack([normalize_image(p["left"]) for p in pool]).to(device)
     rights = torch.stack([normalize_image(p["right"]) for p in pool]).to(device)
     targets = torch.stack([torch.from_numpy(p["disparity_left"]) for p in pool]).to(device)
-    model = build(args.models[0], args.max_disp).to(device).train()
+    model = gpu_checks.build_network(args.models[0], args.max_disp).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = loss_function(args.max_disp)
     gen = torch.Generator().manual_seed(0)
@@ -347,35 +276,73 @@ def run_convergence(args, device, budget: Budget) -> dict:
 # -------------------------------------------------------------------------------------------- main
 
 
-def print_tables(report: dict) -> None:
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+
+
+def _mib(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _measured(case: dict, figures: list[str]) -> list[str]:
+    """The figures of a case, or why it has none (one cell each)."""
+    if "skipped" in case or "error" in case:
+        return [f"{case.get('skipped') or case['error']}"] + [""] * (len(figures) - 1)
+    return figures
+
+
+def markdown(report: dict) -> str:
+    """The docs tables (docs/performance.md) of one run's JSON, with its command, date and machine."""
+    machine = report["machine"]
+    lines = [f"`{report['command']}`, {report['date']}, {machine.get('gpu') or machine['processor']} "
+             f"(torch {machine['torch']}, {machine['cpu_count']} CPUs), {report['seconds']:.0f} s in all"
+             + (" — **--tiny: toy sizes, checks the script only**" if report["tiny"] else "") + ".", ""]
     checks = report["checks"]
-    print("\nchecks:")
-    print(f"  host syncs, forward: {checks['forward']['syncs']} {checks['forward']['host_reads']} "
-          f"{checks['forward']['host_to_device']}")
-    print(f"  host syncs, forward + loss: {checks['forward_and_loss']['syncs']} "
-          f"{checks['forward_and_loss']['host_reads']} {checks['forward_and_loss']['host_to_device']}")
-    print(f"  ops without a deterministic CUDA kernel in a training step: "
-          f"{checks['training_step_cuda_nondeterministic_ops'] or 'none'}")
-    print(f"  deterministic step: {checks['deterministic_step']}")
-    print(f"\ntraining at {report['size']}, max_disp {report['max_disp']}:")
-    print(f"  {'model':<10} {'batch':>5} {'precision':<10} {'layout':<13} {'compile':<7} {'samples/s':>9} {'peak MiB':>9}")
-    for r in report["training"] + [c["largest_fitting"] for c in report["largest_batch"] if c["largest_fitting"]]:
-        figures = (f"{r['samples_per_sec']:>9.2f} {r['peak_memory_mib'] or float('nan'):>9.0f}" if "samples_per_sec" in r
-                   else r.get("error") or r.get("skipped"))
-        print(f"  {r['model']:<10} {r['batch']:>5} {r['precision']:<10} {r['layout']:<13} {str(r['compile']):<7} {figures}")
-    for c in report["largest_batch"]:
-        largest = c["largest_fitting"]["batch"] if c["largest_fitting"] else "none above the recipe batch"
-        print(f"  largest batch {c['model']} {c['precision']}: {largest} (stopped: {c['stopped']})")
-    print("\ninference (batch 1):")
-    for r in report["inference"]:
-        figures = f"{r['ms']:.1f} ms, peak {r['peak_memory_mib'] or float('nan'):.0f} MiB" if "ms" in r else r["skipped"]
-        print(f"  {r['model']:<10} {r['size']:<9} {r['path']:<9} {r['precision']:<10} {figures}")
+    step = checks["training_step"]
+    lines += [f"Checks: one training step (batch {step['batch']}, {step['precision']}, {report['size']}) counted "
+              "by `stereo.training.sync_counter`; expected 0 everywhere.", ""]
+    rows = []
+    for model in report["models"]:
+        counted = step[model]
+        rows.append([model, *(sum(counted["host_syncs"][phase].values()) for phase in gpu_checks.PHASES),
+                     ", ".join(f"{op} ×{n}" for op, n in counted["cuda_nondeterministic_ops"].items()) or "none"])
+    lines += _table(["model", *(f"host syncs: {phase}" for phase in gpu_checks.PHASES),
+                     "ops without a deterministic CUDA kernel"], rows) + [""]
+    det, evaluation = checks["deterministic_fits"], checks["two_gpu_evaluate"]
+    det_text = (f"error: {det['error']}" if "error" in det else
+                f"{'identical' if det['identical'] else 'NOT identical'} weights (max |Δ| {det['max_abs_diff']:.3g})")
+    if "skipped" in evaluation:
+        eval_text = f"skipped: {evaluation['skipped']}"
+    elif not evaluation["ran"]:
+        eval_text = f"failed: {evaluation['error']}"
+    else:
+        eval_text = (f"world size {evaluation['world_size']}, {evaluation['count']} of {evaluation['samples']} samples "
+                     f"scored, {'each once' if evaluation['each_sample_once'] else 'NOT each once'}")
+    lines += [f"- deterministic fits ({det['model']}, {det['steps']} steps, `trainer.deterministic=true`, twice): "
+              f"{det_text}", f"- 2-GPU evaluate (`torchrun --nproc_per_node 2 -m stereo.evaluate`): {eval_text}", ""]
+    lines += [f"Training at {report['size']}, max_disp {report['max_disp']} (forward, PSMNet loss, backward, Adam):", ""]
+    largest = [c["largest_fitting"] for c in report["largest_batch"] if c["largest_fitting"]]
+    lines += _table(["model", "batch", "precision", "layout", "compile", "samples/s", "peak MiB"], [
+        [r["model"], r["batch"], r["precision"], r["layout"], "yes" if r["compile"] else "no",
+         *_measured(r, [f"{r.get('samples_per_sec', 0):.2f}", _mib(r.get("peak_memory_mib"))])]
+        for r in report["training"] + largest]) + [""]
+    lines += _table(["model", "precision", "largest batch that fits", "stopped"], [
+        [c["model"], c["precision"], c["largest_fitting"]["batch"] if c["largest_fitting"] else "none above the recipe's",
+         c["stopped"]] for c in report["largest_batch"]]) + [""]
+    lines += ["Inference (batch 1, median):", ""]
+    lines += _table(["model", "size", "padded", "path", "precision", "ms", "peak MiB"], [
+        [r["model"], r["size"], r.get("padded", ""), r["path"], r["precision"],
+         *_measured(r, [f"{r.get('ms', 0):.1f}", _mib(r.get("peak_memory_mib"))])] for r in report["inference"]]) + [""]
     conv = report["convergence"]
     if "skipped" in conv:
-        print(f"\nconvergence: skipped ({conv['skipped']})")
+        lines.append(f"Convergence: skipped ({conv['skipped']}).")
     else:
-        print(f"\nconvergence: {conv['steps']} steps, loss {conv['loss_first_tenth']:.3f} -> {conv['loss_last_tenth']:.3f} "
-              f"({'falls' if conv['falls'] else 'does NOT fall'}), {conv['seconds']:.0f} s")
+        lines.append(f"Convergence ({conv['model']}, {conv['precision']}, batch {conv['batch']}, synthetic pairs): "
+                     f"{conv['steps']} steps in {conv['seconds']:.0f} s, mean loss of the first tenth "
+                     f"{conv['loss_first_tenth']:.3f}, of the last tenth {conv['loss_last_tenth']:.3f} "
+                     f"({'falls' if conv['falls'] else 'does NOT fall'}).")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -383,9 +350,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="toy sizes: checks the script, measures nothing useful")
     parser.add_argument("--models", nargs="+", default=["psmnet", "ea_psmnet"])
-    parser.add_argument("--budget", type=float, default=450.0, help="seconds for all sections together")
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds for all sections together")
     parser.add_argument("--json", default="bench_gpu.json")
+    parser.add_argument("--markdown", metavar="JSON", help="print the docs tables of an earlier run's JSON and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        try:
+            report = json.loads(Path(args.markdown).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            parser.error(f"--markdown {args.markdown}: cannot read a bench_gpu.py JSON report ({error})")
+        print(markdown(report), end="")
+        return report
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here (use --device cpu --tiny to check the script)")
@@ -404,18 +379,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     from benchlib import machine_info
 
-    report = {"machine": machine_info(device=str(device)), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "tiny": tiny, "size": f"{args.width}x{args.height}", "max_disp": args.max_disp}
-    report["checks"] = run_checks(args, device)
-    print(json.dumps(report["checks"]), flush=True)
+    report = {"command": " ".join(["python scripts/bench_gpu.py", *(argv if argv is not None else sys.argv[1:])]),
+              "machine": machine_info(device=str(device)), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "tiny": tiny, "models": args.models, "size": f"{args.width}x{args.height}", "max_disp": args.max_disp}
+    report["checks"] = run_checks(args, device, budget)
     report["training"] = run_training(args, device, budget)
     report["inference"] = run_inference(args, device, budget)
     report["convergence"] = run_convergence(args, device, budget)
     report["largest_batch"] = run_largest_batch(args, device, budget)
     report["seconds"] = time.perf_counter() - started
-    print_tables(report)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.json} ({report['seconds']:.0f} s)")
+    temporary = Path(f"{args.json}.partial")
+    temporary.write_text(json.dumps(report, indent=2) + "\n")
+    temporary.replace(args.json)
+    print("\n" + markdown(report))
+    print(f"wrote {args.json} ({report['seconds']:.0f} s); docs tables: python scripts/bench_gpu.py --markdown {args.json}")
     return report
 
 

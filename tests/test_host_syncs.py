@@ -12,7 +12,7 @@ import torch
 from conftest import compose
 
 from stereo.train import train
-from stereo.training.sync_counter import HostSyncCounter, count_host_syncs
+from stereo.training.sync_counter import HostSyncCounter, NondeterministicOpCounter, count_host_syncs
 
 
 def test_counter_sees_each_kind_of_host_sync():
@@ -28,6 +28,18 @@ def test_counter_sees_each_kind_of_host_sync():
         "host-to-device copy: torch.as_tensor of host data": 1}
     # The masked-sum form of the same computations reads nothing.
     assert count_host_syncs(lambda: torch.where(mask, x, 0.0).sum() / mask.sum()) == Counter()
+
+
+def test_nondeterministic_op_counter_sees_an_op_without_a_deterministic_cuda_kernel():
+    import torch.nn.functional as F
+
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    with NondeterministicOpCounter() as counter:
+        F.interpolate(x, scale_factor=2.0, mode="bilinear").sum().backward()
+    assert counter.counts == {"upsample_bilinear2d_backward": 1}
+    with NondeterministicOpCounter() as counter:  # the same upsampling as a matrix product has one
+        (torch.ones(8, 4) @ x @ torch.ones(4, 8)).sum().backward()
+    assert counter.counts == Counter()
 
 
 class SyncCountingCallback(pl.Callback):
@@ -100,7 +112,7 @@ def test_the_non_finite_guard_reads_one_flag_per_step(step_syncs):
 @pytest.mark.slow
 def test_network_forward_does_not_read_on_the_host(step_syncs):
     """Host reads only: on the CPU a constant built on the host and moved to the input's device is no
-    copy, so that kind shows only on an accelerator (stereo.training.gpu_checks.training_step_host_syncs)."""
+    copy, so that kind shows only on an accelerator (stereo.training.gpu_checks.training_step_ops)."""
     assert step_syncs[0]["model forward"] == Counter()
 
 
@@ -115,10 +127,10 @@ def test_samples_per_sec_is_logged_once_per_logging_window(step_syncs):
 
 @pytest.mark.slow
 def test_gpu_kit_step_check_runs_the_same_code_on_the_cpu():
-    from stereo.training.gpu_checks import PHASES, training_step_host_syncs
+    from stereo.training.gpu_checks import PHASES, training_step_ops
 
-    syncs = training_step_host_syncs("cpu", {"max_disp": 16, "aggregation": "basic"}, size=(256, 256))
-    assert syncs == {phase: {} for phase in PHASES}
+    counted = training_step_ops("cpu", "psmnet_basic", max_disp=16, size=(256, 256))
+    assert counted == {"host_syncs": {phase: {} for phase in PHASES}, "cuda_nondeterministic_ops": {}}
 
 
 @pytest.mark.slow

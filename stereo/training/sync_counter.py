@@ -15,6 +15,9 @@ are still dispatched, so counting them under a dispatch mode finds the GPU stall
     with HostSyncCounter() as counter:
         step()
     assert counter.total == 0, counter.counts
+
+:class:`NondeterministicOpCounter` finds, the same way, the ops that have no deterministic CUDA kernel
+(``torch.use_deterministic_algorithms(True)`` raises on them on a GPU, not on a CPU).
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ aten = torch.ops.aten
 HOST_READS = {aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.nonzero, aten.masked_select}
 # Constructors that copy host data into a new tensor.
 FROM_HOST_DATA = {torch.tensor, torch.as_tensor, torch.asarray}
+# Ops that raise under torch.use_deterministic_algorithms(True) on CUDA (its documented list).
+CUDA_NONDETERMINISTIC = {
+    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
+    "adaptive_max_pool2d_backward", "fractional_max_pool2d_backward", "fractional_max_pool3d_backward",
+    "max_unpool2d", "max_unpool3d", "upsample_linear1d_backward", "upsample_bilinear2d_backward",
+    "upsample_bicubic2d_backward", "upsample_trilinear3d_backward", "reflection_pad1d_backward",
+    "reflection_pad2d_backward", "reflection_pad3d_backward", "nll_loss_forward", "nll_loss2d_forward",
+    "_ctc_loss_backward", "_embedding_bag_backward", "put_", "histc", "bincount", "median",
+    "grid_sampler_2d_backward", "grid_sampler_3d_backward", "cumsum", "scatter_reduce",
+}
 # Ops that index; they read the mask on the host when an index is a boolean tensor.
 INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
 
@@ -136,6 +149,20 @@ class HostSyncCounter:
     def in_phase(self, phase: str) -> Counter[str]:
         """Syncs by kind counted while ``phase`` was set."""
         return Counter({kind: n for (name, kind), n in self._tally.by_phase.items() if name == phase})
+
+
+class NondeterministicOpCounter(TorchDispatchMode):
+    """Context manager counting, by op name (``counts``), the ops without a deterministic CUDA kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = func.overloadpacket.__name__
+        if name in CUDA_NONDETERMINISTIC:
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
 
 
 def count_host_syncs(function: Callable[[], Any]) -> Counter[str]:
