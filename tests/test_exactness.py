@@ -16,7 +16,6 @@ check, less realistic statistics).
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import pytest
@@ -118,25 +117,3 @@ def test_channels_last_is_not_a_training_layout_of_any_recipe():
         network = _network(experiment)
         assert not network.channels_last
         assert all(p.is_contiguous() for p in network.parameters())
-
-
-@pytest.mark.slow
-def test_deterministic_training_runs_through_the_real_trainer(train_overrides):
-    """trainer.deterministic=true (torch.use_deterministic_algorithms) on the real training path: the
-    step runs, and two runs give the same loss and validation figures bit for bit. (On CPU nothing
-    raises either way; that no op of the step lacks a deterministic CUDA kernel is checked by
-    tests/test_bench_gpu.py.)"""
-    from stereo.train import train
-
-    results = []
-    try:
-        for _ in range(2):
-            cfg = compose("train", train_overrides("model=ea_psmnet", "model.max_disp=16", "debug=fast_dev_run",
-                                                   "trainer.deterministic=true", "logger=none"))
-            results.append(train(cfg))
-            assert torch.are_deterministic_algorithms_enabled()
-    finally:
-        torch.use_deterministic_algorithms(False)  # Lightning leaves the process-wide switch on
-    keys = ("train/loss", "val/epe")
-    assert all(math.isfinite(results[0][k]) for k in keys)
-    assert [results[0][k] for k in keys] == [results[1][k] for k in keys]
