@@ -36,7 +36,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    """/work/shared/data/real (or $STEREO_REAL_DATA); the test is skipped when it is absent."""
+    """../shared/data/real beside the checkout (or $STEREO_REAL_DATA); the test is skipped when it is absent."""
     path = default_real_data_dir()
     if not path.is_dir():
         pytest.skip(f"real data samples not available at {path}")

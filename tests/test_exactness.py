@@ -9,7 +9,7 @@ float32 rounding error of the network itself (train-mode BatchNorm amplifies rou
 far above machine epsilon, and it differs between CPUs: only the ratio is portable).
 
 Data: two 256×256 crops of the real FlyingThings3D sample (mostly below max_disp 48) when
-/work/shared/data/real is present, else two synthetic pairs from ``stereo.data.synthetic`` (same
+../shared/data/real (beside the checkout) is present, else two synthetic pairs from ``stereo.data.synthetic`` (same
 check, less realistic statistics).
 """
 
