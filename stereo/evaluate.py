@@ -41,7 +41,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(str(cfg.device))
     model = load_model(checkpoint, map_location="cpu")
     protocol = protocols.get_protocol(str(cfg.protocol))
-    data_cfg = apply_protocol_to_data(cfg.data, protocol)
+    data_cfg, protocol_changes = apply_protocol_to_data(cfg.data, protocol)
+    if protocol_changes and distributed_rank()[0] == 0:
+        print(f"protocol {protocol.name} sets " + ", ".join(protocol_changes) + " (docs/evaluation.md#protocols)")
     dataset = build_eval_dataset(data_cfg, cfg.split)
     rank = distributed_rank()[0]
     with output_dirs.claim(output_dir, "paths.output_dir") if rank == 0 else contextlib.nullcontext():
@@ -49,7 +51,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             model, dataset, protocol, output_dir,
             export=OmegaConf.to_container(cfg.export, resolve=True), device=device, num_workers=int(cfg.num_workers),
             extra_record={"checkpoint": str(checkpoint.resolve()), "split": str(cfg.split),
-                          "data": OmegaConf.to_container(data_cfg, resolve=True)},
+                          "data": OmegaConf.to_container(data_cfg, resolve=True),
+                          "protocol_data_changes": protocol_changes},
         )
     if rank == 0:
         print(format_summary(summary, output_dir))

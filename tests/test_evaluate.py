@@ -95,3 +95,16 @@ def test_shards_cover_every_sample_exactly_once_without_padding(length, world):
     shards = [shard_indices(length, rank, world) for rank in range(world)]
     flat = [i for shard in shards for i in shard]
     assert sorted(flat) == list(range(length))
+
+
+def test_a_scene_flow_protocol_reports_every_data_setting_it_changes():
+    """protocol=sceneflow_psmnet prescribes every cleanpass file: the change is returned (printed and
+    recorded by stereo.evaluate), and a protocol that matches the data config changes nothing."""
+    from stereo.evaluation.runner import apply_protocol_to_data
+
+    cfg = compose("eval", ["ckpt_path=x.ckpt", "data=sceneflow"])
+    data, changes = apply_protocol_to_data(cfg.data, protocols.get_protocol("sceneflow_psmnet"))
+    assert "data.val.files=all (was standard)" in changes and "data.val.passes=clean (was final)" in changes
+    assert data.val.files == "all" and data.val.passes == "clean" and cfg.data.val.files == "standard"
+    assert apply_protocol_to_data(cfg.data, protocols.get_protocol("sceneflow"))[1] == []
+    assert apply_protocol_to_data(cfg.data, protocols.get_protocol("kitti2015")) == (cfg.data, [])

@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
@@ -146,20 +146,29 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def apply_protocol_to_data(data_cfg: DictConfig, protocol: Protocol) -> DictConfig:
+def apply_protocol_to_data(data_cfg: DictConfig, protocol: Protocol) -> tuple[DictConfig, list[str]]:
     """Make a Scene Flow data config select what a Scene Flow protocol prescribes (files, pass, FT3D TEST).
 
     So ``data=sceneflow protocol=sceneflow_psmnet`` scores every cleanpass file while
-    ``protocol=sceneflow`` scores the finalpass standard list, without further overrides.
+    ``protocol=sceneflow`` scores the finalpass standard list, without further overrides. Returns the
+    config and every setting it changed (``data.test.passes=final (was clean)``), for the command to
+    print and record: a protocol never changes the data silently.
     """
     if protocol.dataset != "sceneflow":
-        return data_cfg
+        return data_cfg, []
     data_cfg = data_cfg.copy()
+    changes = []
+    prescribed = {"files": protocol.files, "passes": protocol.passes, "subsets": ["flyingthings3d"]}
     for split in ("val", "test"):
         node = data_cfg.get(split)
         if node is not None and str(node.get("_target_", "")).endswith("SceneFlowDataset"):
-            node.files, node.passes, node.subsets = protocol.files, protocol.passes, ["flyingthings3d"]
-    return data_cfg
+            for key, value in prescribed.items():
+                old = node.get(key)
+                old = OmegaConf.to_container(old) if OmegaConf.is_config(old) else old
+                if old != value:
+                    changes.append(f"data.{split}.{key}={value} (was {old})")
+                node[key] = value
+    return data_cfg, changes
 
 
 def build_eval_dataset(data_cfg: DictConfig, split: str = "test") -> Dataset:
