@@ -107,8 +107,8 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     if video is None:
         pairs = collect_pairs(cfg)
         name, frames, total, fps = "sequence", _image_frames(pairs), len(pairs), None
-        stems = [p.stem for p in pairs]
-        names = [(str(p.left), str(p.right)) for p in pairs]
+        stems = iter([p.stem for p in pairs])  # iterators: each batch takes the next names
+        names = iter([(str(p.left), str(p.right)) for p in pairs])
     else:
         pairs = []
         name, frames, total, fps = video

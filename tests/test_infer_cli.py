@@ -59,16 +59,19 @@ def test_cli_on_two_files_of_odd_size_writes_every_format(tmp_path, checkpoint):
     assert "1 pair(s)" in done.stdout and "ply" in done.stdout
 
 
-def test_globs_are_paired_in_sorted_order_and_batched(tmp_path, checkpoint):
-    for index in (1, 0):
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_globs_are_paired_in_sorted_order_and_batched(tmp_path, checkpoint, batch_size):
+    for index in (2, 1, 0):
         write_pair(tmp_path / "cam0" / f"f{index}.png", tmp_path / "cam1" / f"f{index}.png", 64, 96, seed=index)
     cfg = compose(checkpoint, tmp_path / "out", f"left={tmp_path}/cam0/*.png", f"right={tmp_path}/cam1/*.png",
-                  "formats=[npy]", "batch_size=2", "swap_check=false")
+                  "formats=[npy]", f"batch_size={batch_size}", "swap_check=false")
     written = run(cfg)
-    assert [p.split("/")[-1] for p in written["npy"]] == ["f0_disp.npy", "f1_disp.npy"]
-    assert all(np.load(p).shape == (64, 96) for p in written["npy"])
+    assert [p.split("/")[-1] for p in written["npy"]] == ["f0_disp.npy", "f1_disp.npy", "f2_disp.npy"]
+    maps = [np.load(p) for p in written["npy"]]
+    assert all(m.shape == (64, 96) for m in maps)
+    assert not np.array_equal(maps[0], maps[1]) and not np.array_equal(maps[1], maps[2])  # each pair its own map
     (tmp_path / "cam1" / "f1.png").unlink()
-    with pytest.raises(PairError, match="matches 2 files but right"):
+    with pytest.raises(PairError, match="matches 3 files but right"):
         run(cfg)
 
 
