@@ -125,8 +125,7 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     writer = build_writer(cfg, image_formats) if image_formats else None
     output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
     color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
-    # A video (in or out) is one sequence: one colour scale for all its frames, from the first one.
-    # Separate image pairs keep a colour scale each.
+    # One colour scale for the whole run (the writer's rule, docs/inference.md), shared with the video.
     one_scale = video is not None or "video" in formats
     video_writer = None
     if "video" in formats:  # an unknown video_format, or one whose encoder is not installed, stops the run here
@@ -149,8 +148,9 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     batch_size = max(1, int(cfg.batch_size))
     calibrations = iter([p.calib for p in pairs])
     count = 0
+    planned: list[Path] = []  # every image file this run has started to write
     with output_dirs.claim(cfg.output_dir, "output_dir") as output_dir:
-        output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)))
+        output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)), "stereo.infer")
         record = {"command": "stereo.infer", "checkpoint": str(checkpoint.resolve()),
                   "config": OmegaConf.to_container(cfg, resolve=True)}
         output_dirs.write_manifest(output_dir, record, [], "running")
@@ -168,6 +168,9 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
                             if writer is not None:
                                 writer.color_range = color_range
                         if writer is not None:
+                            # Listed before they are written: a killed run's manifest names its partial files.
+                            planned += [writer.path(fmt, stem) for fmt in image_formats]
+                            output_dirs.write_manifest(output_dir, record, planned, "running")
                             calib_path = next(calibrations, None)
                             calibration = read_calib(calib_path) if per_scene_calib else None
                             paths = writer.write(stem, prediction.disparity, prediction.confidence, left, calibration)
@@ -180,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
             if video_writer is not None and video_writer.frames:
                 written["video"].append(str(video_writer.path))
         except BaseException:
-            output_dirs.write_manifest(output_dir, record, _files(written), "failed")
+            output_dirs.write_manifest(output_dir, record, _files(written) + planned, "failed")
             raise
         output_dirs.write_manifest(output_dir, record, _files(written), "complete")
     _print_summary(written, Path(cfg.output_dir), predictor, count)

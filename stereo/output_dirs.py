@@ -99,11 +99,19 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def clear_earlier_run(directory: Path, overwrite: bool, option: str = "output_dir") -> None:
-    """Refuse a folder holding an earlier run's manifest, or (``overwrite``) delete what that run wrote."""
+def clear_earlier_run(directory: Path, overwrite: bool, command: str, option: str = "output_dir") -> None:
+    """Refuse a folder holding an earlier run's manifest, or (``overwrite``) delete what that run wrote.
+
+    Only a manifest that ``command`` wrote is trusted to list deletable files: a ``manifest.json`` of
+    anything else (a dataset's, another tool's) is refused even with ``overwrite``."""
     manifest = read_manifest(directory)
     if manifest is None:
         return
+    if manifest.get("command") != command:
+        raise OutputDirError(
+            f"{option}={directory} holds a {MANIFEST_NAME} that {command} did not write; "
+            f"choose another {option} (nothing was deleted)"
+        )
     if not overwrite:
         raise OutputDirError(
             f"{option}={directory} holds the results of an earlier run ({directory / MANIFEST_NAME}, "

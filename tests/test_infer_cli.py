@@ -143,3 +143,33 @@ def test_missing_checkpoint_and_missing_calibration_are_reported(tmp_path, check
         run(compose(checkpoint, tmp_path / "out", f"left={tmp_path}/l.png", f"right={tmp_path}/r.png", "formats=[ply]"))
     with pytest.raises(PairError, match="exactly one input"):
         run(compose(checkpoint, tmp_path / "out"))
+
+
+def test_an_interrupted_run_lists_its_partial_files_and_overwrite_removes_them(tmp_path, checkpoint, monkeypatch):
+    """The manifest names each file before it is written, so a run stopped mid-file (here: interrupted
+    while writing the second pair's PFM) leaves a manifest from which overwrite=true removes everything."""
+    from stereo.inference.outputs import OutputWriter
+
+    for index in (0, 1):
+        write_pair(tmp_path / "cam0" / f"f{index}.png", tmp_path / "cam1" / f"f{index}.png", 64, 96, seed=index)
+    cfg = compose(checkpoint, tmp_path / "out", f"left={tmp_path}/cam0/*.png", f"right={tmp_path}/cam1/*.png",
+                  "formats=[pfm]", "swap_check=false")
+    write_pfm = OutputWriter._write_pfm
+
+    def interrupted_on_second_pair(self, path, *args):
+        if "f1" in path.name:
+            path.write_bytes(b"half a file")
+            raise KeyboardInterrupt
+        return write_pfm(self, path, *args)
+
+    monkeypatch.setattr(OutputWriter, "_write_pfm", interrupted_on_second_pair)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["files"] == ["f0_disp.pfm", "f1_disp.pfm"]
+    monkeypatch.setattr(OutputWriter, "_write_pfm", write_pfm)
+    (tmp_path / "cam0" / "f1.png").unlink()
+    (tmp_path / "cam1" / "f1.png").unlink()
+    run(compose(checkpoint, tmp_path / "out", f"left={tmp_path}/cam0/*.png", f"right={tmp_path}/cam1/*.png",
+                "formats=[pfm]", "swap_check=false", "overwrite=true"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0_disp.pfm", "manifest.json"]

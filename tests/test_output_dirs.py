@@ -35,11 +35,11 @@ def test_overwrite_deletes_only_what_the_earlier_manifest_lists(tmp_path):
     (folder / "notes.txt").write_text("the user's own file")
     output_dirs.write_manifest(folder, {"command": "test"}, [folder / "a_disp.pfm"], "complete")
     with pytest.raises(OutputDirError, match="overwrite=true"):
-        output_dirs.clear_earlier_run(folder, overwrite=False)
+        output_dirs.clear_earlier_run(folder, overwrite=False, command="test")
     assert (folder / "a_disp.pfm").exists()
-    (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps({"files": ["a_disp.pfm", "../outside.txt"]}))
+    (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps({"command": "test", "files": ["a_disp.pfm", "../outside.txt"]}))
     (tmp_path / "outside.txt").write_text("not the run's")
-    output_dirs.clear_earlier_run(folder, overwrite=True)
+    output_dirs.clear_earlier_run(folder, overwrite=True, command="test")
     assert not (folder / "a_disp.pfm").exists() and not (folder / output_dirs.MANIFEST_NAME).exists()
     assert (folder / "notes.txt").exists() and (tmp_path / "outside.txt").exists()
 
@@ -95,3 +95,13 @@ def test_inference_manifest_lists_every_file_and_overwrite_replaces_the_earlier_
         infer("b")
     infer("b", "overwrite=true")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_left_disp.pfm", "manifest.json"]
+
+
+def test_a_manifest_another_tool_wrote_is_never_used_to_delete(tmp_path):
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "train.csv").write_text("the user's data")
+    (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps({"name": "my dataset", "files": ["train.csv"]}))
+    with pytest.raises(OutputDirError, match="did not write"):
+        output_dirs.clear_earlier_run(folder, overwrite=True, command="stereo.infer")
+    assert (folder / "train.csv").exists() and (folder / output_dirs.MANIFEST_NAME).exists()
