@@ -113,7 +113,7 @@ def test_output_dir_with_an_earlier_run_is_refused(workspace):
     folder = workspace / "earlier"
     folder.mkdir()
     (folder / "left_disp.pfm").write_bytes(b"earlier result")
-    (folder / "manifest.json").write_text(json.dumps({"status": "complete", "files": ["left_disp.pfm"]}))
+    (folder / "manifest.json").write_text(json.dumps({"command": "stereo.infer", "status": "complete", "files": ["left_disp.pfm"]}))
     error_line(infer(workspace, "output_dir=earlier"), "output_dir=earlier", "overwrite=true")
     assert (folder / "left_disp.pfm").read_bytes() == b"earlier result"
 
