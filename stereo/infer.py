@@ -126,7 +126,6 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
     color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
     # One colour scale for the whole run (the writer's rule, docs/inference.md), shared with the video.
-    one_scale = video is not None or "video" in formats
     video_writer = None
     if "video" in formats:  # an unknown video_format, or one whose encoder is not installed, stops the run here
         suffix = resolve_video_format(str(cfg.video_format)).suffix
@@ -163,7 +162,7 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
                     batch_names = list(itertools.islice(names, len(batch)))
                     for stem, left, prediction in zip(itertools.islice(stems, len(batch)), lefts,
                                                       predictor.predict_batch(lefts, rights, batch_names)):
-                        if color_range is None and one_scale:
+                        if color_range is None:
                             color_range = default_color_range(prediction.disparity)
                             if writer is not None:
                                 writer.color_range = color_range
