@@ -29,6 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Load ``cfg.ckpt_path`` with stereo.models.load_model and score it under ``cfg.protocol``."""
     from stereo.models import load_model
 
+    protocol = protocols.check_data(str(cfg.protocol), cfg.data.get("protocol"))
     if cfg.get("ckpt_path") in (None, "???"):
         raise ValueError("evaluate needs ckpt_path=<checkpoint> (ours or the PSMNet authors')")
     checkpoint = Path(str(cfg.ckpt_path))
@@ -40,7 +41,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                              "choose another paths.output_dir (the default is a new folder per run)")
     device = resolve_device(str(cfg.device))
     model = load_model(checkpoint, map_location="cpu")
-    protocol = protocols.get_protocol(str(cfg.protocol))
     data_cfg, protocol_changes = apply_protocol_to_data(cfg.data, protocol)
     if protocol_changes and distributed_rank()[0] == 0:
         print(f"protocol {protocol.name} sets " + ", ".join(protocol_changes) + " (docs/evaluation.md#protocols)")

@@ -23,6 +23,7 @@ from stereo import output_dirs
 from stereo.cli import OutputDirError, entry_point
 from stereo.accel import apply_backend
 from stereo.config import CONFIG_DIR
+from stereo.evaluation import protocols
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
@@ -126,6 +127,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("init_from") and cfg.get("ckpt_path") not in (None, ""):
         raise ValueError("init_from=... and ckpt_path=... together: ckpt_path resumes a run (its weights win); "
                          "init_from starts a new run from weights. Give one of them.")
+    for key in ("module.val_protocol", "eval.protocol"):
+        protocols.check_data(str(OmegaConf.select(cfg, key)), cfg.data.get("protocol"), key)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
     check_run_dir(output_dir, ckpt_path)
 

@@ -116,21 +116,37 @@ def _assert_keys_exist(node: dict[str, Any], base: Any, source: str, overrides: 
             _assert_keys_exist(value, base[key], source, overrides, f"{prefix}{key}.")
 
 
-def test_data_options_share_the_base_settings(compose_resolved):
-    base = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{DATA_BASE}.yaml"))
-    assert base == {"_target_": "stereo.data.datamodule.StereoDataModule", "test": None, "batch_size": 12,
-                    "eval_batch_size": 1, "num_workers": 4, "crop_size": [256, 512],
-                    "augment": {"color": True, "vertical_jitter": 0}, "on_error": "raise", "pin_memory": None,
-                    "generate": None}
-    own_overrides = {"synthetic": {"batch_size": 2, "num_workers": 2}}  # sized for the CPU default run
-    for option in _options("data"):
-        _, resolved = compose_resolved("train", f"data={option}")
-        data = resolved["data"]
-        assert data["val"] is not None and "_target_" in data["val"], option
-        expected = {**base, **own_overrides.get(option, {})}
-        shared = {key: data[key] for key in expected if key != "generate"}
-        assert shared == {key: value for key, value in expected.items() if key != "generate"}, option
-        assert (data["generate"] is not None) == (option == "synthetic"), option
+@pytest.mark.parametrize("option", _options("data"))
+def test_each_data_option_is_validated_and_evaluated_under_its_own_protocol(compose_resolved, option):
+    """``python -m stereo.train data=kitti2015`` alone validates (module.val_protocol) and evaluates
+    (eval.protocol) under the KITTI protocol, and ``stereo.evaluate data=kitti2015`` scores under it."""
+    _, train = compose_resolved("train", f"data={option}")
+    _, evaluate = compose_resolved("eval", f"data={option}")
+    named = train["data"]["protocol"]
+    assert protocols.get_protocol(named).dataset == option
+    assert train["module"]["val_protocol"] == train["eval"]["protocol"] == evaluate["protocol"] == named
+
+
+@pytest.mark.parametrize("option", _options("experiment"))
+def test_experiments_score_under_their_data_option_s_protocol(compose_resolved, option):
+    _, resolved = compose_resolved("train", f"experiment={option}")
+    assert resolved["module"]["val_protocol"] == resolved["eval"]["protocol"] == resolved["data"]["protocol"]
+
+
+def test_a_protocol_for_another_dataset_is_refused_before_anything_runs(compose_resolved, tmp_path):
+    from stereo.evaluate import evaluate
+    from stereo.train import train
+
+    cfg, _ = compose_resolved("train", "data=kitti2015", "eval.protocol=sceneflow")
+    with pytest.raises(ValueError, match=r"^eval.protocol=sceneflow scores sceneflow data, but the data config "
+                                         r"holds kitti2015 \(data.protocol=kitti2015\): use one of \['kitti2015'\]"):
+        train(cfg)
+    cfg, _ = compose_resolved("eval", "data=synthetic", "protocol=kitti2012", f"ckpt_path={tmp_path / 'x.ckpt'}")
+    (tmp_path / "x.ckpt").write_bytes(b"")  # never read: the protocol is refused first
+    with pytest.raises(ValueError, match="protocol=kitti2012 scores kitti2012 data"):
+        evaluate(cfg)
+    # a protocol of the same dataset is a choice, not a mistake
+    assert protocols.check_data("sceneflow_psmnet", "sceneflow").name == "sceneflow_psmnet"
 
 
 def test_evaluation_settings_are_shared_and_overridable_under_both_entry_points(compose_resolved):

@@ -104,6 +104,8 @@ class StereoDataModule(L.LightningDataModule):
     """Train/val/test loaders with crops, augmentation, worker seeding and an error policy.
 
     ``test=None`` evaluates on the validation set. ``pin_memory=None`` pins when CUDA is available.
+    ``protocol`` names the evaluation protocol this data is scored under (the config's
+    ``module.val_protocol`` and ``eval.protocol`` follow it); the datamodule only carries the name.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class StereoDataModule(L.LightningDataModule):
         on_error: str = "raise",
         generate: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
+        protocol: str | None = None,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
@@ -134,6 +137,7 @@ class StereoDataModule(L.LightningDataModule):
         self.on_error = on_error
         self.generate = dict(generate) if generate is not None else None
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.protocol = protocol
         self.train_set: GuardedDataset | None = None
         self.val_set: GuardedDataset | None = None
         self.test_set: GuardedDataset | None = None

@@ -21,7 +21,9 @@ from stereo.evaluation import metrics
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     """How a benchmark is scored. ``dataset``/``split``/``files``/``passes`` describe the data the
-    protocol expects (the evaluate command checks and records them); the rest is applied here."""
+    protocol expects (``dataset`` is checked against the data config by :func:`check_data`, the Scene
+    Flow files and pass are applied to it by ``runner.apply_protocol_to_data``, all are recorded); the
+    rest is applied here."""
 
     name: str
     description: str
@@ -125,6 +127,25 @@ def get_protocol(name: str | Protocol) -> Protocol:
     if name not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]
+
+
+def check_data(protocol: str | Protocol, data_protocol: str | None, key: str = "protocol") -> Protocol:
+    """The protocol ``key`` names, refused unless it scores the dataset the data config holds.
+
+    Each data option names its own protocol (``data.protocol``, conf/data/<name>.yaml); another protocol
+    is accepted only for the same dataset (``data=sceneflow protocol=sceneflow_psmnet``), so KITTI data
+    is never scored under Scene Flow's 0 < gt < 192 mask by a forgotten override.
+    """
+    chosen = get_protocol(protocol)
+    if data_protocol is None:
+        return chosen
+    expected = get_protocol(data_protocol)
+    if chosen.dataset != expected.dataset:
+        same = sorted(p.name for p in PROTOCOLS.values() if p.dataset == expected.dataset)
+        raise ValueError(f"{key}={chosen.name} scores {chosen.dataset} data, but the data config holds "
+                         f"{expected.dataset} (data.protocol={expected.name}): use one of {same}, "
+                         f"or the data option for {chosen.dataset}")
+    return chosen
 
 
 def _crop_bottom_right(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
