@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -216,3 +219,32 @@ def legacy_free(config: dict) -> dict:
     from stereo.models.checkpoints import LEGACY_SPEED_OPTIONS
 
     return {k: v for k, v in config.items() if k not in LEGACY_SPEED_OPTIONS}
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy_checkpoints"
+
+
+def _legacy_pair(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed input the fixtures' disparities were recorded on (closed form: no RNG involved)."""
+    y = torch.arange(height, dtype=torch.float64).view(height, 1)
+    x = torch.arange(width, dtype=torch.float64).view(1, width)
+    channels = [torch.sin(0.31 * x + 0.17 * y + c) + 0.5 * torch.cos(0.07 * x * (c + 1) - 0.11 * y) for c in range(3)]
+    left = torch.stack(channels).unsqueeze(0)
+    return left.float(), torch.roll(left, shifts=-5, dims=3).float()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in LEGACY.glob("*.ckpt")))
+def test_checkpoints_written_before_the_component_network_load_and_give_their_disparities(name):
+    """Every model config's checkpoint as the code of ``outputs.json``'s commit wrote it (max_disp 16;
+    every tensor a strided view of one small fp16 storage, so the file stays ~90 KB) loads and gives
+    the disparities recorded then. Same function, so only float32 rounding of reordered sums may
+    differ: disparities are soft-argmaxes over 16 levels, 1e-3 px is ~100x that rounding."""
+    records = json.loads((LEGACY / "outputs.json").read_text())
+    recorded = records["models"][name]
+    model = load_model(LEGACY / f"{name}.ckpt")
+    left, right = _legacy_pair(*records["size"])
+    with torch.no_grad():
+        disparity = model(left, right)[0].double()
+    samples = disparity[records["rows"], records["cols"]]
+    assert torch.allclose(samples, torch.tensor(recorded["samples"], dtype=torch.float64), rtol=0, atol=1e-3)
+    assert disparity.mean().item() == pytest.approx(recorded["mean"], abs=1e-3)
