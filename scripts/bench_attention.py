@@ -102,16 +102,12 @@ def _run_case(
 def _network_share(height: int, width: int, repeats: int) -> dict:
     """EA-PSMNet (conf/model/ea_psmnet.yaml settings) vs plain PSMNet inference at height×width."""
     import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from stereo.config import CONFIG_DIR
-    from stereo.models import PSMNet
+    from stereo.models.build import build_network, model_config
     from stereo.models.attention import _AttentionBlock
 
     torch.manual_seed(0)
-    ea = instantiate(OmegaConf.load(Path(CONFIG_DIR) / "model" / "ea_psmnet.yaml")).eval()
-    plain = PSMNet(ea.max_disp).eval()  # same layout (both plain): compare the attention only
+    ea = build_network(model_config("ea_psmnet")).eval()
+    plain = build_network(model_config("psmnet", max_disp=ea.max_disp)).eval()  # same layout (both plain): compare the attention only
     spent = {"attention": 0.0}
     starts = {}
 

@@ -29,12 +29,9 @@ MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
 
 def build_model(name: str) -> torch.nn.Module:
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from stereo.models.build import build_network, model_config
 
-    from stereo.config import CONFIG_DIR
-
-    return instantiate(OmegaConf.load(Path(CONFIG_DIR) / "model" / f"{name}.yaml")).eval()
+    return build_network(model_config(name)).eval()
 
 
 def worker(model_name: str, height: int, width: int, mode: str, budget_gb: float, repeats: int) -> dict:

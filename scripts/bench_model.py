@@ -54,14 +54,18 @@ TRAIN_OPTIONS = {"plain": {}, "cpu": dict(backend="cpu"), "plain+ckpt": dict(che
 
 def _build(model_name: str, max_disp: int, backend: str | None = None, checkpointing: bool = False):
     import hydra
-    from hydra.utils import instantiate
 
     from stereo.config import CONFIG_DIR
+
+    try:
+        from stereo.models.build import build_network
+    except ImportError:  # the baseline tree predates the library's builder
+        from hydra.utils import instantiate as build_network
 
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={model_name}", f"model.max_disp={max_disp}"])
     torch.manual_seed(0)
-    model = instantiate(cfg.model)
+    model = build_network(cfg.model)
     if checkpointing:
         model.checkpoint_aggregation = model.checkpoint_features = True
     if backend:

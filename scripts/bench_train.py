@@ -31,7 +31,7 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
     import torch
 
     from stereo.config import CONFIG_DIR
-    from stereo.train import build_training_network
+    from stereo.models.build import build_training_network
     from stereo.training.losses import PSMNetLoss
 
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):

@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from stereo import output_dirs
 from stereo.cli import OutputDirError, entry_point
-from stereo.accel import apply_backend
 from stereo.config import CONFIG_DIR
 from stereo.evaluation import protocols
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
+from stereo.models.build import build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
 from stereo.training.init_weights import init_from_weights
@@ -108,16 +108,6 @@ def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, expo
     dataset = build_eval_dataset(cfg.data, str(cfg.eval.split))
     return evaluate_model(model, dataset, str(cfg.eval.protocol), out_dir, export=export,
                           device=trainer.strategy.root_device, extra_record=record, desc=out_dir.name)
-
-
-def build_training_network(cfg: DictConfig) -> torch.nn.Module:
-    """``cfg.model`` (the architecture, saved with checkpoints) set up to run as the run config says:
-    activation checkpointing and the execution backend, neither of which changes the function."""
-    model = hydra.utils.instantiate(cfg.model)
-    checkpointing = cfg.get("activation_checkpointing") or {}
-    model.checkpoint_aggregation = bool(checkpointing.get("aggregation", False))
-    model.checkpoint_features = bool(checkpointing.get("features", False))
-    return apply_backend(model, str(cfg.get("model_backend", "plain")))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Every training path we ship as a default is as exact as float32 allows.
 
 One training step (forward, PSMNet's loss, backward) from the authors' initialisation, with the
-network built exactly as ``stereo.train`` builds it for a recipe (``build_training_network``: the
+network built exactly as ``stereo.train`` builds it for a recipe (``stereo.models.build.build_training_network``: the
 recipe's model config, activation checkpointing, ``model_backend``), against the same step of our
 plain network in float64. The measure is the worst relative gradient error over parameter tensors,
 ‖g − g₆₄‖ / ‖g₆₄‖; the bound is twice the same measure for the plain network in float32, i.e. the
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from stereo.accel import apply_backend
 from stereo.data.normalize import normalize_image
 from stereo.data.real_samples import default_real_data_dir
-from stereo.train import build_training_network
+from stereo.models.build import build_training_network
 from conftest import compose
 
 MAX_DISP = 48

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 from conftest import compose
@@ -12,6 +11,7 @@ from inference_checkpoints import calibrate_batchnorm
 
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.models import PSMNet
+from stereo.models.build import build_network
 from stereo.models.checkpoints import load_psmnet_checkpoint, save_weights
 from stereo.train import train
 from stereo.training.init_weights import init_from_weights
@@ -121,7 +121,7 @@ def test_stereo_train_starts_from_each_source(source, train_overrides, tmp_path)
     else:
         path, model_overrides = write_authors(tmp_path / "authors.tar", psmnet), ["model=ea_psmnet", "init_strict=false"]
     # the reference is built from the same config group (same layout options), so the arithmetic is the same
-    reference = hydra.utils.instantiate(compose("train", train_overrides("model=psmnet")).model)
+    reference = build_network(compose("train", train_overrides("model=psmnet")).model)
     reference.load_state_dict(expected_state)
     cfg = compose("train", train_overrides(*model_overrides, f"init_from={path}", "evaluate_before=true",
                                            "debug=fast_dev_run"))

@@ -21,7 +21,7 @@ from stereo.models import EfficientAttention, PSMNet, fold_batchnorm, optimize_f
 from stereo.models.attention import _AttentionBlock
 from stereo.models.interpolation import interpolation_matrix, upsample_bilinear, upsample_trilinear
 from stereo.models.regression import regress_disparity
-from stereo.train import build_training_network
+from stereo.models.build import build_training_network
 
 SIZE = 256  # PSMNet's SPP needs H, W ≥ 256
 MAX_DISP = 64

@@ -8,7 +8,6 @@ import hydra
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from psmnet_reference import (
     random_authors_state,
     reference_cost_volume,
@@ -21,6 +20,7 @@ from psmnet_reference import (
 from stereo.config import CONFIG_DIR
 from stereo.models import EfficientAttention, PSMNet, load_psmnet_checkpoint
 from stereo.models.attention import _AttentionBlock
+from stereo.models.build import build_network
 from stereo.models.cost_volume import concatenation_volume
 from stereo.models.regression import regress_disparity
 
@@ -224,7 +224,7 @@ def test_constructor_and_call_errors():
 def test_hydra_model_configs_compose_and_instantiate(name):
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={name}"])
-    model = instantiate(cfg.model)
+    model = build_network(cfg.model)
     assert isinstance(model, PSMNet) and model.max_disp == 192
     expected = 3_672_896 if name == "psmnet_basic" else 5_224_768
     assert _count(model, skip_attention=True) == expected
@@ -243,7 +243,7 @@ def test_every_recipe_builds_only_torch_nn_convolutions(override):
     """cfg.model of every model config and every experiment: plain torch.nn layers, nothing subclassed."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[override])
-    model = instantiate(cfg.model)
+    model = build_network(cfg.model)
     convs = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
     assert {torch.nn.Conv2d, torch.nn.Conv3d} <= convs
     assert all(t.__module__ == "torch.nn.modules.conv" for t in convs), convs

@@ -39,7 +39,7 @@ def build_network(model: str, max_disp: int) -> torch.nn.Module:
     import hydra
 
     from stereo.config import CONFIG_DIR
-    from stereo.train import build_training_network
+    from stereo.models.build import build_training_network
 
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={model}", f"model.max_disp={max_disp}"])
