@@ -21,7 +21,9 @@ from tqdm import tqdm
 from stereo import output_dirs
 from stereo.cli import entry_point
 from stereo.config import CONFIG_DIR
-from stereo.data.io import read_calib, read_image
+from stereo.calibration.readers import read_calibration, read_middlebury, require_calibration_files
+from stereo.calibration.rectify import Rectifier
+from stereo.data.io import read_image, write_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
 from stereo.inference.outputs import OutputWriter, default_color_range, make_calibration
 from stereo.inference.predictor import Predictor
@@ -81,10 +83,19 @@ def video_input(cfg: DictConfig) -> tuple[str, Iterator[tuple[np.ndarray, np.nda
     return Path(str(cfg.left_video)).stem, frames, count, fps
 
 
-def build_writer(cfg: DictConfig, formats: list[str]) -> OutputWriter:
-    calibration = make_calibration(cfg.calib_file, cfg.focal, cfg.baseline, cfg.doffs, cfg.cx, cfg.cy)
+def build_writer(cfg: DictConfig, formats: list[str], rectifier: Rectifier | None = None) -> OutputWriter:
+    calibration = make_calibration(cfg.calib, cfg.focal, cfg.baseline, cfg.doffs, cfg.cx, cfg.cy)
     color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
-    return OutputWriter(Path(cfg.output_dir), formats, color_range, calibration, cfg.max_depth, cfg.confidence_format)
+    return OutputWriter(Path(cfg.output_dir), formats, color_range, calibration, cfg.max_depth, cfg.confidence_format,
+                        rectifier.to_original if rectifier is not None else None)
+
+
+def build_rectifier(cfg: DictConfig) -> Rectifier | None:
+    """calib=<file> (or two ROS files): the rectification of every pair/frame, maps built once."""
+    if cfg.calib is None:
+        return None
+    require_calibration_files(cfg.calib)
+    return Rectifier(read_calibration(cfg.calib))
 
 
 def _image_frames(pairs: list[StereoPair]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -98,6 +109,8 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     Frames are read, predicted and written ``batch_size`` at a time, so memory does not grow with the
     length of a sequence. ``video`` in formats writes one colourised disparity video of all frames.
     """
+    if cfg.rectify_only:
+        return write_rectified(cfg)
     checkpoint = Path(str(cfg.ckpt_path))
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (ckpt_path=...)")
@@ -114,15 +127,18 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
         name, frames, total, fps = video
         stems = (f"{name}_{index:06d}" for index in itertools.count())
         names = ((f"{name} frame {index} (left)", f"{name} frame {index} (right)") for index in itertools.count())
+    rectifier = build_rectifier(cfg)
+    if rectifier is not None:
+        frames = rectifier.frames(frames)
     # depth/ply without a global calibration: use each scene's calib.txt when every pair has one
-    per_scene_calib = bool({"depth", "ply"} & set(formats)) and cfg.calib_file is None and cfg.focal is None
+    per_scene_calib = bool({"depth", "depth_original", "ply"} & set(formats)) and cfg.calib is None and cfg.focal is None
     if per_scene_calib and not (pairs and all(p.calib for p in pairs)):
         where = next((str(p.left) for p in pairs if p.calib is None), "video input")
         raise ValueError(
-            f"{where}: formats depth/ply need a calibration: calib_file=<calib.txt> or "
+            f"{where}: formats depth/ply need a calibration: calib=<calibration file> or "
             "focal=<px> baseline=<unit> (no calib.txt beside the image)"
         )
-    writer = build_writer(cfg, image_formats) if image_formats else None
+    writer = build_writer(cfg, image_formats, rectifier) if image_formats else None
     output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
     color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
     # One colour scale for the whole run (the writer's rule, docs/inference.md), shared with the video.
@@ -152,6 +168,8 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
         output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)), "stereo.infer")
         record = {"command": "stereo.infer", "checkpoint": str(checkpoint.resolve()),
                   "config": OmegaConf.to_container(cfg, resolve=True)}
+        if rectifier is not None:
+            record["calibration"] = rectifier.provenance()
         output_dirs.write_manifest(output_dir, record, [], "running")
         try:
             with contextlib.ExitStack() as stack, tqdm(total=total, desc="stereo pairs", unit="pair") as progress:
@@ -171,7 +189,7 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
                             planned += [writer.path(fmt, stem) for fmt in image_formats]
                             output_dirs.write_manifest(output_dir, record, planned, "running")
                             calib_path = next(calibrations, None)
-                            calibration = read_calib(calib_path) if per_scene_calib else None
+                            calibration = read_middlebury(calib_path).depth_geometry() if per_scene_calib else None
                             paths = writer.write(stem, prediction.disparity, prediction.confidence, left, calibration)
                             for fmt, path in paths.items():
                                 written[fmt].append(str(path))
@@ -186,6 +204,42 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
             raise
         output_dirs.write_manifest(output_dir, record, _files(written), "complete")
     _print_summary(written, Path(cfg.output_dir), predictor, count)
+    return written
+
+
+def write_rectified(cfg: DictConfig) -> dict[str, list[str]]:
+    """rectify_only=true: the rectified pairs as <output_dir>/left/<stem>.png and right/<stem>.png
+    (an input_dir for a later run), no network."""
+    if cfg.calib is None:
+        raise ValueError("rectify_only=true needs calib=<calibration file>")
+    rectifier = build_rectifier(cfg)
+    video = video_input(cfg)
+    if video is None:
+        pairs = collect_pairs(cfg)
+        frames, stems = _image_frames(pairs), iter([p.stem for p in pairs])
+    else:
+        frames, stems = video[1], (f"{video[0]}_{index:06d}" for index in itertools.count())
+    output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
+    written: dict[str, list[str]] = {"left": [], "right": []}
+    with output_dirs.claim(cfg.output_dir, "output_dir") as output_dir:
+        output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)), "stereo.infer")
+        record = {"command": "stereo.infer", "config": OmegaConf.to_container(cfg, resolve=True),
+                  "calibration": rectifier.provenance()}
+        planned: list[Path] = []
+        try:
+            for stem, (left, right) in zip(stems, rectifier.frames(frames)):
+                paths = [output_dir / "left" / f"{stem}.png", output_dir / "right" / f"{stem}.png"]
+                planned += paths
+                output_dirs.write_manifest(output_dir, record, planned, "running")
+                for path, image, view in zip(paths, (left, right), ("left", "right")):
+                    write_image(path, image)
+                    written[view].append(str(path))
+        except BaseException:
+            output_dirs.write_manifest(output_dir, record, planned, "failed")
+            raise
+        output_dirs.write_manifest(output_dir, record, planned, "complete")
+    width, height = rectifier.rectified_size
+    print(f"{len(written['left'])} rectified pair(s), {width}x{height} -> {Path(cfg.output_dir).resolve()}/left, right")
     return written
 
 

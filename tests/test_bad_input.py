@@ -84,8 +84,8 @@ def test_unknown_output_format_is_named(workspace):
     error_line(infer(workspace, "formats=[pfm,bogus]"), "'bogus'")
 
 
-def test_missing_calib_file_names_the_option(workspace):
-    error_line(infer(workspace, "formats=[depth]", "calib_file=nowhere/calib.txt"), "calib_file=nowhere/calib.txt")
+def test_missing_calib_names_the_option(workspace):
+    error_line(infer(workspace, "formats=[depth]", "calib=nowhere/calib.txt"), "calib=nowhere/calib.txt")
 
 
 def test_missing_required_option(workspace):

@@ -25,6 +25,7 @@ ENTRIES = {
     "eval": (["data", "paths"], ["ckpt_path=model.ckpt"]),
     "infer": ([], ["ckpt_path=model.ckpt"]),
     "export": ([], ["ckpt_path=model.ckpt", "output=model.onnx"]),
+    "calibrate": ([], ["board.square_size=0.025"]),
 }
 DATA_BASE = "base"  # conf/data/base.yaml: what the data options share; names no datasets, so not an option
 

@@ -10,7 +10,6 @@ import pytest
 
 from stereo.data.io import (
     DataError,
-    read_calib,
     read_disparity,
     read_image,
     read_mask,
@@ -131,28 +130,6 @@ def test_write_image_round_trip(tmp_path):
     rgb = np.random.default_rng(3).integers(0, 256, (6, 7, 3), dtype=np.uint8)
     write_image(tmp_path / "a" / "x.png", rgb)
     np.testing.assert_array_equal(read_image(tmp_path / "a" / "x.png"), rgb)
-
-
-def test_read_calib_middlebury_2014(tmp_path):
-    (tmp_path / "calib.txt").write_text(
-        "cam0=[3997.684 0 1176.728; 0 3997.684 1011.728; 0 0 1]\n"
-        "cam1=[3997.684 0 1307.839; 0 3997.684 1011.728; 0 0 1]\n"
-        "doffs=131.111\nbaseline=193.001\nwidth=2964\nheight=1988\nndisp=280\nisint=0\nvmin=31\nvmax=257\n"
-    )
-    calib = read_calib(tmp_path / "calib.txt")
-    assert (calib.focal, calib.cx, calib.cy) == (3997.684, 1176.728, 1011.728)
-    assert (calib.baseline, calib.doffs, calib.ndisp, calib.width, calib.height) == (193.001, 131.111, 280, 2964, 1988)
-    assert calib.depth(np.array([68.889]))[0] == pytest.approx(193.001 * 3997.684 / 200.0, rel=1e-6)
-
-
-def test_read_calib_without_doffs_uses_principal_point_offset_and_names_missing_keys(tmp_path):
-    (tmp_path / "calib.txt").write_text("cam0=[500 0 100; 0 500 80; 0 0 1]\ncam1=[500 0 104.5; 0 500 80; 0 0 1]\n"
-                                        "baseline=60\nwidth=200\nheight=160\n")
-    calib = read_calib(tmp_path / "calib.txt")
-    assert calib.doffs == pytest.approx(4.5) and calib.ndisp is None
-    (tmp_path / "bad.txt").write_text("cam0=[500 0 100; 0 500 80; 0 0 1]\ndoffs=0\nwidth=200\nheight=160\n")
-    with pytest.raises(DataError, match=r"bad.txt: calib.txt has no 'baseline=' line"):
-        read_calib(tmp_path / "bad.txt")
 
 
 # ---- bad input: every error names the file and the problem -------------------------------------

@@ -118,7 +118,8 @@ def test_calibration_from_middlebury_calib_txt_and_explicit_values(tmp_path):
         "doffs=131.111\nbaseline=193.001\nwidth=2964\nheight=1988\nndisp=280\n"
     )
     from_file = make_calibration(calib_txt)
-    assert (from_file.focal, from_file.baseline, from_file.doffs) == (3997.684, 193.001, 131.111)
+    # doffs and baseline come back through the rectified projections (cx1 - cx0, -P2[0,3] / f): float64 rounding
+    assert (from_file.focal, from_file.baseline, from_file.doffs) == pytest.approx((3997.684, 193.001, 131.111), rel=1e-12)
     depth = depth_map(np.array([[100.0]], np.float32), from_file)
     assert depth[0, 0] == pytest.approx(193.001 * 3997.684 / (100.0 + 131.111), rel=1e-5)  # millimetres
     explicit = make_calibration(focal=700.0, baseline=0.12)

@@ -12,7 +12,6 @@ from typing import Any
 from stereo.data.io import (
     Calibration,
     DataError,
-    read_calib,
     read_disparity,
     read_image,
     read_mask,
@@ -34,7 +33,6 @@ _LAZY = {
 __all__ = [
     "Calibration",
     "DataError",
-    "read_calib",
     "read_disparity",
     "read_image",
     "read_mask",

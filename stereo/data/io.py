@@ -231,9 +231,9 @@ def write_disparity_png16(path: PathLike, disparity: np.ndarray, valid: np.ndarr
 
 @dataclass(frozen=True)
 class Calibration:
-    """Middlebury 2014 / ETH3D ``calib.txt``: left camera intrinsics and the stereo geometry.
+    """The depth geometry of a rectified pair: the reference view's intrinsics, baseline and doffs.
 
-    Depth from disparity: Z = baseline · focal / (d + doffs), in the unit of ``baseline``
+    Read from any calibration file by ``stereo.calibration`` (``StereoRig.depth_geometry``). Depth from disparity: Z = baseline · focal / (d + doffs), in the unit of ``baseline``
     (millimetres for Middlebury).
     """
 
@@ -252,49 +252,3 @@ class Calibration:
         with np.errstate(divide="ignore"):
             depth = np.where(denominator > 0, self.baseline * self.focal / denominator, np.inf)
         return depth.astype(np.float32)
-
-
-def _parse_camera_matrix(path: PathLike, text: str) -> np.ndarray:
-    try:
-        values = [float(v) for v in text.strip().strip("[]").replace(";", " ").split()]
-    except ValueError:
-        values = []
-    if len(values) != 9:
-        raise DataError(f"{path}: camera matrix {text!r} is not 3x3 '[f 0 cx; 0 f cy; 0 0 1]'")
-    return np.asarray(values).reshape(3, 3)
-
-
-def read_calib(path: PathLike) -> Calibration:
-    """Parse a Middlebury 2014 / ETH3D ``calib.txt`` (``key=value`` lines, cam0 = [f 0 cx; 0 f cy; 0 0 1])."""
-    entries: dict[str, str] = {}
-    for line in _read_bytes(path).decode("ascii", errors="replace").splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            entries[key.strip()] = value.strip()
-
-    def required(key: str) -> str:
-        if key not in entries:
-            raise DataError(f"{path}: calib.txt has no '{key}=' line")
-        return entries[key]
-
-    def number(key: str, text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise DataError(f"{path}: '{key}={text}' is not a number") from None
-
-    cam0 = _parse_camera_matrix(path, required("cam0"))
-    if "doffs" in entries:
-        doffs = number("doffs", entries["doffs"])
-    else:  # doffs is by definition the principal points' x offset
-        doffs = float(_parse_camera_matrix(path, required("cam1"))[0, 2] - cam0[0, 2])
-    return Calibration(
-        focal=float(cam0[0, 0]),
-        cx=float(cam0[0, 2]),
-        cy=float(cam0[1, 2]),
-        baseline=number("baseline", required("baseline")),
-        doffs=doffs,
-        ndisp=int(number("ndisp", entries["ndisp"])) if "ndisp" in entries else None,
-        width=int(number("width", required("width"))),
-        height=int(number("height", required("height"))),
-    )

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from stereo.calibration.readers import read_middlebury
 from stereo.data.base import PairRecord, StereoPairDataset, require_files, require_nonempty
-from stereo.data.io import Calibration, read_calib
+from stereo.data.io import Calibration
 
 RESOLUTIONS = ("F", "H", "Q")
 
@@ -73,7 +74,7 @@ class MiddleburyDataset(StereoPairDataset):
 
     def calibration(self, index: int) -> Calibration:
         """The scene's ``calib.txt`` (focal, baseline, doffs, ndisp …), e.g. for depth or ndisp."""
-        return read_calib(Path(self.records[index].left).parent / "calib.txt")
+        return read_middlebury(Path(self.records[index].left).parent / "calib.txt").depth_geometry()
 
 
 # Older sets: (left, right, left GT, right GT) file stems; the extension may be .png, .ppm or .pgm.

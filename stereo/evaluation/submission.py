@@ -24,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stereo.data.io import KITTI_DISPARITY_SCALE, atomic_write, read_calib, write_pfm
+from stereo.calibration.readers import read_middlebury
+from stereo.data.io import KITTI_DISPARITY_SCALE, atomic_write, write_pfm
 
 BENCHMARKS = ("kitti2015", "kitti2012", "middlebury", "eth3d")
 KITTI_FOLDERS = {"kitti2015": ("image_2", "image_3"), "kitti2012": ("colored_0", "colored_1")}
@@ -92,7 +93,7 @@ def find_frames(benchmark: str, data_root: str | Path, resolution: str = "H") ->
             for path in (right, calib):
                 if not path.is_file():
                     raise SubmissionError(f"{path}: missing (every {benchmark} test scene has im0.png, im1.png, calib.txt)")
-            ndisp = read_calib(calib).ndisp
+            ndisp = read_middlebury(calib).ndisp
             frames.append(Frame(scene.name, left, right, round_up_disparity(ndisp) if ndisp else None))
     else:
         raise SubmissionError(f"benchmark must be one of {', '.join(BENCHMARKS)}, got {benchmark!r}")

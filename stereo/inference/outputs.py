@@ -7,6 +7,7 @@
 | ``npy``      | ``<stem>_disp.npy``         | float32 H×W NumPy array (lossless)                            |
 | ``color``    | ``<stem>_disp_color.png``   | turbo colour map over a fixed or per-sequence range           |
 | ``depth``    | ``<stem>_depth.pfm``        | float32 depth Z = f·B/(d + doffs) in the baseline's unit, inf = unknown |
+| ``depth_original`` | ``<stem>_depth_original.pfm`` | the same depth on the original (unrectified) reference image (docs/rig.md) |
 | ``ply``      | ``<stem>.ply``              | binary little-endian coloured point cloud, same unit as depth |
 | ``confidence`` | ``<stem>_conf.png`` / ``<stem>_conf.pfm`` | confidence in [0, 1] (PNG16: value/65535) |
 
@@ -19,21 +20,23 @@ from __future__ import annotations
 import io as _bytes_io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
-from stereo.data.io import Calibration, atomic_write, read_calib, write_disparity_png16, write_image, write_pfm
+from stereo.calibration.readers import read_depth_geometry, require_calibration_files
+from stereo.data.io import Calibration, atomic_write, write_disparity_png16, write_image, write_pfm
 from stereo.visualize import colorize_disparity
 
-FORMATS = ("pfm", "png16", "npy", "color", "depth", "ply", "confidence")
+FORMATS = ("pfm", "png16", "npy", "color", "depth", "depth_original", "ply", "confidence")
 FILE_NAMES = {
     "pfm": "{stem}_disp.pfm",
     "png16": "{stem}_disp.png",
     "npy": "{stem}_disp.npy",
     "color": "{stem}_disp_color.png",
     "depth": "{stem}_depth.pfm",
+    "depth_original": "{stem}_depth_original.pfm",
     "ply": "{stem}.ply",
     "confidence": "{stem}_conf.{ext}",
 }
@@ -41,26 +44,26 @@ CONFIDENCE_PNG_SCALE = 65535.0
 
 
 def make_calibration(
-    calib_file: str | Path | None = None,
+    calib: str | Path | Sequence[str | Path] | None = None,
     focal: float | None = None,
     baseline: float | None = None,
     doffs: float | None = None,
     cx: float | None = None,
     cy: float | None = None,
 ) -> Calibration | None:
-    """A calibration from a Middlebury/ETH3D ``calib.txt`` or from focal length (px) and baseline.
+    """The depth geometry from a calibration file (any format of ``stereo.calibration.readers``; a
+    list of two ROS camera_info files) or from focal length (px) and baseline.
 
     Explicit values override the file's. Without cx/cy the image centre is used (per image, see
     ``for_image``). Returns None when neither a file nor focal+baseline is given.
     """
-    if calib_file is None and focal is None and baseline is None:
+    if calib is None and focal is None and baseline is None:
         return None
-    if calib_file is not None and not Path(calib_file).is_file():
-        raise FileNotFoundError(f"calib_file={calib_file}: file not found; give a Middlebury/ETH3D calib.txt "
-                                "or focal=<px> baseline=<unit> instead")
-    base = read_calib(calib_file) if calib_file is not None else None
+    if calib is not None:
+        require_calibration_files(calib)
+    base = read_depth_geometry(calib) if calib is not None else None
     if base is None and (focal is None or baseline is None):
-        raise ValueError("depth and point clouds need calib_file=... or both focal=... and baseline=...")
+        raise ValueError("depth and point clouds need calib=<calibration file> or both focal=... and baseline=...")
     return Calibration(
         focal=float(focal if focal is not None else base.focal),
         cx=float(cx if cx is not None else (base.cx if base else np.nan)),
@@ -146,7 +149,9 @@ class OutputWriter:
     first prediction written (0 .. its 99th percentile × 1.1) and kept for every later frame, so
     colours mean the same disparity across a sequence (per-frame min/max makes video flicker).
     ``calibration`` (or one passed to ``write``) is required for ``depth`` and ``ply``; ``max_depth`` (baseline's unit) drops far
-    points; ``confidence_format`` is ``png16`` or ``pfm``.
+    points; ``confidence_format`` is ``png16`` or ``pfm``. ``to_original`` maps a rectified depth map onto
+    the original reference image (``Rectifier.to_original``) for ``depth_original``; None = the input was
+    not rectified here, so the original is the rectified image.
     """
 
     output_dir: Path
@@ -155,6 +160,7 @@ class OutputWriter:
     calibration: Calibration | None = None
     max_depth: float | None = None
     confidence_format: str = "png16"
+    to_original: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -188,9 +194,9 @@ class OutputWriter:
         ``calibration`` overrides the writer's own for this image (e.g. a scene's calib.txt).
         """
         calibration = calibration or self.calibration
-        if {"depth", "ply"} & set(self.formats) and calibration is None:
+        if {"depth", "depth_original", "ply"} & set(self.formats) and calibration is None:
             raise ValueError(
-                f"{stem}: formats 'depth' and 'ply' need a calibration: calib_file=<calib.txt> "
+                f"{stem}: formats 'depth' and 'ply' need a calibration: calib=<calibration file> "
                 "or focal=<px> baseline=<unit of depth> [doffs=<px>]"
             )
         written = {}
@@ -218,6 +224,10 @@ class OutputWriter:
     def _write_depth(self, path, disparity, confidence, image, calibration) -> None:
         calibration = for_image(calibration, *disparity.shape)
         write_pfm(path, depth_map(disparity, calibration, self.max_depth))
+
+    def _write_depth_original(self, path, disparity, confidence, image, calibration) -> None:
+        depth = depth_map(disparity, for_image(calibration, *disparity.shape), self.max_depth)
+        write_pfm(path, self.to_original(depth) if self.to_original is not None else depth)
 
     def _write_ply(self, path, disparity, confidence, image, calibration) -> None:
         write_ply(path, *point_cloud(disparity, image, calibration, self.max_depth))

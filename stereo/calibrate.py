@@ -1,0 +1,74 @@
+"""Command-line stereo calibration: ``python -m stereo.calibrate left=... right=... board.square_size=...``.
+
+Config: ``conf/calibrate.yaml``. Chessboard pairs in, one calibration file out (OpenCV FileStorage
+YAML, written atomically) plus a JSON report, and the report's table on stdout. An untrustworthy
+calibration (too few usable pairs, reprojection RMS too high: see ``stereo.calibration.calibrate``)
+is refused with one line and nothing is written. Use the file with ``stereo.infer calib=<file>``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from stereo.calibration.board import Board
+from stereo.calibration.calibrate import calibrate_pairs
+from stereo.calibration.diagnostics import swapped_views_message
+from stereo.calibration.storage import write_opencv
+from stereo.cli import entry_point
+from stereo.config import CONFIG_DIR
+from stereo.data.io import atomic_write, read_image
+from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
+
+
+def calibration_pairs(cfg: DictConfig) -> list[StereoPair]:
+    """The pairs named by exactly one of left+right, input_dir, list_file."""
+    given = [k for k in ("left", "input_dir", "list_file") if cfg.get(k) is not None]
+    if len(given) != 1 or (cfg.left is None) != (cfg.right is None):
+        raise PairError("give the chessboard pairs as left=... right=... (files or glob patterns), input_dir=... "
+                        f"(left/ and right/ sub-folders) or list_file=... (got {given or 'none'})")
+    if cfg.left is not None:
+        return pairs_from_files(str(cfg.left), str(cfg.right))
+    return pairs_from_folder(cfg.input_dir) if cfg.input_dir is not None else pairs_from_list(cfg.list_file)
+
+
+def positive(cfg: DictConfig, key: str) -> float:
+    value = cfg.board.get(key) if key != "max_rms" else cfg.max_rms
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{'board.' if key != 'max_rms' else ''}{key}={value}: must be a positive number")
+    return value
+
+
+def run(cfg: DictConfig) -> dict:
+    """Calibrate and write the calibration file and the report; returns the report as a dict."""
+    output = Path(str(cfg.output))
+    report_path = Path(str(cfg.report)) if cfg.report is not None else output.with_name(f"{output.stem}_report.json")
+    for path, key in ((output, "output"), (report_path, "report")):
+        if path.exists() and not cfg.overwrite:
+            raise FileExistsError(f"{key}={path}: exists; choose another path or set overwrite=true")
+    board = Board(int(positive(cfg, "columns")), int(positive(cfg, "rows")), float(positive(cfg, "square_size")))
+    pairs = calibration_pairs(cfg)
+    rig, report = calibrate_pairs([(p.left, p.right) for p in pairs], board, unit=str(cfg.unit), read=read_image,
+                                  min_pairs=int(cfg.min_pairs), max_rms=positive(cfg, "max_rms"),
+                                  alpha=float(cfg.alpha), source=str(output))
+    write_opencv(output, rig)
+    result = report.to_dict() | {"calibration": str(output)}
+    atomic_write(report_path, (json.dumps(result, indent=2) + "\n").encode("utf-8"))
+    print(report.table())
+    if rig.views_swapped:
+        print(f"\nnote: {swapped_views_message(rig)}")
+    print(f"\ncalibration -> {output}\nreport      -> {report_path}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="calibrate")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Chessboard pairs -> a :class:`StereoRig` and a report, or a refusal when it cannot be trusted.
+
+Method: each camera is calibrated on its own (``calibrateCamera``, OpenCV's 5-parameter
+radial-tangential model), then ``stereoCalibrate`` with ``CALIB_FIX_INTRINSIC`` estimates only the
+pose between them. Each camera's intrinsics are fixed by all of its boards, and the stereo step
+has 6 unknowns, so this is well conditioned with a dozen pairs (OpenCV's ``stereo_calib`` sample
+optimises all parameters jointly and needs strong priors - same focal length, no tangential
+distortion - to stay stable). Pairs whose board is not found in both views, whose image size
+differs, or whose error is far above the others' (a moved board, blur) are rejected with a reason,
+and the rest are calibrated again.
+
+Refusal bounds:
+
+* ``MIN_PAIRS = 10``: OpenCV's calibration tutorial asks for at least 10 board views; with fewer,
+  the distortion terms are constrained only near the image centre and the rectification drifts at
+  the borders, where it is not measured.
+* ``MAX_RMS = 1.0`` px: ``cornerSubPix`` locates the corners of a sharp printed board to about
+  0.1 px, and good rigs calibrate to 0.1-0.5 px RMS. One pixel or more means a wrong board size,
+  corners ordered differently in the two views, a camera that moved between shots or a lens the
+  model does not fit; the vertical offsets left after rectification are then of the same size,
+  while stereo networks are trained on pairs rectified to a fraction of a pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stereo.calibration.board import Board, coverage, find_corners
+from stereo.calibration.rig import CalibrationError, StereoRig
+
+MIN_PAIRS = 10
+MAX_RMS = 1.0
+# A pair is an outlier when its error exceeds both this many times the median pair error and
+# OUTLIER_MIN_PX (so a uniformly excellent set loses nothing to noise in the median).
+OUTLIER_FACTOR = 3.0
+OUTLIER_MIN_PX = 0.5
+STEREO_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-6)
+
+
+@dataclass
+class PairRecord:
+    """One input pair: used or rejected (and why), with its reprojection errors when used."""
+
+    name: str
+    left: str
+    right: str
+    used: bool = False
+    reason: str = ""
+    rms_left: float | None = None
+    rms_right: float | None = None
+
+
+@dataclass
+class CalibrationReport:
+    """What the calibration measured: ``rms_*`` in pixels, ``coverage_*`` in [0, 1] (board.coverage)."""
+
+    board: dict
+    image_size: tuple[int, int]
+    pairs: list[PairRecord] = field(default_factory=list)
+    rms_left: float | None = None
+    rms_right: float | None = None
+    rms_stereo: float | None = None
+    coverage_left: float | None = None
+    coverage_right: float | None = None
+    baseline: float | None = None
+    unit: str = ""
+    views_swapped: bool = False
+
+    @property
+    def used(self) -> list[PairRecord]:
+        return [p for p in self.pairs if p.used]
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"pairs_used": len(self.used), "pairs_rejected": len(self.pairs) - len(self.used)}
+
+    def table(self) -> str:
+        """A plain-text summary: totals, then one line per pair."""
+        lines = [f"pairs used {len(self.used)} of {len(self.pairs)}; image {self.image_size[0]}x{self.image_size[1]}",
+                 f"reprojection RMS (px): left {_fmt(self.rms_left)}  right {_fmt(self.rms_right)}  "
+                 f"stereo {_fmt(self.rms_stereo)}",
+                 f"board coverage: left {_pct(self.coverage_left)}  right {_pct(self.coverage_right)}",
+                 f"baseline {_fmt(self.baseline, 4)} {self.unit}" + ("  (views swapped: see below)" if self.views_swapped else ""),
+                 "", f"{'pair':<24} {'left px':>8} {'right px':>9}  status"]
+        for p in self.pairs:
+            lines.append(f"{p.name:<24} {_fmt(p.rms_left):>8} {_fmt(p.rms_right):>9}  {'used' if p.used else 'rejected: ' + p.reason}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def detect(pairs: Sequence[tuple[str | Path, str | Path]], board: Board,
+           read: Callable[[str | Path], np.ndarray]) -> tuple[list[PairRecord], list[tuple[np.ndarray, np.ndarray]], tuple[int, int]]:
+    """Find the board in every pair; returns the records, the corners of accepted pairs, the image size."""
+    records, corners, size = [], [], None
+    for left, right in pairs:
+        record = PairRecord(Path(left).stem, str(left), str(right))
+        records.append(record)
+        left_image, right_image = read(left), read(right)
+        left_size, right_size = left_image.shape[1::-1], right_image.shape[1::-1]
+        size = size or left_size
+        if left_size != size or right_size != size:
+            record.reason = f"image size {left_size[0]}x{left_size[1]} / {right_size[0]}x{right_size[1]}, others {size[0]}x{size[1]}"
+            continue
+        found = find_corners(left_image, board), find_corners(right_image, board)
+        missing = [view for view, c in zip(("left", "right"), found) if c is None]
+        if missing:
+            record.reason = f"board ({board.columns}x{board.rows} inner corners) not found in the {' and '.join(missing)} image"
+            continue
+        # The first-to-last corner direction must agree: otherwise the views number the corners differently.
+        directions = [c[-1, 0] - c[0, 0] for c in found]
+        if float(np.dot(*directions)) <= 0:
+            record.reason = "corners ordered differently in the two views (board seen from opposite sides?)"
+            continue
+        record.used = True
+        corners.append(found)
+    if size is None:
+        raise CalibrationError("no calibration pairs given")
+    return records, corners, tuple(int(v) for v in size)
+
+
+def _calibrate(object_points, corners, size):
+    lefts, rights = [c[0] for c in corners], [c[1] for c in corners]
+    rms_left, K1, D1, _, _, _, _, errors_left = cv2.calibrateCameraExtended(object_points, lefts, size, None, None)
+    rms_right, K2, D2, _, _, _, _, errors_right = cv2.calibrateCameraExtended(object_points, rights, size, None, None)
+    rms, K1, D1, K2, D2, R, T, _, _ = cv2.stereoCalibrate(
+        object_points, lefts, rights, K1, D1, K2, D2, size, flags=cv2.CALIB_FIX_INTRINSIC, criteria=STEREO_CRITERIA)
+    return (rms_left, rms_right, rms), (K1, D1, K2, D2, R, T), (errors_left.ravel(), errors_right.ravel())
+
+
+def calibrate_pairs(pairs: Sequence[tuple[str | Path, str | Path]], board: Board, *, unit: str = "unit",
+                    read: Callable[[str | Path], np.ndarray], min_pairs: int = MIN_PAIRS, max_rms: float = MAX_RMS,
+                    alpha: float = 0.0, source: str = "calibration") -> tuple[StereoRig, CalibrationReport]:
+    """Calibrate from chessboard pairs; raises CalibrationError (one line) when the result cannot be trusted."""
+    records, corners, size = detect(pairs, board, read)
+    report = CalibrationReport(board=asdict(board), image_size=size, pairs=records, unit=unit)
+    used = [r for r in records if r.used]
+    if len(used) < min_pairs:
+        raise CalibrationError(f"only {len(used)} of {len(records)} pairs show the whole board in both views; "
+                               f"calibration needs at least {min_pairs} (min_pairs)")
+    object_points = [board.object_points()] * len(corners)
+    rms, pose, errors = _calibrate(object_points, corners, size)
+    pair_errors = np.maximum(*errors)
+    bound = max(OUTLIER_FACTOR * float(np.median(pair_errors)), OUTLIER_MIN_PX)
+    keep = pair_errors <= bound
+    if not keep.all() and keep.sum() >= min_pairs:
+        for record, error, kept in zip(used, pair_errors, keep):
+            if not kept:
+                record.used, record.reason = False, f"reprojection error {error:.2f} px > {bound:.2f} px (outlier)"
+        corners = [c for c, kept in zip(corners, keep) if kept]
+        rms, pose, errors = _calibrate(object_points[: len(corners)], corners, size)
+    for record, left_error, right_error in zip([r for r in records if r.used], *errors):
+        record.rms_left, record.rms_right = float(left_error), float(right_error)
+    report.rms_left, report.rms_right, report.rms_stereo = (float(v) for v in rms)
+    report.coverage_left = coverage([c[0] for c in corners], size)
+    report.coverage_right = coverage([c[1] for c in corners], size)
+    if max(rms) > max_rms:
+        raise CalibrationError(f"reprojection RMS {max(rms):.2f} px exceeds {max_rms} px (max_rms): check the board "
+                               "size (inner corners), that both cameras were fixed, and the rejected pairs")
+    rig = StereoRig.from_pose(*pose, size, unit=unit, source=source, alpha=alpha)
+    report.baseline, report.views_swapped = abs(rig.baseline), rig.views_swapped
+    return rig, report

@@ -1,0 +1,162 @@
+"""The one representation of a calibrated stereo camera: :class:`StereoRig`.
+
+Conventions are OpenCV's (``stereoCalibrate`` / ``stereoRectify``): a point X1 in the first
+("left") camera's frame is ``X2 = R @ X1 + T`` in the second's; distortion is OpenCV's
+(k1 k2 p1 p2 [k3 ...]). ``R1``/``R2`` rotate each camera into the common rectified frame and
+``P1``/``P2`` project from the rectified *left* camera's frame: ``P1 = [K | 0]`` and
+``P2 = [K' | (-f*B, 0, 0)]``, so the baseline ``B = -P2[0,3] / P2[0,0]`` is positive for a
+textbook rig (the right camera at +x of the left one). Lengths (T, baseline, depth) are in
+``unit``: the chessboard's square size decides it for our own calibrations.
+
+A file that already describes a rectified pair (Middlebury, ETH3D, KITTI's ``P_rect``) becomes a
+rig with ``R1 = R2 = I`` and no distortion: rectifying it is the identity, and ``needs_remap`` is
+False so inference skips the remap entirely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from stereo.data.io import Calibration, DataError
+
+
+class CalibrationError(DataError):
+    """A calibration file or a calibration result is unusable (names the file and the field)."""
+
+
+def _matrix(value: np.ndarray, shape: tuple[int, ...], name: str, source: str) -> np.ndarray:
+    array = np.asarray(value, np.float64)
+    if array.size != int(np.prod(shape)):
+        raise CalibrationError(f"{source}: {name} has {array.size} values, expected {'x'.join(map(str, shape))}")
+    array = array.reshape(shape)
+    if not np.all(np.isfinite(array)):
+        raise CalibrationError(f"{source}: {name} holds non-finite values")
+    return array
+
+
+def _distortion(value: np.ndarray | None, name: str, source: str) -> np.ndarray:
+    array = np.zeros(5) if value is None else np.asarray(value, np.float64).ravel()
+    if array.size not in (4, 5, 8, 12, 14) or not np.all(np.isfinite(array)):
+        raise CalibrationError(f"{source}: {name} has {array.size} values; OpenCV distortion has 4, 5, 8, 12 or 14")
+    return array
+
+
+def disparity_to_depth_matrix(P1: np.ndarray, P2: np.ndarray) -> np.ndarray:
+    """OpenCV's Q for a rectified pair: [x, y, d, 1] -> homogeneous [X, Y, Z, W] in the left frame."""
+    f, cx, cy = P1[0, 0], P1[0, 2], P1[1, 2]
+    tx = P2[0, 3] / P2[0, 0]  # = -B
+    return np.array([[1, 0, 0, -cx], [0, 1, 0, -cy], [0, 0, 0, f], [0, 0, -1 / tx, (cx - P2[0, 2]) / tx]])
+
+
+@dataclass(frozen=True)
+class StereoRig:
+    """Intrinsics, distortion and relative pose of two cameras, and their rectification.
+
+    ``image_size`` and ``rectified_size`` are (width, height). ``ndisp`` is a disparity-range hint
+    some formats carry (Middlebury). ``source`` names the file it came from (for error lines and the
+    manifest).
+    """
+
+    K1: np.ndarray
+    D1: np.ndarray
+    K2: np.ndarray
+    D2: np.ndarray
+    R: np.ndarray
+    T: np.ndarray
+    image_size: tuple[int, int]
+    R1: np.ndarray
+    R2: np.ndarray
+    P1: np.ndarray
+    P2: np.ndarray
+    Q: np.ndarray
+    rectified_size: tuple[int, int]
+    unit: str = "unit"
+    ndisp: int | None = None
+    source: str = "calibration"
+    needs_remap: bool = field(default=True)
+    alpha: float = 0.0  # stereoRectify's free scaling: 0 = valid pixels only, 1 = every source pixel kept
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_pose(cls, K1, D1, K2, D2, R, T, image_size, *, unit: str = "unit", source: str = "calibration",
+                  alpha: float = 0.0, rectified_size: tuple[int, int] | None = None) -> "StereoRig":
+        """Compute the rectification with ``cv2.stereoRectify`` (CALIB_ZERO_DISPARITY: equal principal
+        points, so disparity is plain xl - xr; ``alpha=0`` crops to valid pixels only)."""
+        K1, K2 = _matrix(K1, (3, 3), "K1", source), _matrix(K2, (3, 3), "K2", source)
+        D1, D2 = _distortion(D1, "D1", source), _distortion(D2, "D2", source)
+        R, T = _matrix(R, (3, 3), "R", source), _matrix(T, (3, 1), "T", source)
+        size = _size(image_size, "image_size", source)
+        out_size = _size(rectified_size, "rectified_size", source) if rectified_size else size
+        R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(K1, D1, K2, D2, size, R, T, flags=cv2.CALIB_ZERO_DISPARITY,
+                                                    alpha=alpha, newImageSize=out_size)
+        return cls(K1, D1, K2, D2, R, T, size, R1, R2, P1, P2, Q, out_size, unit, None, source, alpha=float(alpha))
+
+    @classmethod
+    def from_rectified(cls, P1, P2, image_size, *, unit: str = "unit", source: str = "calibration",
+                       ndisp: int | None = None) -> "StereoRig":
+        """A pair whose images are already rectified: only the two 3x4 projections matter.
+
+        The projections are re-expressed in the rectified left camera's frame (KITTI's P_rect carry
+        an offset to camera 0: only their difference is the baseline)."""
+        P1, P2 = _matrix(P1, (3, 4), "P1", source), _matrix(P2, (3, 4), "P2", source)
+        size = _size(image_size, "image_size", source)
+        K1, K2 = P1[:, :3].copy(), P2[:, :3].copy()
+        if K1[0, 0] <= 0 or K2[0, 0] <= 0:
+            raise CalibrationError(f"{source}: focal length {K1[0, 0]} / {K2[0, 0]} is not positive")
+        baseline = P1[0, 3] / P1[0, 0] - P2[0, 3] / P2[0, 0]
+        P1n, P2n = np.hstack([K1, np.zeros((3, 1))]), np.hstack([K2, np.zeros((3, 1))])
+        P2n[0, 3] = -K2[0, 0] * baseline
+        T = np.array([[-baseline], [0.0], [0.0]])
+        eye = np.eye(3)
+        return cls(K1, np.zeros(5), K2, np.zeros(5), eye, T, size, eye, eye, P1n, P2n,
+                   disparity_to_depth_matrix(P1n, P2n), size, unit, ndisp, source, needs_remap=False)
+
+    # ---- geometry of the rectified pair --------------------------------------------------------
+    @property
+    def focal(self) -> float:
+        return float(self.P1[0, 0])
+
+    @property
+    def baseline(self) -> float:
+        """Signed distance between the rectified centres, in ``unit``; negative = views swapped."""
+        return float(self.P1[0, 3] / self.P1[0, 0] - self.P2[0, 3] / self.P2[0, 0])
+
+    @property
+    def views_swapped(self) -> bool:
+        """True when the camera named right lies to the left of the one named left (T's x > 0)."""
+        return self.baseline < 0
+
+    def exchanged(self) -> "StereoRig":
+        """The same rig with the views' roles exchanged (the camera named right becomes the reference)."""
+        if not self.needs_remap:
+            return StereoRig.from_rectified(self.P2, self.P1, self.image_size, unit=self.unit, source=self.source,
+                                            ndisp=self.ndisp)
+        R = self.R.T
+        return StereoRig.from_pose(self.K2, self.D2, self.K1, self.D1, R, -R @ self.T, self.image_size,
+                                   unit=self.unit, source=self.source, alpha=self.alpha,
+                                   rectified_size=self.rectified_size)
+
+    def depth_geometry(self) -> Calibration:
+        """Focal, principal point, baseline and doffs of the rectified reference view: Z = f*B/(d + doffs).
+
+        The reference is the left view, or the view named right when the views are swapped (the
+        pair is then fed to the network exchanged, see ``Rectifier``)."""
+        if self.views_swapped:
+            return self.exchanged().depth_geometry()
+        width, height = self.rectified_size
+        return Calibration(focal=self.focal, cx=float(self.P1[0, 2]), cy=float(self.P1[1, 2]),
+                           baseline=self.baseline, doffs=float(self.P2[0, 2] - self.P1[0, 2]),
+                           ndisp=self.ndisp, width=int(width), height=int(height))
+
+
+def _size(value, name: str, source: str) -> tuple[int, int]:
+    try:
+        width, height = (int(round(float(v))) for v in np.asarray(value).ravel())
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{source}: {name} must be two numbers (width height), got {value!r}") from None
+    if width <= 0 or height <= 0:
+        raise CalibrationError(f"{source}: {name} {width}x{height} is not a positive size")
+    return width, height

@@ -1,0 +1,121 @@
+"""Our calibration file: OpenCV FileStorage YAML, so OpenCV (C++ and Python) reads it directly.
+
+Keys: ``image_width``/``image_height``, ``K1 D1 K2 D2 R T`` (``stereoCalibrate``), ``R1 R2 P1 P2 Q``,
+``rectified_width``/``rectified_height`` and ``alpha`` (``stereoRectify``), ``unit`` (the length unit of T).
+The file is rendered in memory and written atomically. :func:`read_opencv` also reads files that
+OpenCV's ``stereo_calib`` sample or other tools wrote (``M1``/``M2`` for K, ``.xml`` as well as
+``.yml``); the rectification is recomputed when the file has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stereo.calibration.rig import CalibrationError, StereoRig, _size
+from stereo.data.io import atomic_write
+
+MATRICES = ("K1", "D1", "K2", "D2", "R", "T", "R1", "R2", "P1", "P2", "Q")
+# Other spellings of the same field in files other tools write (OpenCV's stereo_calib sample: M1, M2).
+ALIASES = {"K1": ("K1", "M1", "cameraMatrix1", "camera_matrix_left"), "K2": ("K2", "M2", "cameraMatrix2", "camera_matrix_right"),
+           "D1": ("D1", "distCoeffs1", "dist_coeffs_left"), "D2": ("D2", "distCoeffs2", "dist_coeffs_right")}
+
+
+def render_opencv(rig: StereoRig) -> str:
+    """The FileStorage YAML text of ``rig``."""
+    storage = cv2.FileStorage("calibration.yaml", cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY)
+    storage.write("image_width", int(rig.image_size[0]))
+    storage.write("image_height", int(rig.image_size[1]))
+    for name in MATRICES:
+        value = np.asarray(getattr(rig, name), np.float64)
+        storage.write(name, value.reshape(1, -1) if name in ("D1", "D2") else value)  # 1xN, as calibrateCamera returns
+    storage.write("rectified_width", int(rig.rectified_size[0]))
+    storage.write("rectified_height", int(rig.rectified_size[1]))
+    storage.write("alpha", float(rig.alpha))
+    storage.write("unit", rig.unit)
+    return storage.releaseAndGetString()
+
+
+def write_opencv(path: str | Path, rig: StereoRig) -> None:
+    """Write ``rig`` to ``path`` (OpenCV FileStorage YAML), atomically."""
+    atomic_write(path, render_opencv(rig).encode("utf-8"))
+
+
+def read_opencv(path: str | Path) -> StereoRig:
+    """A stereo calibration from an OpenCV FileStorage file (YAML or XML)."""
+    source = str(path)
+    try:
+        storage = cv2.FileStorage(source, cv2.FILE_STORAGE_READ)
+    except cv2.error as error:
+        raise CalibrationError(f"{source}: not a readable OpenCV FileStorage file ({str(error).strip().splitlines()[-1]})") from None
+    try:
+        if not storage.isOpened():
+            raise CalibrationError(f"{source}: cannot be opened as an OpenCV FileStorage file")
+
+        def node(name: str):
+            for key in ALIASES.get(name, (name,)):
+                found = storage.getNode(key)
+                if not found.empty():
+                    return found
+            return None
+
+        def matrix(name: str) -> np.ndarray | None:
+            found = node(name)
+            if found is None:
+                return None
+            value = found.mat()
+            if value is None:
+                raise CalibrationError(f"{source}: field {name} is not an OpenCV matrix (!!opencv-matrix)")
+            return value
+
+        def number(name: str) -> float | None:
+            found = node(name)
+            return None if found is None else found.real()
+
+        missing = [name for name in ("K1", "D1", "K2", "D2", "R", "T") if node(name) is None]
+        if missing:
+            raise CalibrationError(f"{source}: no field {missing[0]} (a stereo calibration needs K1 D1 K2 D2 R T "
+                                   "and image_width/image_height)")
+        size = _stored_size(storage, source)
+        unit_node = storage.getNode("unit")
+        unit = unit_node.string() if not unit_node.empty() and unit_node.isString() else "unit"
+        pose = {name: matrix(name) for name in ("K1", "D1", "K2", "D2", "R", "T")}
+        rectification = {name: matrix(name) for name in ("R1", "R2", "P1", "P2", "Q")}
+        rectified_width, rectified_height = number("rectified_width"), number("rectified_height")
+        rectified_size = (rectified_width, rectified_height) if rectified_width and rectified_height else None
+        alpha = number("alpha") or 0.0
+    finally:
+        storage.release()
+    rig = StereoRig.from_pose(pose["K1"], pose["D1"], pose["K2"], pose["D2"], pose["R"], pose["T"], size,
+                              unit=unit, source=source, alpha=alpha, rectified_size=rectified_size)
+    if all(value is not None for value in rectification.values()):
+        stored = {name: np.asarray(value, np.float64) for name, value in rectification.items()}
+        for name, shape in (("R1", (3, 3)), ("R2", (3, 3)), ("P1", (3, 4)), ("P2", (3, 4)), ("Q", (4, 4))):
+            if stored[name].shape != shape:
+                raise CalibrationError(f"{source}: field {name} is {stored[name].shape}, expected {shape}")
+        rig = replace(rig, **stored, needs_remap=not _is_identity_rectification(rig.K1, rig.D1, rig.K2, rig.D2, stored))
+    return rig
+
+
+def _is_identity_rectification(K1, D1, K2, D2, stored: dict[str, np.ndarray]) -> bool:
+    """True for a file that describes an already-rectified pair (no distortion, R1 = R2 = I, P = [K | .]):
+    remapping would only resample the images."""
+    eye = np.eye(3)
+    return (not np.any(D1) and not np.any(D2) and np.array_equal(stored["R1"], eye) and np.array_equal(stored["R2"], eye)
+            and np.array_equal(stored["P1"][:, :3], K1) and np.array_equal(stored["P2"][:, :3], K2))
+
+
+def _stored_size(storage: cv2.FileStorage, source: str) -> tuple[int, int]:
+    width, height = storage.getNode("image_width"), storage.getNode("image_height")
+    if not width.empty() and not height.empty():
+        return _size((width.real(), height.real()), "image_width/image_height", source)
+    for key in ("image_size", "imageSize"):
+        found = storage.getNode(key)
+        if not found.empty():
+            value = found.mat() if found.isMap() else [found.at(i).real() for i in range(found.size())]
+            return _size(value, key, source)
+    raise CalibrationError(f"{source}: no field image_width/image_height (or image_size): the calibration "
+                           "must say which image size it is for")
