@@ -35,10 +35,11 @@ def calibration_pairs(cfg: DictConfig) -> list[StereoPair]:
     return pairs_from_folder(cfg.input_dir) if cfg.input_dir is not None else pairs_from_list(cfg.list_file)
 
 
-def positive(cfg: DictConfig, key: str) -> float:
-    value = cfg.board.get(key) if key != "max_rms" else cfg.max_rms
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{'board.' if key != 'max_rms' else ''}{key}={value}: must be a positive number")
+def checked(value: object, key: str, kind: type = float, least: float = 0.0) -> float:
+    """A user-typed number: of ``kind`` (an int is a float too) and above ``least``, or one line naming ``key``."""
+    allowed = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, allowed) or value <= least:
+        raise ValueError(f"{key}={value}: must be {'a whole number' if kind is int else 'a number'} above {least:g}")
     return value
 
 
@@ -49,10 +50,11 @@ def run(cfg: DictConfig) -> dict:
     for path, key in ((output, "output"), (report_path, "report")):
         if path.exists() and not cfg.overwrite:
             raise FileExistsError(f"{key}={path}: exists; choose another path or set overwrite=true")
-    board = Board(int(positive(cfg, "columns")), int(positive(cfg, "rows")), float(positive(cfg, "square_size")))
+    board = Board(checked(cfg.board.columns, "board.columns", int, 1), checked(cfg.board.rows, "board.rows", int, 1),
+                  float(checked(cfg.board.square_size, "board.square_size")))
     pairs = calibration_pairs(cfg)
     rig, report = calibrate_pairs([(p.left, p.right) for p in pairs], board, unit=str(cfg.unit), read=read_image,
-                                  min_pairs=int(cfg.min_pairs), max_rms=positive(cfg, "max_rms"),
+                                  min_pairs=checked(cfg.min_pairs, "min_pairs", int), max_rms=checked(cfg.max_rms, "max_rms"),
                                   alpha=float(cfg.alpha), source=str(output))
     write_opencv(output, rig)
     result = report.to_dict() | {"calibration": str(output)}

@@ -50,7 +50,11 @@ def test_kitti_raw_cameras(kitti_file):
     # by hand: K_02 = [956.9475 0 693.9767; 0 952.2352 238.6081; ...], D_02[0] = -0.3750956, K_03 fx = 901.1007
     assert (rig.K1[0, 0], rig.K1[0, 2], rig.K1[1, 1], rig.D1[0], rig.K2[0, 0]) == (956.9475, 693.9767, 952.2352,
                                                                                    -0.3750956, 901.1007)
-    assert rig.image_size == (1392, 512) and rig.needs_remap
+    assert rig.image_size == (1392, 512) and rig.rectified_size == (1224, 370) and rig.needs_remap
+    # KITTI's rectification, by hand: R_rect_02 = [9.998691e-01 1.512763e-02 ...], P_rect f = 707.0493
+    assert (rig.R1[0, 0], rig.R1[0, 1], rig.R2[0, 1], rig.focal) == (0.9998691, 0.01512763, -0.006606294, 707.0493)
+    # consistent with the poses: the rectified frames differ by a translation only (the file has 7 digits)
+    np.testing.assert_allclose(rig.R2 @ rig.R @ rig.R1.T, np.eye(3), atol=1e-6)
     # T_03 - T_02 = (-0.4756270 - 0.05989688, ...): R = R_03 R_02^T differs from I by ~0.03, |T_02| ~ 0.06 m
     assert rig.T[0, 0] == pytest.approx(-0.4756270 - 0.05989688, abs=2e-3)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stereo.calibration.rig import CalibrationError, StereoRig, _matrix, _size, disparity_to_depth_matrix
+from stereo.calibration.rig import CalibrationError, StereoRig, as_matrix, as_size, disparity_to_depth_matrix
 from stereo.calibration.storage import read_opencv
 from stereo.data.io import Calibration
 
@@ -101,15 +101,16 @@ def _kitti_fields(path: Path, text: str) -> dict[str, np.ndarray]:
 
 def read_kitti(path: Path, text: str | None = None, cameras: tuple[str, str] = KITTI_CAMERAS,
                raw: bool = False) -> StereoRig:
-    """KITTI ``calib_cam_to_cam.txt``: the rectified pair (``P_rect``, ``S_rect``), or with ``raw`` the
-    unrectified cameras (K, D, and each camera's pose R, T relative to camera 00), in metres."""
+    """KITTI ``calib_cam_to_cam.txt``: the rectified pair (``P_rect``, ``S_rect``: KITTI's rectified
+    images), or with ``raw`` the unrectified cameras (K, D, each camera's pose R, T relative to camera
+    00) with KITTI's rectification of them (``R_rect``, ``P_rect``), in metres."""
     fields = _kitti_fields(path, _text(path) if text is None else text)
     left, right = cameras
 
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in fields:
             raise CalibrationError(f"{path}: no field {name} (cameras {left} and {right} of a KITTI calib_cam_to_cam.txt)")
-        return _matrix(fields[name], shape, name, str(path))
+        return as_matrix(fields[name], shape, name, str(path))
 
     if not raw:
         return StereoRig.from_rectified(get(f"P_rect_{left}", (3, 4)), get(f"P_rect_{right}", (3, 4)),
@@ -117,9 +118,13 @@ def read_kitti(path: Path, text: str | None = None, cameras: tuple[str, str] = K
     R_left, R_right = get(f"R_{left}", (3, 3)), get(f"R_{right}", (3, 3))
     T_left, T_right = get(f"T_{left}", (3, 1)), get(f"T_{right}", (3, 1))
     R = R_right @ R_left.T  # x_right = R_right (R_left^T (x_left - T_left)) + T_right
-    return StereoRig.from_pose(get(f"K_{left}", (3, 3)), get(f"D_{left}", (5,)), get(f"K_{right}", (3, 3)),
-                               get(f"D_{right}", (5,)), R, T_right - R @ T_left, get(f"S_{left}", (2,)),
-                               unit="m", source=str(path))
+    # KITTI's own rectification (R_rect_0i = R_rect_00 R_0i^T), so raw frames rectify to KITTI's rectified images
+    rectified = StereoRig.from_rectified(get(f"P_rect_{left}", (3, 4)), get(f"P_rect_{right}", (3, 4)),
+                                         get(f"S_rect_{left}", (2,)), unit="m", source=str(path))
+    return StereoRig(get(f"K_{left}", (3, 3)), get(f"D_{left}", (5,)), get(f"K_{right}", (3, 3)), get(f"D_{right}", (5,)),
+                     R, T_right - R @ T_left, as_size(get(f"S_{left}", (2,)), f"S_{left}", str(path)),
+                     get(f"R_rect_{left}", (3, 3)), get(f"R_rect_{right}", (3, 3)), rectified.P1, rectified.P2,
+                     rectified.Q, rectified.rectified_size, "m", None, str(path))
 
 
 # ---- Middlebury 2014 / ETH3D calib.txt -----------------------------------------------------------
@@ -249,7 +254,7 @@ def _ros_camera(path: Path) -> dict[str, np.ndarray | tuple[int, int]]:
         if data is None:
             raise CalibrationError(f"{path}: no field {name}.data (a ROS camera_info file)")
         try:
-            return _matrix(np.asarray(data, np.float64), shape, name, str(path))
+            return as_matrix(np.asarray(data, np.float64), shape, name, str(path))
         except (TypeError, ValueError):
             raise CalibrationError(f"{path}: field {name}.data is not a list of numbers") from None
 
@@ -261,7 +266,7 @@ def _ros_camera(path: Path) -> dict[str, np.ndarray | tuple[int, int]]:
         raise CalibrationError(f"{path}: no field image_width/image_height")
     return {"K": field("camera_matrix", (3, 3)), "D": distortion, "R": field("rectification_matrix", (3, 3)),
             "P": field("projection_matrix", (3, 4)),
-            "size": _size((info["image_width"], info["image_height"]), "image_width/image_height", str(path))}
+            "size": as_size((info["image_width"], info["image_height"]), "image_width/image_height", str(path))}
 
 
 def read_ros_pair(left: PathLike, right: PathLike) -> StereoRig:

@@ -27,7 +27,7 @@ class CalibrationError(DataError):
     """A calibration file or a calibration result is unusable (names the file and the field)."""
 
 
-def _matrix(value: np.ndarray, shape: tuple[int, ...], name: str, source: str) -> np.ndarray:
+def as_matrix(value: np.ndarray, shape: tuple[int, ...], name: str, source: str) -> np.ndarray:
     array = np.asarray(value, np.float64)
     if array.size != int(np.prod(shape)):
         raise CalibrationError(f"{source}: {name} has {array.size} values, expected {'x'.join(map(str, shape))}")
@@ -85,11 +85,11 @@ class StereoRig:
                   alpha: float = 0.0, rectified_size: tuple[int, int] | None = None) -> "StereoRig":
         """Compute the rectification with ``cv2.stereoRectify`` (CALIB_ZERO_DISPARITY: equal principal
         points, so disparity is plain xl - xr; ``alpha=0`` crops to valid pixels only)."""
-        K1, K2 = _matrix(K1, (3, 3), "K1", source), _matrix(K2, (3, 3), "K2", source)
+        K1, K2 = as_matrix(K1, (3, 3), "K1", source), as_matrix(K2, (3, 3), "K2", source)
         D1, D2 = _distortion(D1, "D1", source), _distortion(D2, "D2", source)
-        R, T = _matrix(R, (3, 3), "R", source), _matrix(T, (3, 1), "T", source)
-        size = _size(image_size, "image_size", source)
-        out_size = _size(rectified_size, "rectified_size", source) if rectified_size else size
+        R, T = as_matrix(R, (3, 3), "R", source), as_matrix(T, (3, 1), "T", source)
+        size = as_size(image_size, "image_size", source)
+        out_size = as_size(rectified_size, "rectified_size", source) if rectified_size else size
         R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(K1, D1, K2, D2, size, R, T, flags=cv2.CALIB_ZERO_DISPARITY,
                                                     alpha=alpha, newImageSize=out_size)
         return cls(K1, D1, K2, D2, R, T, size, R1, R2, P1, P2, Q, out_size, unit, None, source, alpha=float(alpha))
@@ -101,8 +101,8 @@ class StereoRig:
 
         The projections are re-expressed in the rectified left camera's frame (KITTI's P_rect carry
         an offset to camera 0: only their difference is the baseline)."""
-        P1, P2 = _matrix(P1, (3, 4), "P1", source), _matrix(P2, (3, 4), "P2", source)
-        size = _size(image_size, "image_size", source)
+        P1, P2 = as_matrix(P1, (3, 4), "P1", source), as_matrix(P2, (3, 4), "P2", source)
+        size = as_size(image_size, "image_size", source)
         K1, K2 = P1[:, :3].copy(), P2[:, :3].copy()
         if K1[0, 0] <= 0 or K2[0, 0] <= 0:
             raise CalibrationError(f"{source}: focal length {K1[0, 0]} / {K2[0, 0]} is not positive")
@@ -152,7 +152,7 @@ class StereoRig:
                            ndisp=self.ndisp, width=int(width), height=int(height))
 
 
-def _size(value, name: str, source: str) -> tuple[int, int]:
+def as_size(value, name: str, source: str) -> tuple[int, int]:
     try:
         width, height = (int(round(float(v))) for v in np.asarray(value).ravel())
     except (TypeError, ValueError):

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stereo.calibration.rig import CalibrationError, StereoRig, _size
+from stereo.calibration.rig import CalibrationError, StereoRig, as_size
 from stereo.data.io import atomic_write
 
 MATRICES = ("K1", "D1", "K2", "D2", "R", "T", "R1", "R2", "P1", "P2", "Q")
@@ -111,11 +111,11 @@ def _is_identity_rectification(K1, D1, K2, D2, stored: dict[str, np.ndarray]) ->
 def _stored_size(storage: cv2.FileStorage, source: str) -> tuple[int, int]:
     width, height = storage.getNode("image_width"), storage.getNode("image_height")
     if not width.empty() and not height.empty():
-        return _size((width.real(), height.real()), "image_width/image_height", source)
+        return as_size((width.real(), height.real()), "image_width/image_height", source)
     for key in ("image_size", "imageSize"):
         found = storage.getNode(key)
         if not found.empty():
             value = found.mat() if found.isMap() else [found.at(i).real() for i in range(found.size())]
-            return _size(value, key, source)
+            return as_size(value, key, source)
     raise CalibrationError(f"{source}: no field image_width/image_height (or image_size): the calibration "
                            "must say which image size it is for")
