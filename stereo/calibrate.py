@@ -21,18 +21,31 @@ from stereo.calibration.storage import write_opencv
 from stereo.cli import entry_point
 from stereo.config import CONFIG_DIR
 from stereo.data.io import atomic_write, read_image
-from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
+from stereo.inference.inputs import IMAGE_SUFFIXES, PairError, pairs_from_files, pairs_from_folder, pairs_from_list
 
 
-def calibration_pairs(cfg: DictConfig) -> list[StereoPair]:
-    """The pairs named by exactly one of left+right, input_dir, list_file."""
+def calibration_pairs(cfg: DictConfig) -> list[tuple[Path, Path]]:
+    """The (left, right) pairs named by exactly one of left+right, input_dir, list_file."""
     given = [k for k in ("left", "input_dir", "list_file") if cfg.get(k) is not None]
     if len(given) != 1 or (cfg.left is None) != (cfg.right is None):
-        raise PairError("give the chessboard pairs as left=... right=... (files or glob patterns), input_dir=... "
-                        f"(left/ and right/ sub-folders) or list_file=... (got {given or 'none'})")
+        raise PairError("give the chessboard pairs as left=... right=... (two folders, files or glob patterns), "
+                        f"input_dir=... (left/ and right/ sub-folders) or list_file=... (got {given or 'none'})")
+    if cfg.left is not None and Path(str(cfg.left)).is_dir() and Path(str(cfg.right)).is_dir():
+        return folder_pairs(Path(str(cfg.left)), Path(str(cfg.right)))
     if cfg.left is not None:
-        return pairs_from_files(str(cfg.left), str(cfg.right))
-    return pairs_from_folder(cfg.input_dir) if cfg.input_dir is not None else pairs_from_list(cfg.list_file)
+        pairs = pairs_from_files(str(cfg.left), str(cfg.right))
+    else:
+        pairs = pairs_from_folder(cfg.input_dir) if cfg.input_dir is not None else pairs_from_list(cfg.list_file)
+    return [(p.left, p.right) for p in pairs]
+
+
+def folder_pairs(left: Path, right: Path) -> list[tuple[Path, Path]]:
+    """Every image of two folders, paired in sorted order (calibration shots are often named left01, right01)."""
+    lefts, rights = ([p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES] for folder in (left, right))
+    if not lefts or len(lefts) != len(rights):
+        raise PairError(f"left={left} holds {len(lefts)} images and right={right} {len(rights)}: "
+                        "the folders must hold one right image per left image")
+    return list(zip(lefts, rights))
 
 
 def checked(value: object, key: str, kind: type = float, least: float = 0.0) -> float:
@@ -53,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
     board = Board(checked(cfg.board.columns, "board.columns", int, 1), checked(cfg.board.rows, "board.rows", int, 1),
                   float(checked(cfg.board.square_size, "board.square_size")))
     pairs = calibration_pairs(cfg)
-    rig, report = calibrate_pairs([(p.left, p.right) for p in pairs], board, unit=str(cfg.unit), read=read_image,
+    rig, report = calibrate_pairs(pairs, board, unit=str(cfg.unit), read=read_image,
                                   min_pairs=checked(cfg.min_pairs, "min_pairs", int), max_rms=checked(cfg.max_rms, "max_rms"),
                                   alpha=float(cfg.alpha), source=str(output))
     write_opencv(output, rig)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stereo.calibrate import run
+from stereo.calibrate import calibration_pairs, run
 from stereo.calibration.board import Board, coverage, find_corners
 from stereo.calibration.calibrate import MAX_RMS, calibrate_pairs
 from stereo.calibration.diagnostics import MAX_VERTICAL_PX, vertical_misalignment
@@ -24,6 +24,7 @@ from stereo.calibration.rig import CalibrationError
 from stereo.calibration.storage import read_opencv, write_opencv
 from stereo.config import compose
 from stereo.data.io import read_image
+from stereo.inference.inputs import PairError
 
 BOARD = Board(9, 6)
 CALIBRATION_PAIRS = range(1, 15)
@@ -144,6 +145,17 @@ def test_cli_refusal_is_one_line_and_writes_nothing(ximea, tmp_path):
         "error: only 1 of 1 pairs show the whole board in both views; calibration needs at least 10 (min_pairs) "
         "(set HYDRA_FULL_ERROR=1 for the traceback)"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pairs_from_two_folders_in_sorted_order(ximea, tmp_path):
+    cfg = compose("calibrate", [f"left={ximea / 'left'}", f"right={ximea / 'right'}", "board.square_size=1"])
+    pairs = calibration_pairs(cfg)
+    assert len(pairs) == 20 and [(l.name, r.name) for l, r in pairs[:2]] == [("left01.jpg", "right01.jpg"),
+                                                                            ("left02.jpg", "right02.jpg")]
+    (tmp_path / "one").mkdir()
+    with pytest.raises(PairError, match=r"holds 20 images and right=.*one 0"):
+        calibration_pairs(compose("calibrate", [f"left={ximea / 'left'}", f"right={tmp_path / 'one'}",
+                                                "board.square_size=1"]))
 
 
 def test_coverage_counts_grid_cells_reached():

@@ -10,7 +10,7 @@ The data flow, one concern per module:
 | ``board``        | chessboard corners with sub-pixel refinement, board coverage                 |
 | ``calibrate``    | chessboard pairs -> StereoRig + report; refuses an untrustworthy result      |
 | ``rectify``      | :class:`Rectifier`: maps built once, ``rectify(left, right)``                 |
-| ``diagnostics``  | swapped views, image size, vertical misalignment after rectification         |
+| ``diagnostics``  | swapped views, vertical misalignment after rectification (image size: ``rectify``) |
 
 Everything is parsed, never evaluated: OpenCV files through ``cv2.FileStorage``, ROS YAML through
 PyYAML's safe loader, text formats line by line.

@@ -67,6 +67,6 @@ def vertical_misalignment(left: np.ndarray, right: np.ndarray) -> Misalignment:
 
 def swapped_views_message(rig: StereoRig) -> str:
     return (f"{rig.source}: the camera named right lies {abs(rig.baseline):.4g} {rig.unit} to the LEFT of the one "
-            "named left (T's x > 0); stereo.infer exchanges the views after rectification, so disparity and depth "
-            "are in the rectified frame of the camera named right. To keep the names, calibrate again with the "
-            "left and right images exchanged")
+            "named left (T's x > 0); stereo.infer exchanges the views, so disparity and depth are in the rectified "
+            "frame of the camera named right. To keep the names, calibrate again with the left and right images "
+            "exchanged")

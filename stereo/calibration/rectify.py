@@ -2,8 +2,9 @@
 
 ``rectify(left, right)`` returns the rectified pair in the rectified frame of the reference camera,
 ``rectified_size`` large (``alpha=0``: valid pixels only). For a rig whose camera named right lies
-to the left (:attr:`StereoRig.views_swapped`) the views are exchanged first, so the network always
-sees a positive disparity; its outputs are then in the frame of the camera named right. A rig read
+to the left (:attr:`StereoRig.views_swapped`) the views are exchanged and rectified with the rig's
+roles exchanged, so the network always sees a positive disparity; its outputs are then in the frame
+of the camera named right. A rig read
 from an already-rectified format needs no remap: ``rectify`` only checks the image size.
 """
 
