@@ -110,7 +110,7 @@ def test_held_out_pairs_rectify_to_matching_rows(calibrated, ximea):
     assert np.all(np.concatenate(disparity) > 0), "the network sees positive disparities"
 
 
-def test_orb_misalignment_warns_before_rectification_only(calibrated, ximea):
+def test_feature_misalignment_warns_before_rectification_only(calibrated, ximea):
     left, right = (read_image(p) for p in ximea_pair(ximea, 16))
     raw = vertical_misalignment(right, left)  # exchanged, as the rectifier feeds them
     assert raw.median_dy > MAX_VERTICAL_PX and "calibrate the rig again" in raw.warning("rig.yaml")

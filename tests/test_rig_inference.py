@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from stereo.calibration.diagnostics import MAX_VERTICAL_PX, vertical_misalignment
 from stereo.calibration.readers import read_calibration
 from stereo.calibration.rectify import Rectifier
 from stereo.calibration.rig import CalibrationError, StereoRig
@@ -180,3 +181,15 @@ def test_kitti2015_through_stereo_infer(kitti2015, workspace, tmp_path):
     assert disparity.shape == (375, 1242)
     positive = disparity > 0
     np.testing.assert_allclose(depth[positive], KITTI_F * KITTI_B / disparity[positive], rtol=1e-5)
+
+
+def test_vertical_misalignment_measures_a_known_shift_on_kitti2015(kitti2015):
+    """KITTI's rectified pair lines up (< 1 px); the right view moved down by 3 rows measures 3 px and warns."""
+    sample, _ = kitti2015
+    left, right = read_image(sample / "image_2/000046_10.png"), read_image(sample / "image_3/000046_10.png")
+    aligned = vertical_misalignment(left, right)
+    assert aligned.median_dy < MAX_VERTICAL_PX and aligned.warning("calib") is None
+    shifted = vertical_misalignment(left, np.roll(right, 3, axis=0))
+    # with per-match errors e (|e| < 3 px), median |3 + e| = 3 + median e, and |median e| <= median |e| (the aligned value)
+    assert shifted.median_dy == pytest.approx(3.0, abs=aligned.median_dy)
+    assert "differ by 3." in shifted.warning("calib")

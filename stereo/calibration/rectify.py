@@ -83,7 +83,7 @@ class Rectifier:
             print(f"note: {swapped_views_message(self.calibrated)}", file=sys.stderr)
         for index, (left, right) in enumerate(pairs):
             rectified = self.rectify(left, right)
-            if index == 0 and self._maps is not None:
+            if index == 0:  # also for already-rectified calibrations: are these images the rectified ones?
                 warning = vertical_misalignment(*rectified).warning(self.calibrated.source)
                 if warning:
                     print(warning, file=sys.stderr)
