@@ -3,10 +3,15 @@
 KITTI: the real raw-data ``calib_cam_to_cam.txt`` in ../shared/data/real/calibration_files (skipped without
 it). Middlebury 2014, ETH3D, ROS and OpenCV files are written by the tests from their documented
 formats (the Middlebury sample is the one on the Middlebury 2014 page; Adirondack-perfect's calib.txt is
-quoted verbatim).
+quoted verbatim). A real MiddEval3 file is read when ``$STEREO_CALIBRATION_SAMPLES`` names a folder
+holding ``middlebury2014_trainingQ/Adirondack/calib.txt`` (a copy of ``MiddEval3/trainingQ/Adirondack/calib.txt``
+as committed in github.com/Homay0118/DDL_demo at c7639a21; kept out of the repository, skipped without it).
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -80,6 +85,18 @@ def test_middlebury_calib_txt(tmp_path, text, f, cx, cy, baseline, doffs, size):
     assert (geometry.width, geometry.height, geometry.ndisp) == (*size, 280)
     d = 68.889
     assert geometry.depth(np.array([d]))[0] == pytest.approx(baseline * f / (d + doffs), rel=1e-6)  # float32 depth
+
+
+def test_real_middeval3_quarter_size_calib_txt():
+    """Its lines carry stray blanks (' doffs= 53.271 ', '[ 1038.018 0 322.037 ; ...] ')."""
+    path = Path(os.environ.get("STEREO_CALIBRATION_SAMPLES", "")) / "middlebury2014_trainingQ" / "Adirondack" / "calib.txt"
+    if not os.environ.get("STEREO_CALIBRATION_SAMPLES") or not path.is_file():
+        pytest.skip("set STEREO_CALIBRATION_SAMPLES to a folder with middlebury2014_trainingQ/Adirondack/calib.txt")
+    geometry = read_depth_geometry(path)
+    # by hand: cam0 f 1038.018, cx 322.037, cy 243.393; doffs 53.271 (= 375.308 - 322.037); baseline 176.252 mm
+    assert (geometry.focal, geometry.cx, geometry.cy, geometry.width, geometry.height, geometry.ndisp) == (
+        1038.018, 322.037, 243.393, 718, 496, 73)
+    assert (geometry.baseline, geometry.doffs) == pytest.approx((176.252, 53.271), rel=REL)
 
 
 def test_middlebury_without_doffs_and_contradictions(tmp_path):
