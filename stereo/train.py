@@ -27,7 +27,7 @@ from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.models.build import build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
-from stereo.training.init_weights import init_from_weights
+from stereo.training.init_from import init_from_weights
 from stereo.training.module import StereoModule
 
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")

@@ -13,7 +13,6 @@ from conftest import compose
 
 from stereo.data.io import read_pfm
 from stereo.evaluate import evaluate
-from stereo.evaluation.runner import shard_indices
 from stereo.evaluation import protocols
 
 def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, tiny_checkpoint, tmp_path):
@@ -88,13 +87,6 @@ def test_gwcnet_protocol_crops_bottom_right_and_kitti_reports_noc():
 def test_psmnet_protocol_averages_per_batch_of_8_without_lower_bound():
     protocol = protocols.get_protocol("sceneflow_psmnet")
     assert (protocol.averaging, protocol.batch_size, protocol.min_disp, protocol.passes) == ("per_batch", 8, None, "clean")
-
-
-@pytest.mark.parametrize("length,world", [(5, 2), (2, 3), (7, 4)])
-def test_shards_cover_every_sample_exactly_once_without_padding(length, world):
-    shards = [shard_indices(length, rank, world) for rank in range(world)]
-    flat = [i for shard in shards for i in shard]
-    assert sorted(flat) == list(range(length))
 
 
 def test_a_scene_flow_protocol_reports_every_data_setting_it_changes():

@@ -14,7 +14,7 @@ from stereo.models import PSMNet
 from stereo.models.build import build_network
 from stereo.models.checkpoints import load_psmnet_checkpoint, save_weights
 from stereo.train import train
-from stereo.training.init_weights import init_from_weights
+from stereo.training.init_from import init_from_weights
 
 ATTENTION = {"feature": {"kind": "efficient", "key_channels": 64, "value_channels": 128},
              "volume": {"kind": "efficient", "key_channels": 16, "value_channels": 32}}

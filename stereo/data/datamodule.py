@@ -77,8 +77,14 @@ class GuardedDataset(Dataset):
         raise RuntimeError(f"{len(errors)} consecutive samples from index {index} failed to load; last: {errors[-1]}")
 
 
+def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
+    """One process's evaluation shard: indices rank, rank + W, ... Disjoint and unpadded: unlike
+    DistributedSampler, no sample is repeated to even out ranks, so each is scored exactly once."""
+    return list(range(rank, length, world_size))
+
+
 class ShardSampler(DistributedSampler):
-    """Evaluation shard of one process: indices rank, rank + W, ... with no padding.
+    """Evaluation shard of one process (:func:`shard_indices`) as a sampler for validation in training.
 
     Lightning's default DistributedSampler repeats up to W - 1 samples so that every process gets the
     same number; those would be scored twice in val/* metrics. Being a DistributedSampler, this one is
@@ -91,7 +97,7 @@ class ShardSampler(DistributedSampler):
         if len(dataset) < num_replicas:
             raise ValueError(f"the evaluation set has {len(dataset)} samples, fewer than the {num_replicas} "
                              "processes: use fewer devices or more samples (each process needs at least one)")
-        self.shard = list(range(rank, len(dataset), num_replicas))
+        self.shard = shard_indices(len(dataset), rank, num_replicas)
 
     def __iter__(self):
         return iter(self.shard)

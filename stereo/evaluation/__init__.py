@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from stereo.evaluation.pairs import (
+from stereo.evaluation.methods import (
     DisparityMethod,
     evaluate_method,
     network_method,
     raw_test_dataset,
-    sample_max_disp,
     sgbm_method,
 )
 
-__all__ = ["DisparityMethod", "evaluate_method", "network_method", "raw_test_dataset", "sample_max_disp", "sgbm_method"]
+__all__ = ["DisparityMethod", "evaluate_method", "network_method", "raw_test_dataset", "sgbm_method"]

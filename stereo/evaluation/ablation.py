@@ -9,7 +9,7 @@
 
 Each (variant, seed) trains with ``stereo.train.train`` on ``conf/train.yaml`` + ``experiment=ablation``
 + ``model=<variant>`` (same data, crop, batch, optimiser, schedule, steps and seed for every variant),
-then its final weights are scored with :func:`stereo.evaluation.pairs.evaluate_method` on the held-out
+then its final weights are scored with :func:`stereo.evaluation.methods.evaluate_method` on the held-out
 synthetic TEST split and on every real pair (../shared/data/real), exactly like StereoSGBM.
 
 Resumable: run directories are ``<out>/runs/<variant>/seed<seed>``; a run with ``result.json`` is not
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from stereo.config import CONFIG_DIR, compose
-from stereo.evaluation.pairs import DEFAULT_CAP, evaluate_method, network_method, raw_test_dataset, sgbm_method
+from stereo.evaluation.methods import DEFAULT_CAP, evaluate_method, network_method, raw_test_dataset, sgbm_method
 from stereo.evaluation.reports import machine_info, markdown_table
 
 VARIANTS = ("psmnet", "ea_psmnet_feature", "ea_psmnet_volume", "ea_psmnet", "dp_psmnet_hourglass")

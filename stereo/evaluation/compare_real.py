@@ -5,7 +5,7 @@
 
 (``python scripts/compare_real.py ...`` is the same command.)
 
-Same routine and rule as the ablation (stereo.evaluation.pairs): full resolution, per-pair max_disp =
+Same routine and rule as the ablation (stereo.evaluation.methods): full resolution, per-pair max_disp =
 GT maximum rounded up past a multiple of 16 (≤ --cap), all pixels with GT, mean over pairs. Prints a
 per-pair table (EPE, bad-2, bad-3, D1, SGBM's raw coverage) and writes JSON + Markdown to --out.
 """
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from stereo.data import load_real_samples
-from stereo.evaluation.pairs import DEFAULT_CAP, evaluate_method, network_method, sgbm_method
+from stereo.evaluation.methods import DEFAULT_CAP, evaluate_method, network_method, sgbm_method
 from stereo.evaluation.reports import machine_info, markdown_table
 
 COLUMNS = ("epe", "bad2", "bad3", "d1")

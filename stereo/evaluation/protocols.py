@@ -8,14 +8,35 @@ in validation (during training) and in ``stereo.evaluate``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
-from stereo.models import MIN_INPUT_SIZE
+from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR
 from stereo.models.padding import Padder
 from stereo.evaluation import metrics
+
+
+MAX_DISP_RULES = ("fixed", "per_sample")
+
+
+def round_max_disp(value: float, multiple: int = SIZE_DIVISOR, cap: int | None = None) -> int:
+    """Smallest multiple of ``multiple`` strictly above ``value`` (so ``gt < max_disp`` holds), at most ``cap``.
+
+    Strictly above because evaluation scores ``gt < max_disp`` and a search range of ``n`` levels
+    can only return disparities ``< n``.
+    """
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"max disparity must be a finite value >= 0, got {value}")
+    rounded = (math.floor(value / multiple) + 1) * multiple
+    if cap is not None:
+        if cap <= 0 or cap % multiple:
+            raise ValueError(f"cap must be a positive multiple of {multiple}, got {cap}")
+        rounded = min(rounded, cap)
+    return int(rounded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +54,9 @@ class Protocol:
     passes: str = "clean"
     min_disp: float | None = 0.0  # scored pixels: min_disp < gt < max_disp (None = unbounded)
     max_disp: float | None = 192.0
+    # "fixed": max_disp as given; "per_sample": each sample's search range (and mask bound) is its largest
+    # valid GT disparity rounded up past a multiple of 16, capped at max_disp (sample_max_disp)
+    max_disp_rule: str = "fixed"
     noc: bool = False  # also report every metric over non-occluded pixels (keys "noc_*")
     resize: str = "pad"  # "pad" to a multiple of 16, or "crop" the bottom-right crop_size window
     pad_mode: str = "top_right"
@@ -47,6 +71,11 @@ class Protocol:
             raise ValueError(f"protocol {self.name}: resize must be 'pad' or 'crop', got {self.resize!r}")
         if self.resize == "crop" and not self.crop_size:
             raise ValueError(f"protocol {self.name}: resize='crop' needs crop_size")
+        if self.max_disp_rule not in MAX_DISP_RULES:
+            raise ValueError(f"protocol {self.name}: max_disp_rule must be one of {MAX_DISP_RULES}")
+        if self.max_disp_rule == "per_sample" and (not self.max_disp or self.max_disp % SIZE_DIVISOR):
+            raise ValueError(f"protocol {self.name}: a per-sample search range needs max_disp (the cap) "
+                             f"to be a positive multiple of {SIZE_DIVISOR}, got {self.max_disp}")
         if self.averaging not in metrics.AVERAGING_MODES:
             raise ValueError(f"protocol {self.name}: averaging must be one of {metrics.AVERAGING_MODES}")
 
@@ -56,6 +85,16 @@ class Protocol:
         record["crop_size"] = list(self.crop_size) if self.crop_size else None
         record["primary"] = list(self.primary)
         return record
+
+    def sample_max_disp(self, disparity: np.ndarray, valid: np.ndarray) -> int:
+        """One sample's search range under ``max_disp_rule="per_sample"``: its largest valid, finite GT
+        disparity rounded up strictly past a multiple of 16, at most ``max_disp``."""
+        gt = np.asarray(disparity)[np.asarray(valid, dtype=bool) & np.isfinite(disparity)]
+        return round_max_disp(float(gt.max()) if gt.size else 0.0, cap=int(self.max_disp))
+
+    def with_cap(self, cap: int) -> Protocol:
+        """The same protocol with another ``max_disp`` (a per-sample rule's cap)."""
+        return dataclasses.replace(self, max_disp=float(cap))
 
     def summarize(self, rows: list[Mapping[str, float]]) -> dict[str, float]:
         """Dataset-level metrics from per-image rows, averaged the protocol's way."""
@@ -110,6 +149,12 @@ PROTOCOLS: dict[str, Protocol] = {
             description="ETH3D two-view: bad-1.0 over non-occluded pixels (also all), finite GT only",
             dataset="eth3d", split="training", passes="-", min_disp=0.0, max_disp=None, noc=True,
             primary=("noc_bad1",), reference="ETH3D bad 1.0 nonocc",
+        ),
+        Protocol(
+            name="pairs",
+            description="Any method (networks, StereoSGBM) on raw pairs at full resolution: per-sample search range = largest valid GT disparity rounded up past the next multiple of 16, capped at max_disp; dataset valid AND 0<gt<max_disp (occluded included); methods scored on dense maps (SGBM holes filled with the row background, KITTI devkit rule); mean of per-image values",
+            dataset="raw samples", split="-", files="-", passes="-", max_disp_rule="per_sample",
+            reference="stereo.evaluation.methods (the ablation, compare_real, tune_sgbm)",
         ),
         Protocol(
             name="synthetic",
@@ -170,7 +215,7 @@ def predict(model: torch.nn.Module, batch: Mapping[str, Any], protocol: Protocol
         left, right, gt, valid = (_crop_bottom_right(t, ch, cw) for t in (left, right, gt, valid))
         noc = _crop_bottom_right(noc, ch, cw) if noc is not None else None
     # PSMNet's SPP needs ≥ 256 px both ways; smaller images are zero-padded (the protocol's pad mode).
-    padder = Padder(left.shape[-2], left.shape[-1], divisor=16, mode=protocol.pad_mode,
+    padder = Padder(left.shape[-2], left.shape[-1], divisor=SIZE_DIVISOR, mode=protocol.pad_mode,
                     min_size=(MIN_INPUT_SIZE, MIN_INPUT_SIZE))
     padded_left, padded_right = padder.pad(left, right)
     output = model(padded_left, padded_right)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from stereo.data.datamodule import shard_indices
 from stereo.data.io import atomic_write, write_image, write_pfm
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
@@ -48,11 +49,6 @@ def distributed_rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
-    """Disjoint, unpadded shard: unlike DistributedSampler, no sample is duplicated to even out ranks."""
-    return list(range(rank, length, world_size))
 
 
 def _export(directory: Path, name: str, prediction: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,

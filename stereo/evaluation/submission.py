@@ -15,7 +15,6 @@ written atomically and a frame whose files all exist is skipped, so an interrupt
 from __future__ import annotations
 
 import io
-import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -26,10 +25,10 @@ import numpy as np
 
 from stereo.calibration.readers import read_middlebury
 from stereo.data.io import KITTI_DISPARITY_SCALE, atomic_write, write_pfm
+from stereo.evaluation.protocols import round_max_disp
 
 BENCHMARKS = ("kitti2015", "kitti2012", "middlebury", "eth3d")
 KITTI_FOLDERS = {"kitti2015": ("image_2", "image_3"), "kitti2012": ("colored_0", "colored_1")}
-DISPARITY_DIVISOR = 16
 _KITTI_FRAME = re.compile(r"^\d{6}_10\.png$")
 _METHOD = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -49,8 +48,9 @@ class Frame:
 
 
 def round_up_disparity(ndisp: int) -> int:
-    """The smallest multiple of 16 >= ``ndisp`` (the network's cost volume works in steps of 16)."""
-    return max(DISPARITY_DIVISOR, math.ceil(ndisp / DISPARITY_DIVISOR) * DISPARITY_DIVISOR)
+    """The smallest multiple of 16 >= ``ndisp`` (the network's cost volume works in steps of 16): for
+    whole ``ndisp``, the multiple strictly above ``ndisp - 1``."""
+    return round_max_disp(max(int(ndisp) - 1, 0))
 
 
 def _first_dir(candidates: list[Path], what: str) -> Path:

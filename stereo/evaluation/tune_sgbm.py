@@ -6,7 +6,7 @@
 
 Grid: block size × mode × uniqueness ratio (5 or 15) × left padding (P1/P2 follow OpenCV's 8·3·bs² / 32·3·bs²,
 speckle filter and disp12MaxDiff fixed). Ranked by mean dense EPE, then bad-3; prints the table and
-writes it as JSON. The winner is what ``stereo.baselines.SGBMParams`` defaults to.
+writes it as JSON. The winner is what ``stereo.evaluation.sgbm.SGBMParams`` defaults to.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stereo.baselines import SGBMParams
+from stereo.evaluation.sgbm import SGBMParams
 from stereo.config import compose
-from stereo.evaluation.pairs import evaluate_method, raw_test_dataset, sgbm_method
+from stereo.evaluation.methods import evaluate_method, raw_test_dataset, sgbm_method
 from stereo.evaluation.reports import machine_info
 
 GRID = {

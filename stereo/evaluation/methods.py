@@ -1,15 +1,16 @@
 """Score any disparity method — one of our networks or StereoSGBM — on raw stereo samples, per image.
 
-One routine for every comparison (the ablation, the demo checkpoint against SGBM), so all methods
-see the same pixels under the same rule:
+One routine for every comparison (the ablation, compare_real, tune_sgbm), so all methods see the
+same pixels under the same rule, the ``pairs`` protocol (:mod:`stereo.evaluation.protocols`, written
+verbatim next to every result):
 
 - full resolution, no resizing: each method gets the sample's uint8 RGB pair as it is on disk;
-- per-sample search range ``max_disp`` = the GT maximum rounded *up* to the next multiple of 16
-  (strictly above it), capped at ``cap`` (192 by default) — recorded per image;
+- per-sample search range (``max_disp_rule="per_sample"``): the GT maximum rounded *up* past the
+  next multiple of 16, capped at the protocol's ``max_disp`` (192; :meth:`Protocol.with_cap`) — recorded per image;
 - scored pixels: the dataset's ``valid`` AND ``0 < gt < max_disp`` (:func:`stereo.evaluation.metrics.evaluation_mask`);
-- metrics from :mod:`stereo.evaluation.metrics` (EPE, bad-1/2/3, KITTI D1) per image, then the mean
-  over images (every image weighs the same, whatever its number of GT pixels);
-- methods return a dense map (SGBM's holes are filled, :func:`stereo.baselines.fill_invalid`) and
+- metrics from :mod:`stereo.evaluation.metrics` (EPE, bad-1/2/3, KITTI D1) per image, combined as the
+  protocol says (mean over images: every image weighs the same, whatever its number of GT pixels);
+- methods return a dense map (SGBM's holes are filled, :func:`stereo.evaluation.sgbm.fill_invalid`) and
   optionally their raw valid mask, from which ``coverage`` (% of scored pixels the method itself
   matched) and ``raw_epe`` (EPE over those pixels only) are reported.
 """
@@ -25,18 +26,14 @@ import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from stereo.baselines import SGBMMatcher, SGBMParams, round_max_disp
 from stereo.evaluation import metrics
+from stereo.evaluation.protocols import Protocol, get_protocol
+from stereo.evaluation.sgbm import SGBMMatcher, SGBMParams
 
 # (left uint8 H×W×3, right uint8 H×W×3, max_disp) -> (dense disparity H×W, raw valid H×W or None = all)
 DisparityMethod = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, "np.ndarray | None"]]
-DEFAULT_CAP = 192
-
-
-def sample_max_disp(disparity: np.ndarray, valid: np.ndarray, cap: int = DEFAULT_CAP) -> int:
-    """The search range for one sample: its largest valid GT disparity rounded up past a multiple of 16, ≤ cap."""
-    gt = np.asarray(disparity)[np.asarray(valid, dtype=bool) & np.isfinite(disparity)]
-    return round_max_disp(float(gt.max()) if gt.size else 0.0, cap=cap)
+PAIRS = get_protocol("pairs")
+DEFAULT_CAP = int(PAIRS.max_disp)
 
 
 def sgbm_method(params: SGBMParams | None = None) -> DisparityMethod:
@@ -66,10 +63,12 @@ def evaluate_method(
     desc: str = "evaluate",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run ``method`` on every raw sample of ``dataset`` (or those whose name is in ``names``).
+    """Run ``method`` on every raw sample of ``dataset`` (or those whose name is in ``names``) under
+    the ``pairs`` protocol with search ranges capped at ``cap``.
 
-    Returns ``{"rows": [per-image dict], "summary": {mean over images ...}, "protocol": {...}}``.
+    Returns ``{"rows": [per-image dict], "summary": {...}, "protocol": the protocol's record}``.
     """
+    protocol = PAIRS.with_cap(cap)
     wanted = set(names) if names is not None else None
     indices = [i for i in range(len(dataset)) if wanted is None or _name(dataset, i) in wanted]
     if not indices:
@@ -77,21 +76,21 @@ def evaluate_method(
     rows = []
     for index in tqdm(indices, desc=desc, unit="pair", disable=not progress):
         sample = dataset[index]
-        rows.append(score_sample(method, sample, cap))
-    return {"rows": rows, "summary": summarize(rows), "protocol": protocol_record(cap)}
+        rows.append(score_sample(method, sample, protocol))
+    return {"rows": rows, "summary": summarize(rows, protocol), "protocol": protocol.to_dict()}
 
 
-def score_sample(method: DisparityMethod, sample: Mapping[str, Any], cap: int = DEFAULT_CAP) -> dict[str, Any]:
+def score_sample(method: DisparityMethod, sample: Mapping[str, Any], protocol: Protocol = PAIRS) -> dict[str, Any]:
     """One raw sample (docs/data.md#sample-format) -> its metric row."""
     gt, valid = np.asarray(sample["disparity"], np.float32), np.asarray(sample["valid"], bool)
-    max_disp = sample_max_disp(gt, valid, cap)
+    max_disp = protocol.sample_max_disp(gt, valid)
     started = time.perf_counter()
     prediction, raw_valid = method(sample["left"], sample["right"], max_disp)
     seconds = time.perf_counter() - started
     prediction = np.asarray(prediction, np.float32)
     if prediction.shape != gt.shape:
         raise ValueError(f"{sample['name']}: method returned {prediction.shape}, ground truth is {gt.shape}")
-    mask = metrics.evaluation_mask(gt, valid, 0.0, float(max_disp))
+    mask = metrics.evaluation_mask(gt, valid, protocol.min_disp, float(max_disp))
     row: dict[str, Any] = {"name": sample["name"], "height": gt.shape[0], "width": gt.shape[1],
                            "max_disp": max_disp, "gt_max": float(gt[valid].max()) if valid.any() else math.nan}
     row.update({k: float(v[0]) for k, v in metrics.all_metrics(prediction, gt, mask).items()})
@@ -106,25 +105,13 @@ def score_sample(method: DisparityMethod, sample: Mapping[str, Any], cap: int = 
     return row
 
 
-def summarize(rows: list[Mapping[str, Any]]) -> dict[str, float]:
-    """Mean over images of every metric (images without a scored pixel excluded), plus coverage/time."""
-    summary = metrics.summarize(rows, "per_image")
+def summarize(rows: list[Mapping[str, Any]], protocol: Protocol = PAIRS) -> dict[str, float]:
+    """Every metric combined the protocol's way (images without a scored pixel excluded), plus coverage/time."""
+    summary = protocol.summarize(rows)
     for key in ("coverage", "raw_epe"):
         summary[key] = metrics.mean_over_images([float(r[key]) for r in rows])[0]
     summary["seconds"] = float(sum(r["seconds"] for r in rows))
     return summary
-
-
-def protocol_record(cap: int) -> dict[str, Any]:
-    """The rule, written next to every result so the numbers can be compared (or not) knowingly."""
-    return {
-        "resolution": "full (no resizing)",
-        "max_disp": f"per sample: largest valid GT disparity rounded up past the next multiple of 16, capped at {cap}",
-        "mask": "dataset valid AND 0 < gt < max_disp (all pixels with GT, occluded included)",
-        "metrics": "EPE, bad-1/2/3 (% of scored pixels with |e| > tau), D1 (|e| > 3 px and > 5 % of gt)",
-        "averaging": "mean over images of per-image values",
-        "dense": "methods are scored on dense maps; SGBM holes filled with the row background (KITTI devkit rule)",
-    }
 
 
 def _name(dataset: Dataset, index: int) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stereo.baselines import SGBMMatcher, SGBMParams, fill_invalid, round_max_disp
 from stereo.data.sceneflow import SceneFlowDataset
-from stereo.evaluation import evaluate_method, sample_max_disp, sgbm_method
-from stereo.evaluation import metrics
+from stereo.evaluation import evaluate_method, metrics, sgbm_method
+from stereo.evaluation.protocols import get_protocol, round_max_disp
+from stereo.evaluation.sgbm import SGBMMatcher, SGBMParams, fill_invalid
 
 
 def _zero_disparity(left, right, max_disp):
@@ -26,7 +26,11 @@ def test_max_disp_is_rounded_strictly_above_the_gt_maximum_to_a_multiple_of_16_a
     with pytest.raises(ValueError, match="finite"):
         round_max_disp(float("nan"))
     gt = np.array([[5.0, 300.0], [47.5, 0.0]], np.float32)
-    assert sample_max_disp(gt, np.array([[True, False], [True, False]])) == 48  # invalid 300 ignored
+    pairs = get_protocol("pairs")
+    assert pairs.sample_max_disp(gt, np.array([[True, False], [True, False]])) == 48  # invalid 300 ignored
+    assert pairs.with_cap(32).sample_max_disp(gt, np.ones_like(gt, bool)) == 32
+    with pytest.raises(ValueError, match="per-sample search range needs max_disp"):
+        pairs.with_cap(40)
 
 
 def test_fill_leaves_no_hole_keeps_valid_pixels_and_uses_the_row_background():
@@ -54,7 +58,7 @@ def test_sgbm_rejects_bad_settings_and_inputs():
         SGBMParams(block_size=4)
     with pytest.raises(ValueError, match="uint8"):
         SGBMMatcher(16).predict(np.zeros((32, 32, 3), np.float32), np.zeros((32, 32, 3), np.float32))
-    with pytest.raises(ValueError, match="differ in size"):
+    with pytest.raises(ValueError, match="must have equal sizes"):
         SGBMMatcher(16).predict(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 48, 3), np.uint8))
 
 

@@ -13,29 +13,14 @@ the real pairs, which are the held-out test set.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-DISPARITY_MULTIPLE = 16  # OpenCV needs numDisparities % 16 == 0; the networks need max_disp % 16 == 0
+from stereo.inference.predictor import check_pair
+from stereo.models import SIZE_DIVISOR
+
 MODES = ("sgbm", "sgbm_3way", "hh", "hh4")
-
-
-def round_max_disp(value: float, multiple: int = DISPARITY_MULTIPLE, cap: int | None = None) -> int:
-    """Smallest multiple of ``multiple`` strictly above ``value`` (so ``gt < max_disp`` holds), at most ``cap``.
-
-    Strictly above because evaluation scores ``gt < max_disp`` and a search range of ``n`` levels
-    can only return disparities ``< n``.
-    """
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"max disparity must be a finite value >= 0, got {value}")
-    rounded = (math.floor(value / multiple) + 1) * multiple
-    if cap is not None:
-        if cap <= 0 or cap % multiple:
-            raise ValueError(f"cap must be a positive multiple of {multiple}, got {cap}")
-        rounded = min(rounded, cap)
-    return int(rounded)
 
 
 def fill_invalid(disparity: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -119,8 +104,8 @@ class SGBMMatcher:
     """OpenCV StereoSGBM on uint8 RGB pairs; ``predict`` returns (dense disparity, raw-valid mask)."""
 
     def __init__(self, max_disp: int, params: SGBMParams | None = None) -> None:
-        if max_disp <= 0 or max_disp % DISPARITY_MULTIPLE:
-            raise ValueError(f"max_disp must be a positive multiple of {DISPARITY_MULTIPLE}, got {max_disp}")
+        if max_disp <= 0 or max_disp % SIZE_DIVISOR:  # OpenCV's numDisparities, like the networks' max_disp
+            raise ValueError(f"max_disp must be a positive multiple of {SIZE_DIVISOR}, got {max_disp}")
         self.max_disp = int(max_disp)
         self.params = params or SGBMParams()
 
@@ -148,7 +133,7 @@ class SGBMMatcher:
         """(disparity in pixels, valid) straight from SGBM; invalid pixels hold -1."""
         import cv2
 
-        left, right = _check_pair(left, right)
+        left, right = check_pair(left, right)
         pad = self.max_disp if self.params.pad_left else 0
         if pad:
             left = cv2.copyMakeBorder(left, 0, 0, pad, 0, cv2.BORDER_REPLICATE)
@@ -164,12 +149,3 @@ class SGBMMatcher:
         disparity, valid = self.predict_raw(left, right)
         return fill_invalid(disparity, valid), valid
 
-
-def _check_pair(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    left, right = np.asarray(left), np.asarray(right)
-    for name, image in (("left", left), ("right", right)):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"{name} image must be H×W×3 uint8 RGB, got {image.dtype} {image.shape}")
-    if left.shape != right.shape:
-        raise ValueError(f"left {left.shape} and right {right.shape} images differ in size")
-    return np.ascontiguousarray(left), np.ascontiguousarray(right)
