@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sceneflow_fakes import build_tree, full_sequences, install_virtual_tree, small_sequences
-from stereo.data.check import check_sceneflow, main, parse_arguments
+from conftest import compose
+from stereo.data.check import check_sceneflow, run
 from stereo.data.io import write_image
 
 VIRTUAL_ROOT = Path("/virtual/sceneflow")
@@ -15,7 +17,7 @@ VIRTUAL_ROOT = Path("/virtual/sceneflow")
 
 def test_full_download_passes(monkeypatch, capsys):
     install_virtual_tree(monkeypatch, VIRTUAL_ROOT, full_sequences(), "merged", passes=("final",), right_disparity=True)
-    assert main([f"root={VIRTUAL_ROOT}"]) == 0  # passes default to those on disk: final only here
+    assert run(compose("check", [f"root={VIRTUAL_ROOT}"])) == 0  # passes default to those on disk: final only here
     output = capsys.readouterr().out
     assert "OK: matches the published standard split" in output and "clean" not in output
     for line in ("final  train  total              35,454              35,454", "final  test   total               4,370               4,370",
@@ -38,7 +40,7 @@ def test_missing_files_and_count_mismatch_fail(monkeypatch, capsys):
     sequences = full_sequences()
     sequences["monkaa"][0] = (sequences["monkaa"][0][0], sequences["monkaa"][0][1][:-5])  # five frames short
     install_virtual_tree(monkeypatch, VIRTUAL_ROOT, sequences, "separate", right_disparity=False)
-    assert main([f"root={VIRTUAL_ROOT}", "passes=clean"]) == 1
+    assert run(compose("check", [f"root={VIRTUAL_ROOT}", "passes=clean"])) == 1
     output = capsys.readouterr().out
     assert "monkaa              8,659     8,659     8,664  MISMATCH (-5)" in output
     assert "missing right disparity" in output and "(limit=0 lists all)" in output and "FAILED" in output
@@ -69,9 +71,17 @@ def test_verify_reads_every_file_and_names_the_unreadable(tmp_path, capsys):
     assert "0007.pfm: PFM header says 6x4x1" in unreadable[1]
 
 
-def test_argument_errors_exit_2(capsys):
-    assert main(["passes=clean"]) == 2
-    assert "root=<Scene Flow folder> is required" in capsys.readouterr().err
-    assert main(["root=x", "colour=blue"]) == 2
-    assert main(["root=x", "passes=dirty"]) == 2
-    assert parse_arguments(["root=/d", "passes=[clean,final]", "verify=true"])["passes"] == "[clean,final]"
+def test_argument_errors_exit_2_with_one_line(capsys, monkeypatch):
+    """Through the command itself (Hydra's parser, the one-line error convention of stereo.cli)."""
+    import sys
+
+    from stereo.data.check import main
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    for argv, message in ((["passes=clean"], "config key root"), (["root=x", "passes=dirty"], "passes: 'dirty' is not one of")):
+        monkeypatch.setattr(sys, "argv", ["check", *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error: ") and message in line

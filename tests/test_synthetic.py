@@ -7,10 +7,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import compose
 
 from stereo.data import io
 from stereo.data.io import read_disparity, read_image
-from stereo.data.synthetic import MARKER_NAME, SceneStyle, ensure_generated, generate, main, sample_paths
+from stereo.data.synthetic import MARKER_NAME, SceneStyle, ensure_generated, generate, run, sample_paths
 
 SIZE = {"height": 64, "width": 128, "max_disp": 32.0}
 CLEAN = SceneStyle(noise_std=0.0, blur_probability=0.0, texture_kinds=("noise", "blobs"))
@@ -154,12 +155,13 @@ def test_bad_parameters_are_rejected_with_the_reason():
         generate("unused", num_train=0, num_test=0, **SIZE)
 
 
-def test_command_line_generates_the_tree(tmp_path, capsys):
-    main([f"root={tmp_path}", "num_train=1", "num_test=1", "height=48", "width=96", "max_disp=24", "seed=3"])
-    assert "generated" in capsys.readouterr().out
+def test_command_generates_the_tree_and_defaults_to_the_training_data_config(tmp_path, capsys):
+    cfg = compose("synthetic", [f"root={tmp_path}", "num_train=1", "num_test=1", "height=48", "width=96", "max_disp=24", "seed=3"])
+    assert run(cfg) is True and "generated" in capsys.readouterr().out
     assert read_image(sample_paths(tmp_path, "test", 0)["right"]).shape == (48, 96, 3)
-    with pytest.raises(SystemExit, match="missing arguments"):
-        main([f"root={tmp_path}"])
+    assert run(cfg) is False  # complete with the same parameters: nothing to do
+    defaults = compose("synthetic", ["paths.data_dir=DATA"])
+    assert {key: defaults[key] for key in defaults.data.generate} == dict(defaults.data.generate)
 
 
 def test_natural_image_textures_come_from_a_folder(tmp_path):

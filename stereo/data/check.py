@@ -1,19 +1,13 @@
 """Check a Scene Flow download: counts against the published lists, missing and unreadable files.
 
-Usage (Hydra-style ``key=value`` arguments)::
+A Hydra command (options and their defaults: conf/check.yaml)::
 
-    python -m stereo.data.check root=/data/sceneflow [passes=clean,final] [subsets=flyingthings3d,driving,monkaa]
+    python -m stereo.data.check root=/data/sceneflow [passes=[clean,final]] [subsets=[flyingthings3d]]
                                 [verify=true] [workers=4] [limit=200]
 
-* ``root``: the folder holding the subsets (any layout of ``stereo.data.sceneflow``).
-* ``passes``: passes to check; default: every pass of which some subset is on disk.
-* ``subsets``: default all three; name only what you downloaded to check a partial set.
-* ``verify=true``: also open every image and disparity map (slow: about 0.1 s per pair per worker)
-  to find truncated or corrupt files and left/right/GT size mismatches.
-* ``limit``: list at most this many missing/unreadable files per kind (default 200; 0 = all).
-
-Exit code 0 when every checked split holds exactly the published standard counts and nothing is
-missing or unreadable; 1 otherwise; 2 for bad arguments.
+``verify=true`` also opens every image and disparity map to find truncated or corrupt files and
+left/right/GT size mismatches. Exit code 0 when every checked split holds exactly the published
+standard counts and nothing is missing or unreadable; 1 otherwise; 2 for bad arguments (one line).
 """
 
 from __future__ import annotations
@@ -25,13 +19,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
 from tqdm import tqdm
+
+from stereo.cli import entry_point
+from stereo.config import CONFIG_DIR
 
 from stereo.data.base import PairRecord, load_record
 from stereo.data.sceneflow import PASSES, PUBLISHED_COUNTS, SPLITS, SUBSETS, index_sceneflow, locate_subset
 
-_DEFAULTS = {"root": None, "passes": None, "subsets": ",".join(SUBSETS), "verify": "false", "workers": None,
-             "limit": "200"}
 
 
 @dataclass
@@ -46,21 +45,13 @@ class CheckReport:
         return counts_match and bool(self.rows) and not self.problems and not self.unreadable
 
 
-def parse_arguments(argv: Sequence[str]) -> dict[str, str]:
-    """``key=value`` pairs (a leading ``+`` or ``--`` is tolerated); unknown keys are an error."""
-    options = {key: value for key, value in _DEFAULTS.items() if value is not None}
-    for argument in argv:
-        key, separator, value = argument.lstrip("+-").partition("=")
-        if not separator or key not in _DEFAULTS:
-            raise ValueError(f"unknown argument {argument!r}; expected key=value with key in {', '.join(_DEFAULTS)}")
-        options[key] = value
-    if "root" not in options:
-        raise ValueError("root=<Scene Flow folder> is required")
-    return options
-
-
-def _split_list(text: str) -> list[str]:
-    return [item.strip() for item in text.strip("[]").split(",") if item.strip()]
+def _names(value: Any, key: str, known: Sequence[str]) -> list[str]:
+    """A list option given as a list or as one name; every name must be one of ``known``."""
+    names = [value] if isinstance(value, str) else list(value)
+    for name in names:
+        if name not in known:
+            raise ValueError(f"{key}: {name!r} is not one of {', '.join(known)}")
+    return names
 
 
 def _verify_one(record: PairRecord) -> str | None:
@@ -137,27 +128,21 @@ def format_report(report: CheckReport, limit: int = 200) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        options = parse_arguments(sys.argv[1:] if argv is None else argv)
-        verify = options["verify"].lower() in ("1", "true", "yes")
-        workers = int(options["workers"]) if "workers" in options else None
-        limit = int(options["limit"])
-        passes = _split_list(options["passes"]) if "passes" in options else None
-        for pass_ in passes or ():
-            if pass_ not in PASSES:
-                raise ValueError(f"passes: {pass_!r} is not one of {', '.join(PASSES)}")
-        subsets = _split_list(options["subsets"])
-        for subset in subsets:
-            if subset not in SUBSETS:
-                raise ValueError(f"subsets: {subset!r} is not one of {', '.join(SUBSETS)}")
-    except ValueError as error:
-        print(f"error: {error}\n\n{__doc__}", file=sys.stderr)
-        return 2
-    report = check_sceneflow(options["root"], passes, subsets, verify, workers)
-    print(format_report(report, limit))
+def run(cfg: DictConfig) -> int:
+    """Check the tree ``cfg`` names, print the report; 0 when it matches the published split, else 1."""
+    passes = _names(cfg.passes, "passes", PASSES) if cfg.passes is not None else None
+    subsets = _names(cfg.subsets, "subsets", SUBSETS)
+    workers = int(cfg.workers) if cfg.workers is not None else None
+    report = check_sceneflow(str(cfg.root), passes, subsets, bool(cfg.verify), workers)
+    print(format_report(report, int(cfg.limit)))
     return 0 if report.ok else 1
 
 
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="check")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    sys.exit(run(cfg))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

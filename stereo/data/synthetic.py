@@ -12,9 +12,9 @@ are sampled there and layers are again z-tested by their disparity. Both views, 
 disparity maps therefore follow from the same geometry, and the ground truth is exact up to the
 bilinear resampling of the texture in the right view.
 
-Command::
+A Hydra command (conf/synthetic.yaml); without arguments it generates the tree training uses::
 
-    python -m stereo.data.synthetic root=data/synthetic num_train=200 num_test=20 height=320 width=640 max_disp=96 seed=0 [workers=2]
+    python -m stereo.data.synthetic [root=data/synthetic num_train=200 num_test=20 height=320 width=640 max_disp=96 seed=0 workers=2]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -31,9 +30,13 @@ from functools import partial
 from pathlib import Path
 
 import cv2
+import hydra
 import numpy as np
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from stereo.cli import entry_point
+from stereo.config import CONFIG_DIR
 from stereo.data.textures import PROCEDURAL_KINDS, TextureSource, make_texture_source
 
 SPLITS = {"train": "TRAIN", "test": "TEST"}
@@ -452,26 +455,19 @@ def ensure_generated(root: str | Path, num_train: int, num_test: int, height: in
     return True
 
 
-def _parse_cli(argv: list[str]) -> dict:
-    """``key=value`` arguments (the same style as the Hydra entry points)."""
-    types = {"root": str, "num_train": int, "num_test": int, "height": int, "width": int, "max_disp": float,
-             "seed": int, "workers": int}
-    args: dict = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise SystemExit(f"unexpected argument {item!r}; expected key=value with key in {sorted(types)}")
-        args[key] = types[key](value)
-    missing = sorted(set(types) - set(args) - {"seed", "workers"})
-    if missing:
-        raise SystemExit(f"missing arguments: {', '.join(f'{k}=...' for k in missing)}")
-    return args
+def run(cfg: DictConfig) -> bool:
+    """Generate the tree ``cfg`` describes unless it is already complete; True when it generated."""
+    keys = ("root", "num_train", "num_test", "height", "width", "max_disp", "seed", "workers")
+    options = {key: cfg[key] for key in keys}
+    generated = ensure_generated(**options)
+    print(f"{options['root']}: {'generated' if generated else 'already complete, nothing to do'}")
+    return generated
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parse_cli(sys.argv[1:] if argv is None else argv)
-    generated = ensure_generated(**args)
-    print(f"{args['root']}: {'generated' if generated else 'already complete, nothing to do'}")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synthetic")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    run(cfg)
 
 
 if __name__ == "__main__":
