@@ -1,18 +1,18 @@
-"""The comparison commands of stereo.evaluation: the ablation (--quick) end to end (real train() runs, real
-evaluation, table files, resumption), the real-pair comparison of a checkpoint against StereoSGBM, the
-SGBM tuning grid, and the thin scripts/ commands that call them."""
+"""The comparison commands: the ablation (quick=true) end to end (real training commands, real
+evaluation, table files, resumption of an interrupted arm), the real-pair comparison of a checkpoint
+against StereoSGBM and the SGBM tuning grid."""
 
 from __future__ import annotations
 
 import json
 import math
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import compose
+
+from stereo import ablation, compare_real, tune_sgbm
 from stereo.data.real_samples import default_real_data_dir
-from stereo.evaluation import ablation, compare_real, tune_sgbm
+from stereo.models.checkpoints import read_checkpoint
 
 VARIANTS = ["psmnet", "ea_psmnet_feature"]
 
@@ -20,18 +20,25 @@ VARIANTS = ["psmnet", "ea_psmnet_feature"]
 def _real_args() -> list[str]:
     """Score one small real pair when ../shared/data/real is present, else skip the real pairs."""
     real = default_real_data_dir()
-    return ["--real-root", str(real), "--real-names", "middlebury2001/tsukuba"] if real.is_dir() else ["--no-real"]
+    return [f"real_root={real}", "real_names=[middlebury2001/tsukuba]"] if real.is_dir() else ["real=false"]
 
 
 @pytest.mark.slow
-def test_quick_ablation_tabulates_every_variant_and_resumes_instead_of_retraining(synthetic_root, tmp_path):
+def test_quick_ablation_resumes_an_interrupted_arm_tabulates_every_variant_and_reuses_finished_ones(synthetic_root, tmp_path):
     out = tmp_path / "ablation"
-    argv = ["--quick", "--variants", *VARIANTS, "--out", str(out), *_real_args(),
-            "data.generate=null", f"data.train.root={synthetic_root}", f"data.val.root={synthetic_root}"]
-    report = ablation.main(argv)
+    data = f'train_overrides=["data.generate=null","data.train.root={synthetic_root}","data.val.root={synthetic_root}"]'
+    argv = ["quick=true", "budget_steps=2", f"variants=[{','.join(VARIANTS)}]", f"output_dir={out}", *_real_args()]
+    # The first arm stops after 1 of its 2 steps (an epoch of one batch ends the attempt): reported as such.
+    stopped = data[:-1] + ',"trainer.max_epochs=1","trainer.limit_train_batches=1"]'
+    with pytest.raises(RuntimeError, match="stopped at step 1 of 2"):
+        ablation.run(compose("ablation", [*argv, stopped]))
+    # The next run resumes it from its last checkpoint and trains the one step left.
+    report = ablation.run(compose("ablation", [*argv, data]))
+    assert [(r["variant"], r["seed"], r["steps"], r["resumed"]) for r in report["runs"]] == [
+        (VARIANTS[0], 1, 2, True), (VARIANTS[1], 1, 2, False)]
+    assert read_checkpoint(out / "runs" / VARIANTS[0] / "seed1" / "checkpoints" / "last.ckpt")["global_step"] == 2
 
-    splits = ["synthetic"] + (["real"] if "--no-real" not in argv else [])
-    assert [(r["variant"], r["seed"], r["steps"]) for r in report["runs"]] == [(v, 1, 1) for v in VARIANTS]
+    splits = ["synthetic"] + (["real"] if "real=false" not in argv else [])
     for run in report["runs"] + [report["sgbm"]]:
         for split in splits:
             summary = run[split]["summary"]
@@ -45,25 +52,21 @@ def test_quick_ablation_tabulates_every_variant_and_resumes_instead_of_retrainin
         assert name in table
     assert "nan" not in table.lower()
 
-    # Re-run (synthetic only, to stay cheap): the finished run is read back untouched, the one without
-    # result.json resumes from its last checkpoint instead of training again.
-    kept = out / "runs" / "ea_psmnet_feature" / "seed1" / "result.json"
-    kept_mtime = kept.stat().st_mtime_ns
-    (out / "runs" / "psmnet" / "seed1" / "result.json").unlink()
-    again = ablation.main([a for a in argv if a not in _real_args()] + ["--no-real"])
-    assert kept.stat().st_mtime_ns == kept_mtime
-    assert again["runs"][0]["resumed"] is True and again["runs"][0]["steps"] == 1
-    assert again["runs"][0]["synthetic"]["summary"]["epe"] == pytest.approx(report["runs"][0]["synthetic"]["summary"]["epe"])
+    # Finished arms are read back untouched.
+    results = [out / "runs" / variant / "seed1" / "result.json" for variant in VARIANTS]
+    mtimes = [path.stat().st_mtime_ns for path in results]
+    again = ablation.run(compose("ablation", [*argv, data]))
+    assert [path.stat().st_mtime_ns for path in results] == mtimes and again["runs"] == report["runs"]
 
 
 def test_unknown_variant_is_refused_with_the_config_folder(tmp_path):
-    with pytest.raises(SystemExit):
-        ablation.parse_args(["--variants", "no_such_model", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"unknown model config\(s\) \['no_such_model'\]; see .*conf/model"):
+        ablation.run(compose("ablation", ["variants=[no_such_model]", f"output_dir={tmp_path}"]))
 
 
 def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkpoint, real_data_dir, tmp_path):
-    report = compare_real.main(["--checkpoint", str(tiny_checkpoint), "--real-root", str(real_data_dir),
-                          "--names", "middlebury2001/tsukuba", "--out", str(tmp_path)])
+    report = compare_real.run(compose("compare_real", [f"checkpoints=[{tiny_checkpoint}]", f"real_root={real_data_dir}",
+                                                       "names=[middlebury2001/tsukuba]", f"output_dir={tmp_path}"]))
     methods = report["methods"]
     assert list(methods) == ["StereoSGBM", tiny_checkpoint.name]
     rows = [methods[name]["rows"][0] for name in methods]
@@ -77,21 +80,11 @@ def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkp
 @pytest.mark.slow
 def test_tune_sgbm_ranks_every_grid_setting_on_the_synthetic_test_split(synthetic_root, tmp_path):
     out = tmp_path / "tuning.json"
-    results = tune_sgbm.main(["--out", str(out), "data.generate=null", f"data.train.root={synthetic_root}",
-                              f"data.val.root={synthetic_root}"])
+    results = tune_sgbm.run(compose("tune_sgbm", [f"output={out}", "data.generate=null", f"data.train.root={synthetic_root}",
+                                                  f"data.val.root={synthetic_root}"]))
     grid_size = math.prod(len(values) for values in tune_sgbm.GRID.values())
     assert len(results) == grid_size
     assert [r["epe"] for r in results] == sorted(r["epe"] for r in results)
     assert all(math.isfinite(r["epe"]) and 0 < r["coverage"] <= 100 for r in results)
     written = json.loads(out.read_text())
     assert written["results"] == results and written["dataset"] == "synthetic TEST (2 pairs)"
-
-
-@pytest.mark.parametrize("name", ["ablation", "compare_real", "tune_sgbm"])
-def test_scripts_are_thin_commands_for_the_package_modules(name, monkeypatch, capsys):
-    script = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(script), run_name="__main__")
-    assert exit_info.value.code == 0
-    assert capsys.readouterr().out.startswith("usage:")

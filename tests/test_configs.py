@@ -1,6 +1,6 @@
 """Every config the entry points can be given composes and resolves: each experiment, each option of each
-group (found by globbing conf/, so new files are covered without editing this test), and the four entry
-configs. Hydra merges experiments and debug configs into the tree without struct checks, so a mistyped key
+group (found by globbing conf/, so new files are covered without editing this test), and every entry
+config (conf/*.yaml, each a command's). Hydra merges experiments and debug configs into the tree without struct checks, so a mistyped key
 there would silently add a setting nobody reads; the key check below turns that into a failure.
 """
 
@@ -26,6 +26,12 @@ ENTRIES = {
     "infer": ([], ["ckpt_path=model.ckpt"]),
     "export": ([], ["ckpt_path=model.ckpt", "output=model.onnx"]),
     "calibrate": ([], ["board.square_size=0.025"]),
+    "submit": ([], ["benchmark=kitti2015", "ckpt_path=model.ckpt", "data_root=kitti", "output=submission"]),
+    "check": ([], ["root=sceneflow"]),
+    "synthetic": ([], []),
+    "ablation": ([], []),
+    "compare_real": ([], []),
+    "tune_sgbm": ([], []),
 }
 DATA_BASE = "base"  # conf/data/base.yaml: what the data options share; names no datasets, so not an option
 
@@ -79,6 +85,10 @@ def test_every_group_option_composes_resolves_and_names_importable_targets(compo
 def test_every_entry_config_composes_and_resolves_with_its_defaults(compose_resolved, entry):
     _, resolved = compose_resolved(entry)
     assert resolved
+
+
+def test_every_entry_config_is_listed_here():
+    assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(ENTRIES)
 
 
 def _global_config_layers(group: str, option: str) -> tuple[list[str], list[dict[str, Any]]]:

@@ -1,4 +1,4 @@
-"""What every comparison report records: the machine it ran on and its table in Markdown.
+"""What every comparison report records: the machine it ran on, the command and its table in Markdown.
 
 The ablation, the real-pair comparison and the SGBM tuning write JSON + Markdown reports whose
 figures are only meaningful next to the machine and versions that produced them.
@@ -27,3 +27,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def command_line(module: str) -> str:
+    """``python -m <module> <overrides>`` as the user typed it (bare when called as a function)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return " ".join(["python -m", module, *overrides])

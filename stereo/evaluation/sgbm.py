@@ -6,7 +6,7 @@ holes are filled the way the KITTI devkit interpolates sparse submissions (each 
 smaller — background — of the nearest valid disparities left and right on its row, borders take the
 nearest valid value); the raw valid coverage is reported next to it.
 
-The defaults below were chosen on the synthetic TEST split only (``python -m stereo.evaluation.tune_sgbm``), never on
+The defaults below were chosen on the synthetic TEST split only (``python -m stereo.tune_sgbm``), never on
 the real pairs, which are the held-out test set.
 """
 
@@ -69,7 +69,7 @@ class SGBMParams:
     outside the right image); padding both images on the left by that many replicated columns lets
     it return values there instead of a blank strip.
 
-    Defaults chosen by ``python -m stereo.evaluation.tune_sgbm`` on the 20 synthetic TEST pairs (320×640, disparities
+    Defaults chosen by ``python -m stereo.tune_sgbm`` on the 20 synthetic TEST pairs (320×640, disparities
     < 96) over block size {3, 5, 7} × mode {sgbm_3way, hh} × uniqueness {5, 15} × pad_left: block 3,
     full-DP "hh", uniqueness 15, pad_left had the lowest mean dense EPE (1.50 px, bad-3 3.75 %; the
     OpenCV-sample-like block 5 / 3-way / 5 scored 1.74 px). Every setting ranked pad_left first

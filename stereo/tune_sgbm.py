@@ -1,8 +1,6 @@
 """Choose StereoSGBM's few free parameters on the *synthetic* TEST split (never on the real pairs).
 
-    python -m stereo.evaluation.tune_sgbm [--out sgbm_tuning.json] [hydra overrides of conf/train.yaml, e.g. paths.data_dir=data]
-
-(``python scripts/tune_sgbm.py ...`` is the same command.)
+    python -m stereo.tune_sgbm [output=sgbm_tuning.json] [paths.data_dir=data] [data.*=...]   (conf/tune_sgbm.yaml)
 
 Grid: block size × mode × uniqueness ratio (5 or 15) × left padding (P1/P2 follow OpenCV's 8·3·bs² / 32·3·bs²,
 speckle filter and disp12MaxDiff fixed). Ranked by mean dense EPE, then bad-3; prints the table and
@@ -11,18 +9,19 @@ writes it as JSON. The winner is what ``stereo.evaluation.sgbm.SGBMParams`` defa
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
+import hydra
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from stereo.evaluation.sgbm import SGBMParams
-from stereo.config import compose
+from stereo.cli import entry_point
+from stereo.config import CONFIG_DIR
 from stereo.evaluation.methods import evaluate_method, raw_test_dataset, sgbm_method
-from stereo.evaluation.reports import machine_info
+from stereo.evaluation.reports import command_line, machine_info
+from stereo.evaluation.sgbm import SGBMParams
 
 GRID = {
     "block_size": (3, 5, 7),
@@ -32,12 +31,8 @@ GRID = {
 }
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("sgbm_tuning.json"))
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for conf/train.yaml (data=..., paths.data_dir=...)")
-    args = parser.parse_args(argv)
-    cfg = compose("train", args.overrides)
+def run(cfg: DictConfig) -> list[dict]:
+    """Score every grid setting, print the ranking and write it to ``cfg.output``."""
     dataset = raw_test_dataset(cfg.data)
     results = []
     combos = list(itertools.product(*GRID.values()))
@@ -55,11 +50,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         p = r["params"]
         print(f"{p['block_size']:>3} {p['mode']:>10} {p['uniqueness_ratio']:>4} {str(p['pad_left']):>5} | "
               f"{r['epe']:6.3f} {r['bad2']:6.2f} {r['bad3']:6.2f} {r['d1']:6.2f} {r['coverage']:6.1f} {r['seconds']:6.2f}")
-    args.out.write_text(json.dumps({"dataset": f"synthetic TEST ({len(dataset)} pairs)", "grid": GRID,
-                                    "results": results, "machine": machine,
-                                    "command": "python -m stereo.evaluation.tune_sgbm " + " ".join(argv if argv is not None else sys.argv[1:])}, indent=2) + "\n")
-    print(f"written: {args.out}")
+    out = Path(cfg.output)
+    out.write_text(json.dumps({"dataset": f"synthetic TEST ({len(dataset)} pairs)", "grid": GRID, "results": results,
+                               "machine": machine, "command": command_line("stereo.tune_sgbm")}, indent=2) + "\n")
+    print(f"written: {out}")
     return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune_sgbm")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""Checkpoints against StereoSGBM on every real pair with ground truth (../shared/data/real), per pair.
+
+    python -m stereo.compare_real                                             # StereoSGBM alone: the bar to beat
+    python -m stereo.compare_real checkpoints=[demo.ckpt] output_dir=compare_real   # + our network(s)
+
+Same routine and rule as the ablation (stereo.evaluation.methods, protocol ``pairs``): full resolution,
+per-pair max_disp = GT maximum rounded up past a multiple of 16 (<= cap), all pixels with GT, mean over
+pairs. Prints a per-pair table (EPE, bad-2, bad-3, D1, SGBM's raw coverage) and writes JSON + Markdown
+to output_dir. Options: conf/compare_real.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from stereo.cli import entry_point
+from stereo.config import CONFIG_DIR
+from stereo.data.real_samples import load_real_samples
+from stereo.evaluation.methods import evaluate_method, network_method, sgbm_method
+from stereo.evaluation.reports import command_line, machine_info, markdown_table
+
+COLUMNS = ("epe", "bad2", "bad3", "d1")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Score StereoSGBM and every checkpoint on the same pairs; write and print the table."""
+    from stereo.inference import Predictor
+
+    dataset = load_real_samples(cfg.real_root)
+    methods = {"StereoSGBM": sgbm_method()}
+    for path in map(Path, cfg.checkpoints):
+        methods[path.name] = network_method(Predictor.from_checkpoint(path, device=str(cfg.device), swap_check=False))
+    names = list(cfg.names) if cfg.names else None
+    results = {name: evaluate_method(method, dataset, cap=int(cfg.cap), names=names, desc=name)
+               for name, method in methods.items()}
+
+    header = ["pair", "max_disp"] + [f"{m} {c}" for m in methods for c in ("EPE", "bad-2", "bad-3", "D1")] + ["SGBM coverage %"]
+    rows = []
+    first = next(iter(results.values()))["rows"]
+    for i, pair in enumerate(first):
+        cells = [pair["name"], str(pair["max_disp"])]
+        for name in methods:
+            row = results[name]["rows"][i]
+            cells += [f"{row['epe']:.3f}"] + [f"{row[c]:.2f}" for c in COLUMNS[1:]]
+        rows.append(cells + [f"{results['StereoSGBM']['rows'][i]['coverage']:.1f}"])
+    mean = ["**mean over pairs**", ""]
+    for name in methods:
+        summary = results[name]["summary"]
+        mean += [f"**{summary['epe']:.3f}**"] + [f"**{summary[c]:.2f}**" for c in COLUMNS[1:]]
+    rows.append(mean + [f"{results['StereoSGBM']['summary']['coverage']:.1f}"])
+    table = markdown_table(header, rows)
+
+    machine = machine_info()
+    command = command_line("stereo.compare_real")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"command": command, "machine": machine, "protocol": results["StereoSGBM"]["protocol"],
+              "methods": {name: {"summary": r["summary"], "rows": r["rows"]} for name, r in results.items()}}
+    (out / "compare_real.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "compare_real.md").write_text(table)
+    print(f"{machine}\n{table}\nwritten: {out / 'compare_real.json'}, {out / 'compare_real.md'}")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare_real")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
