@@ -1,11 +1,12 @@
 """Chessboard pairs -> a :class:`StereoRig` and a report, or a refusal when it cannot be trusted.
 
 Method: each camera is calibrated on its own (``calibrateCamera``, OpenCV's 5-parameter
-radial-tangential model), then ``stereoCalibrate`` with ``CALIB_FIX_INTRINSIC`` estimates only the
-pose between them. Each camera's intrinsics are fixed by all of its boards, and the stereo step
-has 6 unknowns, so this is well conditioned with a dozen pairs (OpenCV's ``stereo_calib`` sample
-optimises all parameters jointly and needs strong priors - same focal length, no tangential
-distortion - to stay stable). Pairs whose board is not found in both views, whose image size
+radial-tangential model), ``stereoCalibrate`` with ``CALIB_FIX_INTRINSIC`` then estimates the pose
+between them (6 unknowns: well conditioned), and a last ``stereoCalibrate`` refines everything
+jointly from that start (``CALIB_USE_INTRINSIC_GUESS | CALIB_USE_EXTRINSIC_GUESS``), using that both
+views saw the same board. OpenCV's ``stereo_calib`` sample optimises jointly from scratch and needs
+strong priors (same focal length, no tangential distortion) to stay stable; the staged start
+needs none. Per-pair and per-camera errors are those of the final joint model. Pairs whose board is not found in both views, whose image size
 differs, or whose error is far above the others' (a moved board, blur) are rejected with a reason,
 and the rest are calibrated again.
 
@@ -130,12 +131,18 @@ def detect(pairs: Sequence[tuple[str | Path, str | Path]], board: Board,
 
 
 def _calibrate(object_points, corners, size):
+    """(rms_left, rms_right, rms_stereo), (K1, D1, K2, D2, R, T), (per-pair RMS left, right), all in px."""
     lefts, rights = [c[0] for c in corners], [c[1] for c in corners]
-    rms_left, K1, D1, _, _, _, _, errors_left = cv2.calibrateCameraExtended(object_points, lefts, size, None, None)
-    rms_right, K2, D2, _, _, _, _, errors_right = cv2.calibrateCameraExtended(object_points, rights, size, None, None)
-    rms, K1, D1, K2, D2, R, T, _, _ = cv2.stereoCalibrate(
-        object_points, lefts, rights, K1, D1, K2, D2, size, flags=cv2.CALIB_FIX_INTRINSIC, criteria=STEREO_CRITERIA)
-    return (rms_left, rms_right, rms), (K1, D1, K2, D2, R, T), (errors_left.ravel(), errors_right.ravel())
+    _, K1, D1, _, _ = cv2.calibrateCamera(object_points, lefts, size, None, None)
+    _, K2, D2, _, _ = cv2.calibrateCamera(object_points, rights, size, None, None)
+    _, K1, D1, K2, D2, R, T, _, _ = cv2.stereoCalibrate(object_points, lefts, rights, K1, D1, K2, D2, size,
+                                                        flags=cv2.CALIB_FIX_INTRINSIC, criteria=STEREO_CRITERIA)
+    rms, K1, D1, K2, D2, R, T, _, _, _, _, errors = cv2.stereoCalibrateExtended(
+        object_points, lefts, rights, K1, D1, K2, D2, size, R, T,
+        flags=cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_USE_EXTRINSIC_GUESS, criteria=STEREO_CRITERIA)
+    errors_left, errors_right = errors[:, 0], errors[:, 1]
+    per_view = (float(np.sqrt(np.mean(errors_left ** 2))), float(np.sqrt(np.mean(errors_right ** 2))))
+    return (*per_view, rms), (K1, D1, K2, D2, R, T), (errors_left, errors_right)
 
 
 def calibrate_pairs(pairs: Sequence[tuple[str | Path, str | Path]], board: Board, *, unit: str = "unit",
