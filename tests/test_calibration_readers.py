@@ -132,6 +132,11 @@ def test_eth3d_cameras_txt_with_images_txt(tmp_path):
     geometry = rig.depth_geometry()
     assert (geometry.focal, geometry.cx, geometry.cy, geometry.doffs) == (542.019, 541.922, 255.202, 0.0)
     assert geometry.baseline == pytest.approx(0.0599, rel=REL)
+    # one camera shared by both images
+    text = (tmp_path / "cameras.txt").read_text().splitlines()
+    (tmp_path / "cameras.txt").write_text("\n".join(text[:-1]) + "\n")
+    (tmp_path / "images.txt").write_text((tmp_path / "images.txt").read_text().replace(" 0 1 im1.png", " 0 0 im1.png"))
+    assert read_calibration(tmp_path / "cameras.txt").depth_geometry().baseline == pytest.approx(0.0599, rel=REL)
     (tmp_path / "images.txt").unlink()
     with pytest.raises(CalibrationError, match=r"cameras.txt: no images.txt beside it"):
         read_calibration(tmp_path / "cameras.txt")
