@@ -30,11 +30,11 @@ IMAGE = (160, 128)      # (width, height) the rig was calibrated for
 RECTIFIED = (144, 112)  # what stereoRectify produces for it (newImageSize)
 
 
-def make_rig(T=(-0.1, 0.002, 0.001)) -> StereoRig:
+def make_rig(T=(-0.1, 0.002, 0.001), rectified=RECTIFIED) -> StereoRig:
     K = np.array([[150.0, 0, 80], [0, 151.0, 64], [0, 0, 1]])
     R = cv2.Rodrigues(np.array([0.01, -0.02, 0.005]))[0]
     return StereoRig.from_pose(K, [-0.05, 0.01, 0.001, 0, 0], K + np.diag([2.0, 2.0, 0]), [-0.04, 0.0, 0, 0.001, 0],
-                               R, T, IMAGE, unit="m", rectified_size=RECTIFIED)
+                               R, T, IMAGE, unit="m", rectified_size=rectified)
 
 
 def textured(seed: int) -> np.ndarray:
@@ -193,3 +193,20 @@ def test_vertical_misalignment_measures_a_known_shift_on_kitti2015(kitti2015):
     # with per-match errors e (|e| < 3 px), median |3 + e| = 3 + median e, and |median e| <= median |e| (the aligned value)
     assert shifted.median_dy == pytest.approx(3.0, abs=aligned.median_dy)
     assert "differ by 3." in shifted.warning("calib")
+
+
+def test_ros_camera_info_pair_as_calib(workspace, tmp_path):
+    """calib=[left.yaml,right.yaml]: the stored rectification is used as is, so the pairs match ours exactly
+    (ROS rectifies to the image size: the rig's rectified size is its image size)."""
+    from test_calibration_readers import write_ros
+
+    root, _ = workspace
+    rig = make_rig(rectified=IMAGE)
+    write_ros(tmp_path / "left.yaml", rig.K1, rig.D1, rig.R1, rig.P1, rig.image_size)
+    write_ros(tmp_path / "right.yaml", rig.K2, rig.D2, rig.R2, rig.P2, rig.image_size)
+    run(compose("infer", [f"calib=[{tmp_path / 'left.yaml'},{tmp_path / 'right.yaml'}]", f"input_dir={root / 'in'}",
+                          "rectify_only=true", f"output_dir={tmp_path / 'rect'}"]))
+    expected = Rectifier(rig).rectify(read_image(root / "in/left/p1.png"), read_image(root / "in/right/p1.png"))
+    np.testing.assert_array_equal(read_image(tmp_path / "rect/right/p1.png"), expected[1])
+    record = json.loads((tmp_path / "rect" / "manifest.json").read_text())["calibration"]
+    assert [p.rsplit("/", 1)[-1] for p in record["files"]] == ["left.yaml", "right.yaml"] and len(record["sha256"]) == 2
