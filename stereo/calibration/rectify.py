@@ -24,6 +24,9 @@ from stereo.data.io import Calibration
 
 
 class Rectifier:
+    """A rig's rectification, ready to apply: ``calibrated`` is the rig as read, ``rig`` the one applied
+    (the calibrated rig with its roles exchanged when its views are swapped)."""
+
     def __init__(self, rig: StereoRig) -> None:
         self.calibrated = rig
         self.exchanged = rig.views_swapped

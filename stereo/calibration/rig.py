@@ -15,7 +15,7 @@ False so inference skips the remap entirely.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -28,6 +28,7 @@ class CalibrationError(DataError):
 
 
 def as_matrix(value: np.ndarray, shape: tuple[int, ...], name: str, source: str) -> np.ndarray:
+    """``value`` as a finite float64 array of ``shape``, or one line naming ``source`` and the field."""
     array = np.asarray(value, np.float64)
     if array.size != int(np.prod(shape)):
         raise CalibrationError(f"{source}: {name} has {array.size} values, expected {'x'.join(map(str, shape))}")
@@ -76,7 +77,7 @@ class StereoRig:
     unit: str = "unit"
     ndisp: int | None = None
     source: str = "calibration"
-    needs_remap: bool = field(default=True)
+    needs_remap: bool = True
     alpha: float = 0.0  # stereoRectify's free scaling: 0 = valid pixels only, 1 = every source pixel kept
 
     # ---- construction --------------------------------------------------------------------------
@@ -88,6 +89,8 @@ class StereoRig:
         K1, K2 = as_matrix(K1, (3, 3), "K1", source), as_matrix(K2, (3, 3), "K2", source)
         D1, D2 = _distortion(D1, "D1", source), _distortion(D2, "D2", source)
         R, T = as_matrix(R, (3, 3), "R", source), as_matrix(T, (3, 1), "T", source)
+        if not np.any(T):
+            raise CalibrationError(f"{source}: T is zero: the two cameras are at the same place")
         size = as_size(image_size, "image_size", source)
         out_size = as_size(rectified_size, "rectified_size", source) if rectified_size else size
         R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(K1, D1, K2, D2, size, R, T, flags=cv2.CALIB_ZERO_DISPARITY,
@@ -107,6 +110,8 @@ class StereoRig:
         if K1[0, 0] <= 0 or K2[0, 0] <= 0:
             raise CalibrationError(f"{source}: focal length {K1[0, 0]} / {K2[0, 0]} is not positive")
         baseline = P1[0, 3] / P1[0, 0] - P2[0, 3] / P2[0, 0]
+        if baseline == 0:
+            raise CalibrationError(f"{source}: P1 and P2 give a zero baseline (P[0,3] / P[0,0] equal)")
         P1n, P2n = np.hstack([K1, np.zeros((3, 1))]), np.hstack([K2, np.zeros((3, 1))])
         P2n[0, 3] = -K2[0, 0] * baseline
         T = np.array([[-baseline], [0.0], [0.0]])
@@ -153,6 +158,7 @@ class StereoRig:
 
 
 def as_size(value, name: str, source: str) -> tuple[int, int]:
+    """(width, height) from two numbers, or one line naming ``source`` and the field."""
     try:
         width, height = (int(round(float(v))) for v in np.asarray(value).ravel())
     except (TypeError, ValueError):
