@@ -134,7 +134,7 @@ def _network_share(height: int, width: int, repeats: int) -> dict:
                     totals["attention"].append(spent["attention"])
     best = min(range(repeats), key=lambda i: totals["ea_psmnet"][i])
     ea_s, attention_s, plain_s = totals["ea_psmnet"][best], totals["attention"][best], min(totals["psmnet"])
-    return {"size": [height, width], "max_disp": ea.max_disp, "placements": sorted(ea.attention_config),
+    return {"size": [height, width], "max_disp": ea.max_disp, "placements": sorted(p for spec in ea.attention_config for p in spec["at"]),
             "ea_psmnet_seconds": ea_s, "psmnet_seconds": plain_s, "attention_seconds": attention_s,
             "attention_share_of_ea_psmnet": attention_s / ea_s,
             "attention_seconds_over_psmnet": attention_s / plain_s}

@@ -34,7 +34,17 @@ def hostile_configs(victim: Path, marker: Path, payload: Path) -> dict[str, dict
         "torch.load": {"_target_": "torch.load", "f": str(payload), "weights_only": False},
         "nested attention": {"_target_": "stereo.models.PSMNet", "max_disp": 16, "aggregation": "basic",
                              "attention": {"feature": open_victim}},
+        "component target": {**_network(), "cost_volume": open_victim},
+        "component setting": {**_network(), "aggregation": {"_target_": "stereo.models.aggregations.BasicAggregation",
+                                                            "channels": open_victim}},
+        "insertion setting": {**_network(), "attention": [{"at": "aggregation.dres1", "kind": open_victim}]},
     }
+
+
+def _network() -> dict:
+    from stereo.models.network import psmnet_config
+
+    return psmnet_config(max_disp=16, aggregation="basic")
 
 
 def write_payload(path: Path, marker: Path) -> Path:

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from stereo.models import PSMNet
+from stereo.models.build import build_network
+from stereo.models.network import psmnet_config
 
-TINY_CONFIG = {"_target_": "stereo.models.PSMNet", "max_disp": 32, "aggregation": "basic"}
+TINY_CONFIG = psmnet_config(max_disp=32, aggregation="basic")
 
 
 def calibrate_batchnorm(model: torch.nn.Module, size: tuple[int, int] = (256, 256)) -> torch.nn.Module:
@@ -34,7 +36,7 @@ def calibrate_batchnorm(model: torch.nn.Module, size: tuple[int, int] = (256, 25
 
 def write_our_checkpoint(path: Path, config: dict = TINY_CONFIG, seed: int = 0, calibrated: bool = False) -> Path:
     torch.manual_seed(seed)
-    model = PSMNet(**{k: v for k, v in config.items() if k != "_target_"})
+    model = build_network(config)
     if calibrated:
         calibrate_batchnorm(model)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}

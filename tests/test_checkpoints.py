@@ -10,8 +10,10 @@ import torch
 from omegaconf import OmegaConf
 from psmnet_reference import authors_keys, random_authors_state, save_authors_checkpoint
 
-from stereo.config import CONFIG_DIR
-from stereo.models import CheckpointError, PSMNet, load_model, load_psmnet_checkpoint
+from stereo.models import CheckpointError, PSMNet, StereoNetwork, load_model, load_psmnet_checkpoint
+from stereo.models.aggregations import BasicAggregation, StackedHourglass
+from stereo.models.attention import _AttentionBlock
+from stereo.models.build import build_network, model_config as model_config_of_name
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_authors_checkpoint_round_trip(tmp_path, authors_state, attention):
     for key, value in authors_state.items():
         assert torch.equal(ours[_ours(key)], value), key
     # attention blocks (absent from the authors' file) are reset to the identity
-    blocks = [m for name, m in model.named_modules() if name.endswith("attention") and m is not None]
+    blocks = [m for m in model.modules() if isinstance(m, _AttentionBlock)]
     assert len(blocks) == (0 if attention is None else 5)
     for block in blocks:
         x = torch.randn(1, block.in_channels, 2, 3, 4)
@@ -101,18 +103,16 @@ def test_pickled_objects_are_refused_by_weights_only(tmp_path):
 def test_load_model_reads_authors_checkpoints(tmp_path, authors_state):
     path = save_authors_checkpoint(tmp_path / "authors.tar", authors_state)
     model = load_model(path, max_disp=96)
-    assert isinstance(model, PSMNet) and not model.training
-    assert model.max_disp == 96 and model.aggregation_name == "stackhourglass"
+    assert isinstance(model, StereoNetwork) and not model.training
+    assert model.max_disp == 96 and isinstance(model.aggregation, StackedHourglass)
     assert torch.equal(model.state_dict()["aggregation.classif3.2.weight"], authors_state["module.classif3.2.weight"])
 
 
 def test_load_model_reads_our_lightning_checkpoints(tmp_path):
-    config = OmegaConf.load(f"{CONFIG_DIR}/model/ea_psmnet.yaml")
-    config.max_disp = 64
-    config.attention.volume.heads = 2
-    model_config = OmegaConf.to_container(config, resolve=True)
+    model_config = model_config_of_name("ea_psmnet", max_disp=64)
+    model_config["attention"][1]["heads"] = 2
     torch.manual_seed(12)
-    trained = PSMNet(64, attention=model_config["attention"])
+    trained = build_network(model_config)
     for p in trained.parameters():
         p.data.normal_()
     checkpoint = {
@@ -124,14 +124,14 @@ def test_load_model_reads_our_lightning_checkpoints(tmp_path):
     path = tmp_path / "epoch=3.ckpt"
     torch.save(checkpoint, path)
     model = load_model(path)
-    assert isinstance(model, PSMNet) and not model.training and model.max_disp == 64
-    assert model.attention_config["volume"]["heads"] == 2
+    assert isinstance(model, StereoNetwork) and not model.training and model.max_disp == 64
+    assert model.attention_config[1]["heads"] == 2 and model.aggregation.inserted.dres1.heads == 2
     for key, value in trained.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     # a checkpoint whose weights do not fit its own config is rejected with the keys listed
-    del checkpoint["state_dict"]["model.aggregation.volume_attention.values.weight"]
+    del checkpoint["state_dict"]["model.aggregation.inserted.dres1.values.weight"]
     torch.save(checkpoint, path)
-    with pytest.raises(CheckpointError, match="missing keys: aggregation.volume_attention.values.weight"):
+    with pytest.raises(CheckpointError, match="missing keys: aggregation.inserted.dres1.values.weight"):
         load_model(path)
 
 
@@ -160,7 +160,8 @@ def test_weights_export_is_a_compact_checkpoint_that_loads_everywhere(tmp_path, 
 # --- checkpoints are data, never code ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attack", ["builtins.open", "os.system", "subprocess.run", "torch.load", "nested attention"])
+@pytest.mark.parametrize("attack", ["builtins.open", "os.system", "subprocess.run", "torch.load", "nested attention",
+                                    "component target", "component setting", "insertion setting"])
 def test_hostile_model_configs_run_nothing_and_name_the_file(tmp_path, attack):
     from hostile_checkpoints import hostile_configs, make_victim, untouched, write_hostile_checkpoint
 
@@ -200,7 +201,7 @@ def test_legacy_speed_options_are_ignored_and_unknown_keys_refused(tmp_path):
     checkpoint["hyper_parameters"]["model_config"] = legacy
     torch.save(checkpoint, tmp_path / "legacy.ckpt")
     loaded = load_model(tmp_path / "legacy.ckpt")
-    assert loaded.max_disp == 32 and loaded.aggregation_name == "basic"
+    assert loaded.max_disp == 32 and isinstance(loaded.aggregation, BasicAggregation)
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     for bad, message in (({"max_disp": "32"}, "model_config.max_disp = '32' has the wrong type"),

@@ -16,7 +16,6 @@ onnxruntime = pytest.importorskip("onnxruntime")
 from inference_checkpoints import write_our_checkpoint  # noqa: E402
 from stereo.export import DisparityAndConfidence, ExportError, example_inputs, export, verify  # noqa: E402
 from stereo.models import PSMNet, load_model  # noqa: E402
-from stereo.models.checkpoints import psmnet_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,7 @@ def test_authors_architecture_with_real_image_batchnorm_exports_by_default(real_
     with torch.no_grad():
         model.train()(left, right)
     checkpoint = tmp_path / "authors-arch.ckpt"
-    torch.save({"hyper_parameters": {"model_config": psmnet_config(model)},
+    torch.save({"hyper_parameters": {"model_config": model.config},
                 "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, checkpoint)
     ratio = export(checkpoint, "onnx", tmp_path / "authors.onnx", verify_sizes=[[256, 256]])
     assert ratio is not None and ratio <= 1

@@ -73,12 +73,12 @@ def test_ea_psmnet_from_authors_psmnet_is_refused_strictly_and_equals_psmnet_oth
     with pytest.raises(ValueError, match="pretrained_sceneflow.tar") as refused:
         init_from_weights(ea_psmnet, path)
     message = str(refused.value)
-    assert "feature_extraction.attention (" in message and "aggregation.volume_attention (" in message
+    assert "feature_extraction.inserted (" in message and "aggregation.inserted (" in message
     assert "init_strict=false" in message
 
     report = init_from_weights(ea_psmnet, path, strict=False)
     assert not report.unexpected and not report.mismatched
-    assert {k.split(".")[1] for k in report.missing} == {"attention", "volume_attention"}
+    assert {k.split(".")[2] for k in report.missing} == {"layer4", "dres1"}
     reference = load_psmnet_checkpoint(PSMNet(max_disp=32), path).eval()
     left = torch.nn.functional.avg_pool2d(torch.randn(1, 3, 258, 258), 3, stride=1)
     right = torch.roll(left, -4, dims=3)
@@ -132,7 +132,7 @@ def test_stereo_train_starts_from_each_source(source, train_overrides, tmp_path)
 
 def test_stereo_train_refuses_a_mismatch_and_init_from_with_resume(train_overrides, tmp_path):
     path = write_authors(tmp_path / "authors.tar", PSMNet(max_disp=32))
-    with pytest.raises(ValueError, match="(?s)authors.tar.*missing from the file.*feature_extraction.attention"):
+    with pytest.raises(ValueError, match="(?s)authors.tar.*missing from the file.*feature_extraction.inserted"):
         train(compose("train", train_overrides("model=ea_psmnet", f"init_from={path}")))
     resume = write_lightning(tmp_path / "last.ckpt", PSMNet(max_disp=32), {})
     torch.save({**torch.load(resume), "loops": {}, "optimizer_states": []}, resume)

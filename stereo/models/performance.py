@@ -76,16 +76,29 @@ def fold_batchnorm(module: nn.Module) -> int:
 
 
 def optimize_for_inference(model: nn.Module, chunk_rows: int | None = DEFAULT_CHUNK_ROWS) -> nn.Module:
-    """An eval-mode copy of a ``PSMNet`` with BatchNorm folded, channels-last convolutions and
-    banded regression (``chunk_rows`` 1/4-resolution rows per band; None = whole volume at once).
+    """An eval-mode copy of a ``StereoNetwork`` with every inference-only evaluation switched on:
+    BatchNorm folded, channels-last convolutions, the cost volume built in place and handed over to
+    the aggregation (``release_volume``), streaming efficient attention (``chunk_positions``) and
+    banded regression (``chunk_rows`` low-resolution rows per band, where the regression has one and
+    it is exact; None = whole volume at once).
 
     The original model is left untouched (it stays the one to train, save or export). Run the copy
-    under ``torch.inference_mode()``.
+    under ``torch.inference_mode()`` (the streaming and in-place paths refuse to record gradients).
     """
+    from .attention import DEFAULT_CHUNK_POSITIONS
+
     fast = copy.deepcopy(model).eval()
     fold_batchnorm(fast)
     fast.channels_last = True
-    fast.regression_chunk_rows = chunk_rows
+    fast.release_volume = True
+    volume, regression = getattr(fast, "cost_volume", None), getattr(fast, "regression", None)
+    if hasattr(volume, "in_place"):
+        volume.in_place = True
+    if hasattr(regression, "chunk_rows") and not regression.align_corners:
+        fast.regression_chunk_rows = chunk_rows
+    for module in fast.modules():
+        if hasattr(module, "chunk_positions"):
+            module.chunk_positions = DEFAULT_CHUNK_POSITIONS
     return fast
 
 

@@ -1,27 +1,79 @@
-"""Full-resolution disparity from a 1/4-resolution matching cost: upsample, softmax, soft-argmax.
+"""Disparity regressions (``regression._target_`` in conf/model/): from a low-resolution cost to an
+N×H×W disparity by soft-argmax.
 
-Two evaluations of the same function: the plain one materialises the N×D×H×W probability volume
-(≈ 400 MB per image at 544×960, D = 192, plus the upsampled cost beside it); the chunked one walks
-over bands of rows so that only a band's volume exists at a time. Trilinear upsampling by exactly ×4
-with ``align_corners=False`` is shift-invariant, so a band of 1/4-resolution rows plus a one-row halo
-on each side reproduces the plain path's values exactly (the halo rows' outputs are discarded).
-
-Training upsamples with ``upsample_trilinear`` (``interpolation.py``): the same interpolation as
-three 1-D matrix products, whose backward is deterministic on CUDA and fast on CPU. The soft-argmax is
-plain autograd.
+- ``SoftArgmaxRegression`` (PSMNet's): upsample the cost trilinearly to max_disp×H×W, softmax over
+  disparity, expectation. The upsampling is ``upsample_trilinear`` (``interpolation.py``): three 1-D
+  matrix products, whose backward is deterministic on CUDA and fast on CPU.
+  ``chunk_rows`` (set by ``optimize_for_inference``, inference only) is an explicit second evaluation
+  of the same function: the plain one materialises the N×D×H×W probability volume (≈ 400 MB per image
+  at 544×960, D = 192, plus the upsampled cost beside it); the banded one walks over bands of rows so
+  that only a band's volume exists at a time. Trilinear upsampling by an integer factor with
+  ``align_corners=False`` is shift-invariant, so a band of low-resolution rows plus a one-row halo on
+  each side reproduces the plain path's values (the halo rows' outputs are discarded; only the matrix products'
+  rounding order may differ).
+- ``LowResolutionSoftArgmax`` (light networks): soft-argmax over the volume's own levels, then the
+  disparity map (×stride) upsampled bilinearly: no full-resolution volume ever exists.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .interpolation import upsample_trilinear
+from .components import Regression
+from .interpolation import upsample_bilinear, upsample_trilinear
 
 # Confidence = probability mass of the bins round(d̂)-2 .. round(d̂)+2 (±2 px around the estimate):
 # near 1 for a single sharp mode, low for flat or multi-modal distributions.
 CONFIDENCE_RADIUS = 2
-UPSAMPLING = 4  # the cost volume lives at 1/4 resolution in disparity, height and width
+
+
+class SoftArgmaxRegression(Regression):
+    """PSMNet's full-resolution soft-argmax of a cost at 1/``stride`` (``regress_disparity``)."""
+
+    def __init__(self, max_disp: int, stride: int, align_corners: bool = False) -> None:
+        super().__init__()
+        self.max_disp, self.stride, self.align_corners = max_disp, stride, bool(align_corners)
+        self._chunk_rows: int | None = None
+
+    @property
+    def chunk_rows(self) -> int | None:
+        """Low-resolution rows per band of the inference regression (None: the whole volume at once)."""
+        return self._chunk_rows
+
+    @chunk_rows.setter
+    def chunk_rows(self, rows: int | None) -> None:
+        if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+            raise ValueError(f"regression_chunk_rows must be a positive integer or None, got {rows!r}")
+        if rows is not None and self.align_corners:
+            raise ValueError("banded regression needs align_corners=False (only then is it shift-invariant)")
+        self._chunk_rows = rows
+
+    def forward(self, cost: torch.Tensor, height: int, width: int, return_confidence: bool = False):
+        return regress_disparity(cost, self.max_disp, height, width, self.align_corners, return_confidence,
+                                 self.chunk_rows, self.stride)
+
+
+class LowResolutionSoftArgmax(Regression):
+    """Soft-argmax over the cost's levels at 1/``stride``, disparity ×stride upsampled bilinearly.
+
+    Confidence: the probability mass of the levels within ±1 of the estimate (±``stride`` pixels).
+    """
+
+    def __init__(self, max_disp: int, stride: int, align_corners: bool = False) -> None:
+        super().__init__()
+        self.max_disp, self.stride, self.align_corners = max_disp, stride, bool(align_corners)
+
+    def forward(self, cost: torch.Tensor, height: int, width: int, return_confidence: bool = False):
+        levels = self.max_disp // self.stride
+        if cost.shape[-3] != levels:
+            raise ValueError(f"cost has {cost.shape[-3]} levels, expected max_disp/stride = {levels}")
+        result = _soft_argmax(cost, levels, return_confidence, radius=1)
+        maps = result if return_confidence else (result,)
+        upsampled = [upsample_bilinear(m.unsqueeze(1), (height, width), self.align_corners).squeeze(1)
+                     for m in maps]
+        upsampled[0] = upsampled[0] * self.stride
+        return tuple(upsampled) if return_confidence else upsampled[0]
+
 
 
 def regress_disparity(
@@ -32,31 +84,29 @@ def regress_disparity(
     align_corners: bool = False,
     return_confidence: bool = False,
     chunk_rows: int | None = None,
+    stride: int = 4,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """N×1×D/4×H/4×W/4 cost → N×H×W disparity Σ_d d·softmax_d(cost), d = 0..max_disp-1.
+    """N×1×D/s×H/s×W/s cost → N×H×W disparity Σ_d d·softmax_d(cost), d = 0..max_disp-1.
 
     Trilinear upsampling to max_disp×H×W (``align_corners`` explicit: the authors' current weights
     expect False), softmax over the disparity axis in fp32 even under autocast. With
     ``return_confidence`` also returns an N×H×W confidence in [0, 1] (see ``CONFIDENCE_RADIUS``).
-    ``chunk_rows`` (1/4-resolution rows per band) bounds memory; it applies when the band walk is
-    exact (``align_corners=False``, ×4 in every axis) and the call is not being traced for export,
-    and otherwise the plain path runs.
+    ``chunk_rows`` (low-resolution rows per band, inference only) bounds memory: it needs
+    ``align_corners=False`` and a cost of exactly max_disp/s × H/s × W/s (``stride`` s).
     """
-    if torch.is_grad_enabled() and cost.requires_grad and not torch.jit.is_tracing():
+    if chunk_rows is None:
         upsampled = upsample_trilinear(cost, (max_disp, height, width), align_corners)
         return _soft_argmax(upsampled, max_disp, return_confidence)
-    rows = cost.shape[-2]
-    exact_bands = (
-        not align_corners
-        and tuple(cost.shape[-3:]) == (max_disp // UPSAMPLING, height // UPSAMPLING, width // UPSAMPLING)
-        and max_disp % UPSAMPLING == 0 and height % UPSAMPLING == 0 and width % UPSAMPLING == 0
-    )
-    if chunk_rows is None or chunk_rows >= rows or not exact_bands or torch.jit.is_tracing():
-        cost = F.interpolate(cost, size=(max_disp, height, width), mode="trilinear", align_corners=align_corners)
-        return _soft_argmax(cost, max_disp, return_confidence)
-    if chunk_rows < 1:
+    if not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
-    bands = [_regress_band(cost, start, min(start + chunk_rows, rows), max_disp, return_confidence)
+    if torch.is_grad_enabled() and cost.requires_grad:
+        raise ValueError("banded regression (chunk_rows) is for inference; train with chunk_rows=None")
+    if align_corners or tuple(cost.shape[-3:]) != (max_disp // stride, height // stride, width // stride) \
+            or max_disp % stride or height % stride or width % stride:
+        raise ValueError(f"banded regression needs align_corners=False and a cost of max_disp/{stride} × H/{stride} × "
+                         f"W/{stride}, got {tuple(cost.shape[-3:])} for {max_disp}, {height}x{width}")
+    rows = cost.shape[-2]
+    bands = [_regress_band(cost, start, min(start + chunk_rows, rows), max_disp, return_confidence, stride)
              for start in range(0, rows, chunk_rows)]
     if not return_confidence:
         return torch.cat(bands, dim=1)
@@ -64,14 +114,14 @@ def regress_disparity(
 
 
 def _regress_band(
-    cost: torch.Tensor, start: int, stop: int, max_disp: int, return_confidence: bool
+    cost: torch.Tensor, start: int, stop: int, max_disp: int, return_confidence: bool, stride: int
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Rows start·4 .. stop·4 of the full-resolution result, from 1/4 rows start-1 .. stop (halo)."""
+    """Rows start·s .. stop·s of the full-resolution result, from low-resolution rows start-1 .. stop (halo)."""
     first, last = max(start - 1, 0), min(stop + 1, cost.shape[-2])
-    band = F.interpolate(cost[..., first:last, :], scale_factor=float(UPSAMPLING), mode="trilinear",
-                         align_corners=False)
-    offset = (start - first) * UPSAMPLING
-    band = band[..., offset:offset + (stop - start) * UPSAMPLING, :]
+    band = cost[..., first:last, :]
+    band = upsample_trilinear(band, (max_disp, band.shape[-2] * stride, band.shape[-1] * stride), False)
+    offset = (start - first) * stride
+    band = band[..., offset:offset + (stop - start) * stride, :]
     return _soft_argmax(band, max_disp, return_confidence)
 
 
@@ -81,9 +131,9 @@ def _levels(prob: torch.Tensor) -> torch.Tensor:
 
 
 def _soft_argmax(
-    cost: torch.Tensor, max_disp: int, return_confidence: bool
+    cost: torch.Tensor, max_disp: int, return_confidence: bool, radius: int = CONFIDENCE_RADIUS
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """N×1×D×h×w upsampled cost → N×h×w disparity (and confidence)."""
+    """N×1×D×h×w cost → N×h×w expected level (and the mass within ±``radius`` levels of it)."""
     # fp32 even under autocast: a bf16 soft-argmax would quantise disparities to ~0.5 px steps.
     with torch.autocast(device_type=cost.device.type, enabled=False):
         prob = torch.softmax(cost.squeeze(1).float(), dim=1)  # N×D×H×W
@@ -91,8 +141,8 @@ def _soft_argmax(
         disparity = torch.einsum("ndhw,d->nhw", prob, _levels(prob))
         if not return_confidence:
             return disparity
-        offsets = torch.arange(-CONFIDENCE_RADIUS, CONFIDENCE_RADIUS + 1, device=prob.device).view(1, -1, 1, 1)
-        bins = disparity.detach().round().long().unsqueeze(1) + offsets  # N×5×H×W
+        offsets = torch.arange(-radius, radius + 1, device=prob.device).view(1, -1, 1, 1)
+        bins = disparity.detach().round().long().unsqueeze(1) + offsets  # N×(2·radius+1)×H×W
         inside = (bins >= 0) & (bins < max_disp)
         mass = prob.gather(1, bins.clamp(0, max_disp - 1)) * inside
         confidence = mass.sum(dim=1).clamp(0.0, 1.0)

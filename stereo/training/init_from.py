@@ -24,7 +24,7 @@ from torch import nn
 
 from stereo.models.checkpoints import read_state_dict
 
-GROUP_DEPTH = 2  # "feature_extraction.attention.query.weight" -> "feature_extraction.attention"
+GROUP_DEPTH = 2  # "feature_extraction.inserted.layer4.queries.weight" -> "feature_extraction.inserted"
 
 
 @dataclass
@@ -54,7 +54,7 @@ class InitReport:
 
 
 def group_by_module(keys: list[str]) -> str:
-    """``"feature_extraction.attention (8), aggregation.volume_attention (8)"`` for a list of keys."""
+    """``"feature_extraction.inserted (8), aggregation.inserted (8)"`` for a list of keys."""
     groups: dict[str, int] = defaultdict(int)
     for key in keys:
         groups[".".join(key.split(" ")[0].split(".")[:GROUP_DEPTH])] += 1

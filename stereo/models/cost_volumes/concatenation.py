@@ -1,13 +1,14 @@
-"""PSMNet's concatenation cost volume, written level by level into one preallocated tensor.
+"""PSMNet's concatenation cost volume: N×2C×levels×H×W, the two views' features side by side.
 
-Each level is two strided slice copies (vectorised over channels, rows and columns); nothing but the
-volume itself is allocated, directly in the memory format the 3-D convolutions want (a channels-last
-copy of a finished volume would hold two volumes at once: +400 MB at 544×960, max_disp 192).
+Two evaluations of the same values (bit for bit), chosen explicitly with ``in_place``:
 
-When gradients are recorded the volume is built out of place instead (pad, concatenate, stack):
-autograd's backward of the in-place level writes would clone the whole volume gradient once per
-write (2·levels clones of a 100 MB gradient per 256×512 sample), the out-of-place one only slices it.
-Both give the same values bit for bit.
+- out of place (the default): pad, concatenate, stack. Autograd's backward only slices the volume
+  gradient (the in-place level writes below would make it clone the whole volume gradient once per
+  write: 2·levels clones of a 100 MB gradient per 256×512 sample).
+- ``in_place=True`` (set by ``optimize_for_inference``; refused while gradients are recorded): level
+  by level into one preallocated tensor, two strided slice copies per level, directly in the memory
+  format the 3-D convolutions want. Nothing but the volume is allocated (the stacked planes and a
+  channels-last copy would each hold a second volume: +400 MB at 544×960, max_disp 192).
 """
 
 from __future__ import annotations
@@ -15,9 +16,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..components import CostVolume
+
+
+class ConcatenationVolume(CostVolume):
+    """PSMNet's volume: ``2 * in_channels`` channels. ``channels_last`` (NDHWC strides) and
+    ``in_place`` are run-time settings (``optimize_for_inference``), not architecture."""
+
+    def __init__(self, in_channels: int, levels: int) -> None:
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"the cost volume needs at least one disparity level, got {levels}")
+        self.levels = levels
+        self.out_channels = 2 * in_channels
+        self.channels_last = False
+        self.in_place = False
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return concatenation_volume(left, right, self.levels, self.channels_last, self.in_place)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
 
 def concatenation_volume(
-    left: torch.Tensor, right: torch.Tensor, levels: int, channels_last: bool = False
+    left: torch.Tensor, right: torch.Tensor, levels: int, channels_last: bool = False, in_place: bool = False
 ) -> torch.Tensor:
     """N×C×H×W features of both views → N×2C×levels×H×W volume (``channels_last``: NDHWC strides).
 
@@ -31,9 +54,12 @@ def concatenation_volume(
         )
     if levels < 1:
         raise ValueError(f"the cost volume needs at least one disparity level, got {levels}")
-    if torch.is_grad_enabled() and (left.requires_grad or right.requires_grad):
+    if not in_place:
         volume = _stacked_volume(left, right, levels)
         return volume.contiguous(memory_format=torch.channels_last_3d) if channels_last else volume
+    if torch.is_grad_enabled() and (left.requires_grad or right.requires_grad):
+        raise ValueError("the in-place concatenation volume is for inference (no gradients); "
+                         "train with in_place=False (a network optimize_for_inference did not make)")
     return _fill_volume(left, right, levels, channels_last)
 
 

@@ -1,0 +1,134 @@
+"""What every network component shares: its kind, a registry of the classes of each kind, and the
+named points where attention (or any residual block) can be inserted.
+
+A network is ``features -> cost_volume -> aggregation -> regression`` (``network.py``). Each stage
+is a subclass of one of the four bases below; defining such a class registers it under its import
+path (``stereo.models.cost_volumes.GroupCorrelationVolume``), which is how a model config's or a
+checkpoint's ``_target_`` names it. Looking a class up in the registry never imports anything, so a
+checkpoint can only name a class the program already has (``checkpoints.py``); a Hydra config may
+name a module to import first (``build.py``), as any Hydra config can.
+
+Insertion points: a component lists ``insertion_points`` (name -> channels of the tensor there) and
+calls ``self.insert(name, x)`` at each in its forward. Blocks inserted at a point live in the
+component's ``inserted`` ``nn.ModuleDict`` under the point's name, so an empty one adds no
+state-dict keys and the authors' networks keep their keys.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+_REGISTRY: dict[str, dict[str, type[Component]]] = {}
+
+
+class Component(nn.Module):
+    """Base of the four component kinds; subclasses of a kind register themselves by import path."""
+
+    kind: ClassVar[str] = ""
+    insertion_points: dict[str, int]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind and "kind" not in cls.__dict__ and not cls.__name__.startswith("_"):  # not the kind's base
+            _REGISTRY.setdefault(cls.kind, {})[f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.insertion_points = {}
+        self.inserted = nn.ModuleDict()
+
+    def insert(self, point: str, x: torch.Tensor) -> torch.Tensor:
+        """The block inserted at ``point`` applied to ``x``, or ``x`` when there is none."""
+        return self.inserted[point](x) if point in self.inserted else x
+
+    def add_block(self, point: str, block: nn.Module) -> None:
+        if point not in self.insertion_points:
+            raise ValueError(f"{type(self).__name__} has no insertion point {point!r}; "
+                             f"it has {sorted(self.insertion_points)}")
+        if point in self.inserted:
+            raise ValueError(f"{type(self).__name__}: two blocks inserted at {point!r}")
+        self.inserted[point] = block
+
+
+class FeatureExtractor(Component):
+    """N x 3 x H x W image -> N x ``out_channels`` x H/``stride`` x W/``stride`` matching feature."""
+
+    kind = "features"
+    out_channels: int
+    stride: int
+    min_input_size: int = 16
+
+    def check_training_batch(self, shape: torch.Size) -> None:
+        """Refuse a training batch this extractor cannot normalise (nothing to refuse by default)."""
+
+
+class CostVolume(Component):
+    """Left and right features -> N x ``out_channels`` x levels x h x w volume (no parameters needed).
+
+    Built with ``in_channels`` (the features') and ``levels`` (max_disp / stride) by the network.
+    """
+
+    kind = "cost_volume"
+    out_channels: int
+
+
+class Aggregation(Component):
+    """Volume (``in_channels``, given by the network) -> list of N x 1 x levels x h x w costs; in eval
+    mode only the last is used. ``checkpointing`` recomputes its stages in backward."""
+
+    kind = "aggregation"
+    checkpointing: bool = False
+
+
+class Regression(Component):
+    """Cost at 1/``stride`` (``max_disp`` and ``stride`` given by the network) -> N x H x W disparity."""
+
+    kind = "regression"
+
+
+KINDS = {base.kind: base for base in (FeatureExtractor, CostVolume, Aggregation, Regression)}
+
+
+def registered(kind: str) -> dict[str, type[Component]]:
+    """The classes of ``kind`` this program defines, by import path (what ``_target_`` names)."""
+    return dict(_REGISTRY.get(kind, {}))
+
+
+def component_class(kind: str, target: object) -> type[Component]:
+    """The registered class ``target`` names; ValueError (listing the choices) for anything else."""
+    classes = registered(kind)
+    aliases = {name.rsplit(".", 2)[0] + "." + name.rsplit(".", 1)[1]: cls for name, cls in classes.items()}
+    cls = classes.get(target) if isinstance(target, str) else None
+    cls = cls or (aliases.get(target) if isinstance(target, str) else None)
+    if cls is None:
+        raise ValueError(f"{kind}._target_ {target!r} is not a {kind} component of this program; "
+                         f"known: {sorted(classes)}")
+    return cls
+
+
+class VolumeHandoff:
+    """A cost volume handed to ``aggregation(...)`` so that the aggregation can release it.
+
+    ``nn.Module.__call__`` keeps its arguments until forward returns, so a volume passed as a tensor
+    lives through the whole aggregation: at 544×960, max_disp 192, PSMNet's 400 MB volume beside the
+    head's activations. Wrapped in a handoff, the aggregation ``take_volume``s it and can drop it after
+    its first layer has read it. The network hands over only when ``release_volume`` is set
+    (``optimize_for_inference``); module hooks on the aggregation fire either way.
+    """
+
+    def __init__(self, volume: torch.Tensor) -> None:
+        self._volume: torch.Tensor | None = volume
+
+    def take(self) -> torch.Tensor:
+        if self._volume is None:
+            raise RuntimeError("this cost volume was already taken (a VolumeHandoff is read once)")
+        volume, self._volume = self._volume, None
+        return volume
+
+
+def take_volume(volume: torch.Tensor | VolumeHandoff) -> torch.Tensor:
+    """The volume itself, from a tensor or a handoff (which gives up its reference)."""
+    return volume.take() if isinstance(volume, VolumeHandoff) else volume

@@ -1,0 +1,296 @@
+"""A cost-volume stereo network built from components: features -> cost volume -> aggregation ->
+disparity regression (OpenStereo's backbone / cost processor / disparity processor split).
+
+Each component is a config ``{_target_: <class>, **settings}`` (conf/model/*.yaml) naming a
+registered class (``components.py``); the network builds them in order and passes each what the
+previous one produces: the features' ``out_channels`` and ``stride`` give the volume's input
+channels and its ``max_disp / stride`` levels, the volume's ``out_channels`` the aggregation's
+input, ``max_disp`` and ``stride`` the regression's. Nothing downstream hard-codes a width.
+
+``attention`` is a list of insertions, each ``{at: <point or list of points>, kind, key_channels,
+value_channels, heads, normalization, zero_init}``. A point is ``<component path>.<name>``, e.g.
+``feature_extraction.layer4``, ``aggregation.dres1``, ``aggregation.dres2.bottleneck``; its channel
+count comes from the component (``insertion_points``). Unset keys take key = in/2, value = in, one
+head, softmax, zero_init true (the block starts as the identity).
+
+The constructor takes the architecture only (what a checkpoint records, ``self.config``). How it
+runs is set on the built network and never changes its function (``performance.py``):
+``checkpoint_aggregation`` / ``checkpoint_features`` (recompute in backward: less training memory),
+``channels_last``, ``regression_chunk_rows``, ``release_volume`` and the attention blocks'
+``chunk_positions`` (the last four set by ``optimize_for_inference``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attention import DotProductAttention, EfficientAttention, NORMALIZATIONS
+from .components import Component, VolumeHandoff, component_class
+from .performance import maybe_checkpoint, set_memory_format
+
+NETWORK_TARGET = "stereo.models.StereoNetwork"
+ATTENTION_KINDS = {"efficient": EfficientAttention, "dot_product": DotProductAttention}
+ATTENTION_KEYS = ("at", "kind", "key_channels", "value_channels", "heads", "normalization", "zero_init")
+COMPONENTS = ("features", "cost_volume", "aggregation", "regression")
+SIZE_DIVISOR = 16
+# PSMNet's SPP coarsest branch average-pools 64×64 cells of the 1/4-resolution map.
+MIN_INPUT_SIZE = 256
+
+
+def attention_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """One insertion's settings, checked and completed (channels stay None: inferred where inserted)."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"each attention insertion must be a mapping with 'at', got {spec!r}")
+    unknown = sorted(set(spec) - set(ATTENTION_KEYS))
+    if unknown:
+        raise ValueError(f"attention insertion: unknown settings {unknown}; allowed: {list(ATTENTION_KEYS)}")
+    at = spec.get("at")
+    points = [at] if isinstance(at, str) else list(at) if isinstance(at, Sequence) else []
+    if not points or not all(isinstance(p, str) and "." in p for p in points):
+        raise ValueError(f"attention.at must name insertion points like 'aggregation.dres1', got {at!r}")
+    full = {"at": points, "kind": "efficient", "key_channels": None, "value_channels": None,
+            "heads": 1, "normalization": "softmax", "zero_init": True}
+    full.update({k: v for k, v in spec.items() if k != "at"})
+    if full["kind"] not in ATTENTION_KINDS:
+        raise ValueError(f"attention.kind must be one of {tuple(ATTENTION_KINDS)}, got {full['kind']!r}")
+    if full["normalization"] not in NORMALIZATIONS:
+        raise ValueError(f"attention.normalization must be one of {NORMALIZATIONS}, got {full['normalization']!r}")
+    return full
+
+
+def init_authors_weights(module: nn.Module) -> None:
+    """PSMNet's init, for every component: conv weights N(0, √(2/(k^dims·out_ch))), BN weight 1 /
+    bias 0; transposed convs keep PyTorch's default. Runs before attention is inserted (blocks keep
+    their own init)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            fan = math.prod(m.kernel_size) * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _component(kind: str, config: Mapping[str, Any], **given: Any) -> tuple[Component, dict[str, Any]]:
+    """Build one component from its config (+ what the network passes); returns it and its plain config."""
+    if not isinstance(config, Mapping) or "_target_" not in config:
+        raise ValueError(f"{kind} must be a mapping with a _target_ naming a {kind} class, got {config!r}")
+    cls = component_class(kind, config["_target_"])
+    settings = {k: v for k, v in config.items() if k != "_target_"}
+    clash = sorted(set(settings) & set(given))
+    if clash:
+        raise ValueError(f"{kind}: {clash} are given by the network (from the previous component), not set in the config")
+    try:
+        component = cls(**settings, **given)
+    except TypeError as err:
+        raise ValueError(f"{kind} {config['_target_']}: {err}") from err
+    return component, {"_target_": config["_target_"], **settings}
+
+
+class StereoNetwork(nn.Module):
+    """``forward(left, right)`` takes ImageNet-normalised N×3×H×W views (H, W multiples of 16, at least
+    the features' ``min_input_size``). Training mode: tuple of N×H×W disparities (one per aggregation
+    output). Eval mode: one N×H×W tensor, or ``(disparity, confidence)`` with ``return_confidence=True``.
+    """
+
+    def __init__(
+        self,
+        features: Mapping[str, Any],
+        cost_volume: Mapping[str, Any],
+        aggregation: Mapping[str, Any],
+        regression: Mapping[str, Any],
+        max_disp: int = 192,
+        attention: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_max_disp(max_disp, SIZE_DIVISOR)
+        self.feature_extraction, features = _component("features", features)
+        stride = self.feature_extraction.stride
+        _check_max_disp(max_disp, stride)
+        self.cost_volume, cost_volume = _component(
+            "cost_volume", cost_volume, in_channels=self.feature_extraction.out_channels, levels=max_disp // stride)
+        self.aggregation, aggregation = _component("aggregation", aggregation, in_channels=self.cost_volume.out_channels)
+        self.regression, regression = _component("regression", regression, max_disp=max_disp, stride=stride)
+        init_authors_weights(self)
+        self.attention_config = [attention_spec(spec) for spec in (attention or [])]
+        for spec in self.attention_config:
+            self._insert_attention(spec)
+        self._max_disp = max_disp
+        self.config = {"_target_": NETWORK_TARGET, "max_disp": max_disp, "features": features,
+                       "cost_volume": cost_volume, "aggregation": aggregation, "regression": regression,
+                       "attention": [dict(spec) for spec in self.attention_config]}
+        self.checkpoint_features = False
+        self.release_volume = False
+        self._channels_last = False
+
+    def _insert_attention(self, spec: dict[str, Any]) -> None:
+        settings = {k: v for k, v in spec.items() if k not in ("at", "kind")}
+        for point in spec["at"]:
+            path, name = point.rsplit(".", 1)
+            try:
+                component = self.get_submodule(path)
+            except AttributeError:
+                component = None
+            if not isinstance(component, Component) or name not in component.insertion_points:
+                known = sorted(f"{p}.{n}" if p else n for p, m in self.named_modules()
+                               if isinstance(m, Component) for n in m.insertion_points)
+                raise ValueError(f"attention.at: no insertion point {point!r}; this network has {known}")
+            channels = component.insertion_points[name]
+            block = ATTENTION_KINDS[spec["kind"]](
+                channels, key_channels=settings["key_channels"] or max(1, channels // 2),
+                value_channels=settings["value_channels"] or channels, heads=settings["heads"],
+                normalization=settings["normalization"], zero_init=settings["zero_init"])
+            component.add_block(name, block)
+
+    @property
+    def max_disp(self) -> int:
+        """Disparity range (a multiple of 16 and of the feature stride); changing it keeps the weights."""
+        return self._max_disp
+
+    @max_disp.setter
+    def max_disp(self, max_disp: int) -> None:
+        _check_max_disp(max_disp, SIZE_DIVISOR)
+        _check_max_disp(max_disp, self.feature_extraction.stride)
+        self._max_disp = max_disp
+        self.cost_volume.levels = max_disp // self.feature_extraction.stride
+        self.regression.max_disp = max_disp
+        self.config["max_disp"] = max_disp
+
+    @property
+    def channels_last(self) -> bool:
+        """NHWC/NDHWC activations *and* weights (``optimize_for_inference`` turns it on). Not a training
+        layout: PyTorch's CPU channels-last BatchNorm3d in train mode makes gradients ~8x less exact
+        than the plain layout's float32 rounding."""
+        return self._channels_last
+
+    @channels_last.setter
+    def channels_last(self, enabled: bool) -> None:
+        self._channels_last = bool(enabled)
+        if hasattr(self.cost_volume, "channels_last"):
+            self.cost_volume.channels_last = self._channels_last
+        set_memory_format(self, self._channels_last)
+
+    @property
+    def regression_chunk_rows(self) -> int | None:
+        """Low-resolution rows per band of the inference regression (None: the whole volume at once)."""
+        return getattr(self.regression, "chunk_rows", None)
+
+    @regression_chunk_rows.setter
+    def regression_chunk_rows(self, rows: int | None) -> None:
+        if not hasattr(self.regression, "chunk_rows"):
+            if rows is not None:
+                raise ValueError(f"{type(self.regression).__name__} has no banded evaluation (regression_chunk_rows)")
+            return
+        self.regression.chunk_rows = rows
+
+    @property
+    def checkpoint_aggregation(self) -> bool:
+        """Recompute the 3-D head's and the regression's activations in backward (training memory)."""
+        return self.aggregation.checkpointing
+
+    @checkpoint_aggregation.setter
+    def checkpoint_aggregation(self, enabled: bool) -> None:
+        self.aggregation.checkpointing = bool(enabled)
+
+    def _check_inputs(self, left: torch.Tensor, right: torch.Tensor) -> None:
+        if left.dim() != 4 or left.shape[1] != 3 or left.shape != right.shape:
+            raise ValueError(
+                f"left and right must be N×3×H×W of the same shape, got {tuple(left.shape)} and {tuple(right.shape)}"
+            )
+        height, width = left.shape[-2:]
+        smallest = self.feature_extraction.min_input_size
+        if height % SIZE_DIVISOR or width % SIZE_DIVISOR or min(height, width) < smallest:
+            raise ValueError(
+                f"the network needs H and W to be multiples of {SIZE_DIVISOR} and at least {smallest}, "
+                f"got {height}x{width}; pad with stereo.models.padding.Padder(height, width, "
+                f"divisor={SIZE_DIVISOR}, min_size=({smallest}, {smallest})) and unpad the output"
+            )
+
+    def _features(self, image: torch.Tensor) -> torch.Tensor:
+        """One view's features; with ``checkpoint_features`` only the image is kept for backward (PSMNet's
+        ~40 stored 2-D activations per view are recomputed: ~300 MB per view at 256×512)."""
+        return maybe_checkpoint(self.checkpoint_features, self.feature_extraction, self.feature_extraction, image)
+
+    def _volume(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor | VolumeHandoff:
+        volume = self.cost_volume(self._features(left), self._features(right))
+        return VolumeHandoff(volume) if self.release_volume else volume
+
+    def forward(
+        self, left: torch.Tensor, right: torch.Tensor, return_confidence: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        self._check_inputs(left, right)
+        if return_confidence and self.training:
+            raise ValueError("return_confidence=True is only available in eval mode (model.eval())")
+        if self.training:
+            self.feature_extraction.check_training_batch(left.shape)
+        height, width = left.shape[-2:]
+        if self.channels_last:
+            left = left.contiguous(memory_format=torch.channels_last)
+            right = right.contiguous(memory_format=torch.channels_last)
+        costs = self.aggregation(self._volume(left, right))
+        if self.training:
+            return tuple(maybe_checkpoint(self.checkpoint_aggregation, self.aggregation, self.regression,
+                                          cost, height, width) for cost in costs)
+        return self.regression(costs[-1], height, width, return_confidence)
+
+
+def _check_max_disp(max_disp: Any, divisor: int) -> None:
+    if not isinstance(max_disp, int) or isinstance(max_disp, bool) or max_disp < divisor or max_disp % divisor:
+        raise ValueError(f"max_disp must be a positive multiple of {divisor}, got {max_disp!r}")
+
+
+# EA-PSMNet's classic placement names (also what checkpoints written before the component network
+# recorded as ``attention``) -> insertion points.
+PLACEMENTS = {
+    "feature": ["feature_extraction.layer4"],
+    "volume": ["aggregation.dres1"],
+    "hourglass": ["aggregation.dres2.bottleneck", "aggregation.dres3.bottleneck", "aggregation.dres4.bottleneck"],
+}
+
+
+def placement_insertions(placements: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``{feature|volume|hourglass: kind name | settings | None}`` -> a list of insertions."""
+    insertions = []
+    for placement, spec in placements.items():
+        if spec is None:
+            continue
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown attention placement {placement!r}; choose from {tuple(PLACEMENTS)}")
+        spec = {"kind": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"attention.{placement} must be a kind name or a mapping, got {spec!r}")
+        insertions.append({"at": PLACEMENTS[placement], **spec})
+    return insertions
+
+
+def psmnet_config(max_disp: int = 192, aggregation: str = "stackhourglass",
+                  attention: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+                  align_corners: bool = False) -> dict[str, Any]:
+    """The component config of PSMNet / EA-PSMNet (what conf/model/psmnet*.yaml spell out)."""
+    heads = {"stackhourglass": "stereo.models.aggregations.StackedHourglass",
+             "basic": "stereo.models.aggregations.BasicAggregation"}
+    if aggregation not in heads:
+        raise ValueError(f"aggregation must be one of {tuple(heads)}, got {aggregation!r}")
+    if isinstance(attention, Mapping):
+        attention = placement_insertions(attention)
+    return {"_target_": NETWORK_TARGET, "max_disp": max_disp,
+            "features": {"_target_": "stereo.models.features.PSMNetFeatures", "align_corners": align_corners},
+            "cost_volume": {"_target_": "stereo.models.cost_volumes.ConcatenationVolume"},
+            "aggregation": {"_target_": heads[aggregation]},
+            "regression": {"_target_": "stereo.models.regression.SoftArgmaxRegression", "align_corners": align_corners},
+            "attention": list(attention or [])}
+
+
+def PSMNet(max_disp: int = 192, aggregation: str = "stackhourglass",  # noqa: N802 (reads as the class it was)
+           attention: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+           align_corners: bool = False) -> StereoNetwork:
+    """PSMNet (``stackhourglass`` or ``basic``) with optional attention: the authors' parameters, keys
+    and function when ``attention`` is empty. ``attention`` is a list of insertions or the placement
+    shorthand ``{"feature": ..., "volume": ..., "hourglass": ...}``."""
+    config = psmnet_config(max_disp, aggregation, attention, align_corners)
+    return StereoNetwork(**{k: v for k, v in config.items() if k != "_target_"})
