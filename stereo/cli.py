@@ -17,6 +17,7 @@ expected errors too.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -24,7 +25,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hydra.errors import InstantiationException
+import hydra
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
@@ -63,7 +65,18 @@ def one_line(error: BaseException) -> str:
     text = " ".join(line.strip() for part in parts for line in part.splitlines() if line.strip()) or type(error).__name__
     if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
         text = f"{error.filename}: {text}"
+    if isinstance(error, OSError) and error.errno in _OS_HINTS:
+        text = f"{text}: {_OS_HINTS[error.errno]}"
     return text
+
+
+# What to do about the operating system's errors that a user can fix (instead of a bare [Errno N]).
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full; free space or write to another disk (nothing was left half-written)",
+    errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
+    errno.EROFS: "the file system is read-only; choose an output location on a writable disk",
+    errno.EACCES: "permission denied; choose a location you can write to, or fix the permissions",
+}
 
 
 def _raw_values(node: object, prefix: str = "") -> dict[str, str]:
@@ -107,6 +120,119 @@ def report(error: BaseException, context: str = "", hint: str = "") -> None:
     print(f"error: {context}{one_line(error)}{hint} (set {FULL_ERROR_VARIABLE}=1 for the traceback)", file=sys.stderr, flush=True)
 
 
+def _full_error() -> bool:
+    return os.environ.get(FULL_ERROR_VARIABLE, "") not in ("", "0")
+
+
+def _quoting_hint(arguments: list[str], index: int) -> str:
+    """How to pass the value Hydra could not read: quoted for Hydra, inside quotes for the shell."""
+    argument = arguments[index]
+    if "=" not in argument and index > 0 and "=" in arguments[index - 1]:
+        key, value = f"{arguments[index - 1]} {argument}".split("=", 1)
+        return (f"an unquoted space split {key}= into two arguments; quote the value for Hydra and the whole "
+                f"argument for the shell: '{key}=\"{value}\"'")
+    if "=" not in argument:
+        return "every argument is key=value (or a flag such as --cfg job)"
+    key, value = argument.split("=", 1)
+    return (f"a value with spaces, non-ASCII or special characters (= , [ ] {{ }} ' \") must be quoted for Hydra "
+            f"and the argument for the shell: '{key}=\"{value}\"'")
+
+
+def check_command_line(config_name: str, arguments: list[str], module: str = "stereo.train") -> str | None:
+    """The one-line problem with the command line's overrides, or None: Hydra's grammar, keys that do
+    not exist, and values of the wrong type for a key (``trainer.max_steps=abc``). Flags (``--cfg``,
+    ``-m`` ...) are left to Hydra, as is everything under ``HYDRA_FULL_ERROR=1``."""
+    if _full_error() or any(a.startswith("-") for a in arguments):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    from stereo.config import CONFIG_DIR
+
+    parser = OverridesParser.create()
+    for index, argument in enumerate(arguments):
+        try:
+            parser.parse_overrides([argument])
+        except OverrideParseException:
+            return f"cannot read the override {argument!r}: {_quoting_hint(arguments, index)}"
+    overrides = parser.parse_overrides(arguments)
+    own = [(a, o) for a, o in zip(arguments, overrides) if not o.key_or_group.lstrip("+~").startswith("hydra")]
+    groups = [a for a, o in own if _is_group(CONFIG_DIR, o.key_or_group)]
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+            base = compose(config_name, overrides=groups)
+            try:
+                compose(config_name, overrides=[a for a, _ in own])
+            except (HydraException, OmegaConfBaseException):
+                for argument, _ in own:  # which one: compose each alone
+                    try:
+                        compose(config_name, overrides=[*groups, argument] if argument not in groups else groups)
+                    except (HydraException, OmegaConfBaseException) as error:
+                        return (f"{argument}: {str(error).splitlines()[0]} (a key that is not in the config needs "
+                                f"+key=value; python -m {module} --cfg job lists the keys)")
+                raise
+            for argument, override in own:
+                problem = None if argument in groups else _type_problem(base, override)
+                if problem:
+                    return f"{argument}: {problem}"
+    except (HydraException, OmegaConfBaseException) as error:
+        return f"{' '.join(a for a, _ in own)}: {str(error).splitlines()[0]}"
+    return None
+
+
+def _is_group(config_dir: str, key: str) -> bool:
+    key = key.lstrip("+~").split("@", 1)[0]
+    return "." not in key and os.path.isdir(os.path.join(config_dir, key))
+
+
+def _type_problem(base: DictConfig, override: Any) -> str | None:
+    """A value whose type does not match the key's default (int, float, bool), else None."""
+    if override.is_sweep_override() or override.is_delete() or override.is_add():
+        return None
+    key = override.key_or_group
+    default = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+    value = override.value()
+    if value is None or default is None or isinstance(default, (DictConfig, str)) or OmegaConf.is_config(default):
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"expected true or false (the default is {str(default).lower()})"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected a whole number (the default is {default})"
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"expected a number (the default is {default})"
+    return None
+
+
+def _module_name(task: Callable[..., Any]) -> str:
+    """``stereo.train`` also when run as ``python -m stereo.train`` (module ``__main__``)."""
+    if task.__module__ == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        return spec.name if spec is not None else os.path.basename(sys.argv[0])
+    return task.__module__
+
+
+def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``@hydra.main`` + :func:`entry_point` + :func:`check_command_line`: a command's ``main()``."""
+    from stereo.config import CONFIG_DIR
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(entry_point(task))
+
+        @functools.wraps(task)
+        def main() -> Any:
+            problem = check_command_line(config_name, sys.argv[1:], _module_name(task))
+            if problem is not None:
+                print(f"error: {problem} (set {FULL_ERROR_VARIABLE}=1 for Hydra's own report)", file=sys.stderr, flush=True)
+                sys.exit(EXIT_USER_ERROR)
+            return hydra_main()
+
+        return main
+
+    return decorate
+
+
 def entry_point(task: F) -> F:
     """Wrap a Hydra task function: expected errors become one stderr line and exit status 2."""
 
@@ -116,7 +242,7 @@ def entry_point(task: F) -> F:
             return task(*args, **kwargs)
         except Exception as error:
             cause = _expected_cause(error)
-            if cause is None or os.environ.get(FULL_ERROR_VARIABLE, "") not in ("", "0"):
+            if cause is None or _full_error():
                 raise
             report(cause, _instantiated_key(error), interpolation_users(cause, args[0] if args else None))
             sys.exit(EXIT_USER_ERROR)

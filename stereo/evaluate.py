@@ -14,12 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stereo import output_dirs
-from stereo.cli import OutputDirError, entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
 from stereo.evaluation.runner import apply_protocol_to_data, build_eval_dataset, distributed_rank, evaluate_model
@@ -36,24 +34,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint file not found")
     output_dir = Path(cfg.paths.output_dir)
-    if (output_dir / "metrics.json").exists():
-        raise OutputDirError(f"paths.output_dir={output_dir} already holds an earlier evaluation (metrics.json); "
-                             "choose another paths.output_dir (the default is a new folder per run)")
+    output_dirs.check_is_folder(output_dir, "paths.output_dir")
     device = resolve_device(str(cfg.device))
     model = load_model(checkpoint, map_location="cpu")
     data_cfg, protocol_changes = apply_protocol_to_data(cfg.data, protocol)
     if protocol_changes and distributed_rank()[0] == 0:
         print(f"protocol {protocol.name} sets " + ", ".join(protocol_changes) + " (docs/evaluation.md#protocols)")
     dataset = build_eval_dataset(data_cfg, cfg.split)
+    data = OmegaConf.to_container(data_cfg, resolve=True)
+    export = OmegaConf.to_container(cfg.export, resolve=True)
+    made_by = output_dirs.producer("stereo.evaluate", checkpoint, {"protocol": str(cfg.protocol), "split": str(cfg.split),
+                                                                   "data": data, "export": export})
     rank = distributed_rank()[0]
-    with output_dirs.claim(output_dir, "paths.output_dir") if rank == 0 else contextlib.nullcontext():
+    with (output_dirs.open_run(output_dir, "paths.output_dir", made_by, overwrite=bool(cfg.get("overwrite", False)),
+                               extra=output_dirs.config_record(cfg))
+          if rank == 0 else contextlib.nullcontext()) as record:
+        if record is not None:
+            record.plan([output_dir / "per_image.csv", output_dir / "metrics.json"])
+            output_dirs.write_hydra_record(record, cfg)
         summary = evaluate_model(
-            model, dataset, protocol, output_dir,
-            export=OmegaConf.to_container(cfg.export, resolve=True), device=device, num_workers=int(cfg.num_workers),
-            extra_record={"checkpoint": str(checkpoint.resolve()), "split": str(cfg.split),
-                          "data": OmegaConf.to_container(data_cfg, resolve=True),
+            model, dataset, protocol, output_dir, export=export, device=device, num_workers=int(cfg.num_workers),
+            extra_record={"checkpoint": str(checkpoint.resolve()), "split": str(cfg.split), "data": data,
                           "protocol_data_changes": protocol_changes},
         )
+        if record is not None:
+            record.adopt_new_files()
     if rank == 0:
         print(format_summary(summary, output_dir))
     return summary
@@ -71,8 +76,7 @@ def format_summary(summary: Mapping[str, Any], output_dir: Path) -> str:
             f"  disparity exports: {summary['exports']}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-@entry_point
+@command("eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

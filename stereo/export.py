@@ -35,13 +35,12 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from stereo.cli import UserError, entry_point
-from stereo.config import CONFIG_DIR
+from stereo import output_dirs
+from stereo.cli import OutputDirError, UserError, command
 from stereo.models.checkpoints import save_weights
 
 FORMATS = ("onnx", "torchscript", "weights")
@@ -189,39 +188,48 @@ def export(
     verify_sizes: Sequence[Sequence[int]] = ((256, 256), (256, 320)),
     tolerance_factor: float = 10.0,
     check: bool = True,
+    overwrite: bool = False,
 ) -> float | None:
-    """Export a checkpoint; returns the worst measured/bound ratio of the verification (None when not verified)."""
+    """Export a checkpoint; returns the worst measured/bound ratio of the verification (None when not verified).
+
+    ``output`` is replaced only when its manifest (``<output>.manifest.json``) says an export of the same
+    checkpoint and settings wrote it, or with ``overwrite``: an unrelated file there is refused."""
     from stereo.inference.predictor import Predictor
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    output = Path(output)
+    if output.is_dir():
+        raise OutputDirError(f"output={output} is a folder; give the file to write, e.g. output={output / ('model.' + fmt)}")
     # the plain network: the ONNX exporter has no memory-format support for the channels-last copy
     predictor = Predictor.from_checkpoint(ckpt_path, device="cpu", max_disp=max_disp, optimize=False)
     module = DisparityAndConfidence(predictor.model).eval()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # per process: concurrent exports never share it
-    try:
-        if fmt == "onnx":
-            export_onnx(module, temporary, opset, tuple(verify_sizes[0]))
-        elif fmt == "weights":
-            save_weights(predictor.model, temporary)
-        else:
-            export_torchscript(module, temporary, tuple(verify_sizes[0]))
-        difference = (verify(module, temporary, fmt, verify_sizes, predictor.max_disp, tolerance_factor,
-                             name=f"{output} (not written)") if check else None)
-        temporary.replace(output)  # only a verified file gets the requested name
-    finally:
-        temporary.unlink(missing_ok=True)
+    made_by = output_dirs.producer("stereo.export", ckpt_path, {
+        "format": fmt, "max_disp": predictor.max_disp, "opset": opset, "verify": check,
+        "verify_sizes": [list(size) for size in verify_sizes], "tolerance_factor": tolerance_factor})
+    with output_dirs.open_run(output, "output", made_by, overwrite=overwrite, is_file=True):
+        temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # per process; a dead one's is removed
+        try:
+            if fmt == "onnx":
+                export_onnx(module, temporary, opset, tuple(verify_sizes[0]))
+            elif fmt == "weights":
+                save_weights(predictor.model, temporary)
+            else:
+                export_torchscript(module, temporary, tuple(verify_sizes[0]))
+            difference = (verify(module, temporary, fmt, verify_sizes, predictor.max_disp, tolerance_factor,
+                                 name=f"{output} (not written)") if check else None)
+            temporary.replace(output)  # only a verified file gets the requested name
+        finally:
+            temporary.unlink(missing_ok=True)
     print(f"wrote {output} ({fmt}, max_disp {predictor.max_disp}, {output.stat().st_size / 1e6:.1f} MB)")
     return difference
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-@entry_point
+@command("export")
 def main(cfg: DictConfig) -> None:
     export(cfg.ckpt_path, cfg.format, cfg.output, cfg.max_disp, cfg.opset,
-           [list(s) for s in cfg.verify_sizes], float(cfg.tolerance_factor), bool(cfg.verify))
+           [list(s) for s in cfg.verify_sizes], float(cfg.tolerance_factor), bool(cfg.verify),
+           bool(cfg.get("overwrite", False)))
 
 
 if __name__ == "__main__":

@@ -1,34 +1,34 @@
 """Command-line inference: ``python -m stereo.infer ckpt_path=... left=... right=... output_dir=...``.
 
 Config: ``conf/infer.yaml`` (inputs, formats, device/precision, memory mode, calibration). Prints a
-summary of what was written where. ``<output_dir>/manifest.json`` records the resolved config and
-every file the run wrote; one run at a time owns an output folder (``stereo.output_dirs``), and a
-folder holding an earlier run's results is refused unless ``overwrite=true``.
+summary of what was written where. ``<output_dir>/manifest.json`` records what produced the results
+(checkpoint and its sha256, the resolved config) and every file the run wrote; one run at a time owns
+an output folder, and a folder holding an earlier run's results is refused unless ``overwrite=true``
+(``stereo.output_dirs``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from stereo import output_dirs
-from stereo.cli import entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 from stereo.calibration.readers import read_calibration, read_middlebury, require_calibration_files
 from stereo.calibration.rectify import Rectifier
 from stereo.data.io import read_image, write_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
-from stereo.inference.outputs import OutputWriter, default_color_range, make_calibration
-from stereo.inference.predictor import Predictor
+from stereo.inference.outputs import FORMATS, OutputWriter, make_calibration
+from stereo.inference.predictor import InputError, Predictor
 from stereo.inference.video import LAYOUTS, VideoWriter, resolve_video_format, stereo_frames, video_info
-from stereo.visualize import colorize_disparity
 
 
 VIDEO_INPUTS = ("video", "left_video")
@@ -98,16 +98,75 @@ def build_rectifier(cfg: DictConfig) -> Rectifier | None:
     return Rectifier(read_calibration(cfg.calib))
 
 
-def _image_frames(pairs: list[StereoPair]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for pair in pairs:
-        yield read_image(pair.left), read_image(pair.right)
+@dataclass
+class Frame:
+    """One input pair (or video frame) with everything written about it."""
+
+    stem: str
+    left: np.ndarray
+    right: np.ndarray
+    names: tuple[str, str]
+    calib: Path | None = None
+
+
+@dataclass
+class Inputs:
+    """The run's frames, read one at a time, and what is known about them up front."""
+
+    name: str
+    frames: Iterator[Frame]
+    total: int | None
+    fps: float | None
+    calibrated: bool  # every frame has its own calib.txt
+
+
+def read_inputs(cfg: DictConfig, rectifier: Rectifier | None = None) -> Inputs:
+    """The one place where the input pairs / video frames are produced (read lazily, one at a time),
+    rectified by ``rectifier`` when a calibration is given."""
+    video = video_input(cfg)
+    if video is not None:
+        name, images, total, fps = video
+        stems: Iterator[str] | list[str] = (f"{name}_{index:06d}" for index in itertools.count())
+        names: Iterator[tuple[str, str]] | list[tuple[str, str]] = (
+            (f"{name} frame {index} (left)", f"{name} frame {index} (right)") for index in itertools.count())
+        calibs: Iterator[Path | None] | list[Path | None] = itertools.repeat(None)
+        known_stems, calibrated = None, False
+    else:
+        pairs = collect_pairs(cfg)
+        name, total, fps = "sequence", len(pairs), None
+        images = ((read_image(p.left), read_image(p.right)) for p in pairs)
+        stems = known_stems = [p.stem for p in pairs]
+        names, calibs = [(str(p.left), str(p.right)) for p in pairs], [p.calib for p in pairs]
+        calibrated = all(p.calib for p in pairs)
+    if rectifier is not None:
+        images = rectifier.frames(images)
+    frames = (Frame(stem, left, right, pair_names, calib)
+              for stem, pair_names, calib, (left, right) in zip(stems, names, calibs, images))
+    return Inputs(name, frames, total, fps, calibrated, known_stems)
+
+
+def batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+    while batch := list(itertools.islice(frames, size)):
+        yield batch
+
+
+def positive_int(cfg: DictConfig, key: str) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{key}={value}: must be a positive whole number")
+    return value
+
+
+# Keys that do not change what is written (where, whether to replace): not part of the producer.
+NOT_PRODUCER_KEYS = ("output_dir", "overwrite", "ckpt_path")
 
 
 def run(cfg: DictConfig) -> dict[str, list[str]]:
     """Predict every pair (or video frame) and write the requested formats; returns {format: [paths]}.
 
     Frames are read, predicted and written ``batch_size`` at a time, so memory does not grow with the
-    length of a sequence. ``video`` in formats writes one colourised disparity video of all frames.
+    length of a sequence; the manifest is rewritten once per batch. ``video`` in formats writes one
+    colourised disparity video of all frames, in the writer's colour scale.
     """
     if cfg.rectify_only:
         return write_rectified(cfg)
@@ -115,95 +174,70 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (ckpt_path=...)")
     formats = requested_formats(cfg)
+    if not formats:
+        raise ValueError(f"formats=[]: no output format requested; choose from {[*FORMATS, 'video']}")
     image_formats = [fmt for fmt in formats if fmt != "video"]
-    video = video_input(cfg)
-    if video is None:
-        pairs = collect_pairs(cfg)
-        name, frames, total, fps = "sequence", _image_frames(pairs), len(pairs), None
-        stems = iter([p.stem for p in pairs])  # iterators: each batch takes the next names
-        names = iter([(str(p.left), str(p.right)) for p in pairs])
-    else:
-        pairs = []
-        name, frames, total, fps = video
-        stems = (f"{name}_{index:06d}" for index in itertools.count())
-        names = ((f"{name} frame {index} (left)", f"{name} frame {index} (right)") for index in itertools.count())
+    batch_size = positive_int(cfg, "batch_size")
+    output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
     rectifier = build_rectifier(cfg)
-    if rectifier is not None:
-        frames = rectifier.frames(frames)
+    inputs = read_inputs(cfg, rectifier)
     # depth/ply without a global calibration: use each scene's calib.txt when every pair has one
     per_scene_calib = bool({"depth", "depth_original", "ply"} & set(formats)) and cfg.calib is None and cfg.focal is None
-    if per_scene_calib and not (pairs and all(p.calib for p in pairs)):
-        where = next((str(p.left) for p in pairs if p.calib is None), "video input")
+    if per_scene_calib and not inputs.calibrated:
         raise ValueError(
-            f"{where}: formats depth/ply need a calibration: calib=<calibration file> or "
-            "focal=<px> baseline=<unit> (no calib.txt beside the image)"
+            "formats depth/ply need a calibration: calib=<calibration file> or focal=<px> baseline=<unit> "
+            "(not every input pair has a calib.txt beside it)"
         )
-    writer = build_writer(cfg, image_formats, rectifier) if image_formats else None
-    output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
-    color_range = tuple(cfg.color_range) if cfg.color_range is not None else None
-    # One colour scale for the whole run (the writer's rule, docs/inference.md), shared with the video.
-    video_writer = None
+    writer = build_writer(cfg, image_formats, rectifier)
+    video_path = None
     if "video" in formats:  # an unknown video_format, or one whose encoder is not installed, stops the run here
         suffix = resolve_video_format(str(cfg.video_format)).suffix
-        video_writer = VideoWriter(Path(cfg.output_dir) / f"{name}_disp{suffix}", cfg.video_fps or fps or DEFAULT_FPS,
-                                   str(cfg.video_format))
+        video_path = Path(cfg.output_dir) / f"{inputs.name}_disp{suffix}"
     predictor = Predictor.from_checkpoint(
-        checkpoint,
-        device=cfg.device,
-        precision=cfg.precision,
-        max_disp=cfg.max_disp,
-        mode=cfg.mode,
-        max_memory_gb=cfg.max_memory_gb,
-        downscale=cfg.downscale,
-        tile_overlap=cfg.tile_overlap,
-        swap_check=cfg.swap_check,
-        optimize=cfg.optimize,
+        checkpoint, device=cfg.device, precision=cfg.precision, max_disp=cfg.max_disp, mode=cfg.mode,
+        max_memory_gb=cfg.max_memory_gb, downscale=cfg.downscale, tile_overlap=cfg.tile_overlap,
+        swap_check=cfg.swap_check, optimize=cfg.optimize,
     )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    settings = {k: v for k, v in config.items() if k not in NOT_PRODUCER_KEYS}
+    if rectifier is not None:
+        settings["calibration"] = rectifier.provenance()
+    made_by = output_dirs.producer("stereo.infer", checkpoint, settings)
     written: dict[str, list[str]] = {fmt: [] for fmt in formats}
-    batch_size = max(1, int(cfg.batch_size))
-    calibrations = iter([p.calib for p in pairs])
+    nonfinite: dict[str, int] = {}
     count = 0
-    planned: list[Path] = []  # every image file this run has started to write
-    with output_dirs.claim(cfg.output_dir, "output_dir") as output_dir:
-        output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)), "stereo.infer")
-        record = {"command": "stereo.infer", "checkpoint": str(checkpoint.resolve()),
-                  "config": OmegaConf.to_container(cfg, resolve=True)}
-        if rectifier is not None:
-            record["calibration"] = rectifier.provenance()
-        output_dirs.write_manifest(output_dir, record, [], "running")
-        try:
-            with contextlib.ExitStack() as stack, tqdm(total=total, desc="stereo pairs", unit="pair") as progress:
-                if video_writer is not None:
-                    stack.enter_context(video_writer)
-                while batch := list(itertools.islice(frames, batch_size)):
-                    lefts, rights = [left for left, _ in batch], [right for _, right in batch]
-                    batch_names = list(itertools.islice(names, len(batch)))
-                    for stem, left, prediction in zip(itertools.islice(stems, len(batch)), lefts,
-                                                      predictor.predict_batch(lefts, rights, batch_names)):
-                        if color_range is None:
-                            color_range = default_color_range(prediction.disparity)
-                            if writer is not None:
-                                writer.color_range = color_range
-                        if writer is not None:
-                            # Listed before they are written: a killed run's manifest names its partial files.
-                            planned += [writer.path(fmt, stem) for fmt in image_formats]
-                            output_dirs.write_manifest(output_dir, record, planned, "running")
-                            calib_path = next(calibrations, None)
-                            calibration = read_middlebury(calib_path).depth_geometry() if per_scene_calib else None
-                            paths = writer.write(stem, prediction.disparity, prediction.confidence, left, calibration)
-                            for fmt, path in paths.items():
-                                written[fmt].append(str(path))
-                        if video_writer is not None:
-                            video_writer.write(colorize_disparity(prediction.disparity, *color_range))
-                    count += len(batch)
-                    progress.update(len(batch))
-            if video_writer is not None and video_writer.frames:
-                written["video"].append(str(video_writer.path))
-        except BaseException:
-            output_dirs.write_manifest(output_dir, record, _files(written) + planned, "failed")
-            raise
-        output_dirs.write_manifest(output_dir, record, _files(written), "complete")
-    _print_summary(written, Path(cfg.output_dir), predictor, count)
+    with output_dirs.open_run(cfg.output_dir, "output_dir", made_by, overwrite=bool(cfg.get("overwrite", False)),
+                              extra={"config": config, "nonfinite_pixels": nonfinite}) as record:
+        with contextlib.ExitStack() as stack, tqdm(total=inputs.total, desc="stereo pairs", unit="pair") as progress:
+            video_writer = None
+            if video_path is not None:
+                record.plan([video_path])
+                video_writer = stack.enter_context(VideoWriter(video_path, cfg.video_fps or inputs.fps or DEFAULT_FPS,
+                                                               str(cfg.video_format)))
+            for batch in batches(inputs.frames, batch_size):
+                predictions = predictor.predict_batch([f.left for f in batch], [f.right for f in batch],
+                                                      [f.names for f in batch])
+                # Listed before they are written: a killed run's manifest names its partial files.
+                record.plan(writer.path(fmt, frame.stem) for frame in batch for fmt in image_formats)
+                record.save("running")
+                for frame, prediction in zip(batch, predictions):
+                    bad = int(np.count_nonzero(~np.isfinite(prediction.disparity)))
+                    if bad == prediction.disparity.size:
+                        raise InputError(f"{frame.names[0]}: the network's disparity is non-finite (NaN/inf) at every "
+                                         "pixel; its checkpoint or the input is broken: nothing written for this pair")
+                    if bad:
+                        nonfinite[frame.stem] = bad
+                    calibration = read_middlebury(frame.calib).depth_geometry() if per_scene_calib else None
+                    paths = writer.write(frame.stem, prediction.disparity, prediction.confidence, frame.left, calibration)
+                    for fmt, path in paths.items():
+                        written[fmt].append(str(path))
+                    if video_writer is not None:
+                        video_writer.write(writer.colorized(prediction.disparity))
+                count += len(batch)
+                progress.update(len(batch))
+        if video_writer is not None and video_writer.frames:
+            written["video"].append(str(video_writer.path))
+    _print_summary(written, Path(cfg.output_dir), predictor, count, nonfinite)
     return written
 
 
@@ -212,50 +246,43 @@ def write_rectified(cfg: DictConfig) -> dict[str, list[str]]:
     (an input_dir for a later run), no network."""
     if cfg.calib is None:
         raise ValueError("rectify_only=true needs calib=<calibration file>")
-    rectifier = build_rectifier(cfg)
-    video = video_input(cfg)
-    if video is None:
-        pairs = collect_pairs(cfg)
-        frames, stems = _image_frames(pairs), iter([p.stem for p in pairs])
-    else:
-        frames, stems = video[1], (f"{video[0]}_{index:06d}" for index in itertools.count())
     output_dirs.check_is_folder(Path(cfg.output_dir), "output_dir")
+    rectifier = build_rectifier(cfg)
+    inputs = read_inputs(cfg, rectifier)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    settings = {k: v for k, v in config.items() if k not in NOT_PRODUCER_KEYS}
+    settings["calibration"] = rectifier.provenance()
+    made_by = output_dirs.producer("stereo.infer", None, settings)
     written: dict[str, list[str]] = {"left": [], "right": []}
-    with output_dirs.claim(cfg.output_dir, "output_dir") as output_dir:
-        output_dirs.clear_earlier_run(output_dir, bool(cfg.get("overwrite", False)), "stereo.infer")
-        record = {"command": "stereo.infer", "config": OmegaConf.to_container(cfg, resolve=True),
-                  "calibration": rectifier.provenance()}
-        planned: list[Path] = []
-        try:
-            for stem, (left, right) in zip(stems, rectifier.frames(frames)):
-                paths = [output_dir / "left" / f"{stem}.png", output_dir / "right" / f"{stem}.png"]
-                planned += paths
-                output_dirs.write_manifest(output_dir, record, planned, "running")
-                for path, image, view in zip(paths, (left, right), ("left", "right")):
-                    write_image(path, image)
-                    written[view].append(str(path))
-        except BaseException:
-            output_dirs.write_manifest(output_dir, record, planned, "failed")
-            raise
-        output_dirs.write_manifest(output_dir, record, planned, "complete")
+    output_dir = Path(cfg.output_dir)
+    with output_dirs.open_run(output_dir, "output_dir", made_by, overwrite=bool(cfg.get("overwrite", False)),
+                              extra={"config": config},
+                              will_write=[output_dir / view / f"{stem}.png" for stem in inputs.stems or []
+                                          for view in ("left", "right")]) as record:
+        for frame in inputs.frames:
+            paths = [output_dir / "left" / f"{frame.stem}.png", output_dir / "right" / f"{frame.stem}.png"]
+            record.plan(paths)
+            record.save("running")
+            for path, image, view in zip(paths, (frame.left, frame.right), ("left", "right")):
+                write_image(path, image)
+                written[view].append(str(path))
     width, height = rectifier.rectified_size
-    print(f"{len(written['left'])} rectified pair(s), {width}x{height} -> {Path(cfg.output_dir).resolve()}/left, right")
+    print(f"{len(written['left'])} rectified pair(s), {width}x{height} -> {output_dir.resolve()}/left, right")
     return written
 
 
-def _files(written: dict[str, list[str]]) -> list[Path]:
-    return [Path(path) for paths in written.values() for path in paths]
-
-
-def _print_summary(written: dict[str, list[str]], output_dir: Path, predictor: Predictor, count: int) -> None:
+def _print_summary(written: dict[str, list[str]], output_dir: Path, predictor: Predictor, count: int,
+                   nonfinite: dict[str, int]) -> None:
     print(f"\n{count} pair(s) on {predictor.device} ({predictor.precision}, max_disp {predictor.max_disp}) -> {output_dir.resolve()}")
     for fmt, paths in written.items():
         example = Path(paths[0]).name if paths else "-"
         print(f"  {fmt:<11} {len(paths):>5} file(s)   e.g. {example}")
+    if nonfinite:
+        print(f"  warning: {len(nonfinite)} pair(s) have non-finite disparity pixels ({sum(nonfinite.values())} in all; "
+              "per pair: nonfinite_pixels in manifest.json)", file=sys.stderr)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="infer")
-@entry_point
+@command("infer")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

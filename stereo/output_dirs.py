@@ -1,22 +1,39 @@
-"""Output folders that two runs can never share silently.
+"""Results that two runs can never mix or destroy: one mechanism for every command's output.
 
-- :func:`claim` takes a folder for one run: it refuses a path that is a file, and creates a lock
-  file with ``O_EXCL`` (atomic on local and NFSv3+ file systems) holding the owner's host and pid.
-  A second run into the same folder fails with a message naming the folder and the owner. A lock
-  left by a killed run on this host (its pid is gone) is taken over; one from another host must be
-  deleted by hand, as the message says.
-- :func:`write_manifest` records what a run wrote (config, inputs, every file) atomically; inference
-  refuses a folder that holds an earlier run's manifest unless ``overwrite=true``, which first
-  deletes the files that manifest lists, so old and new results never mix.
+Every result a command writes (a folder for ``stereo.infer``, ``stereo.submit``, ``stereo.evaluate`` and
+``stereo.train``; a file for ``stereo.export``) carries a manifest saying what produced it: the
+command, the checkpoint's path and content hash (sha256) and the settings that decide the result,
+and the list of files that run wrote. :func:`open_run` applies one policy to an earlier result:
+
+- none there: a new run (a file already at a destination that no recorded run wrote is refused
+  unless ``overwrite=true``: it may be the user's);
+- the same producer: a command that can resume (submit, train) continues from its own results; the
+  others (infer, evaluate, export) redo them: the earlier run's files are deleted and written again;
+- another producer: refused in one line naming the difference (checkpoint hash, a setting);
+- ``overwrite=true``: the files the earlier manifest lists are deleted first. Only those: every entry
+  must be a relative path inside the folder that is neither the lock nor the manifest (a manifest
+  listing ``../x`` or the lock is treated as tampered and nothing is deleted), and only while this run
+  holds the folder's lock.
+
+The lock (``.stereo-run.lock``: host, pid, start time) is created complete in one step (written to a
+temporary file, then hard-linked into place), so a crash or a full disk never leaves an empty lock
+behind this module's back. A lock naming a process of this host that no longer exists is taken over,
+and so is an empty or unreadable one older than :data:`EMPTY_LOCK_GRACE_S`; a lock from another host
+is refused with the file to delete. Temporary files of dead processes (``.NAME.<pid>[.x].tmp``, the
+names ``stereo.data.io.atomic_write`` and the exporter use) are removed once the lock is held.
+Nothing is written into the folder before these checks pass.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,107 +43,412 @@ from stereo.data.io import atomic_write
 
 LOCK_NAME = ".stereo-run.lock"
 MANIFEST_NAME = "manifest.json"
+EMPTY_LOCK_GRACE_S = 10.0  # an empty lock this old cannot belong to a run that is still starting
+# .NAME.<pid>.tmp (export), .NAME.<pid>.<random>.tmp (atomic_write), .STEM.<pid>.partial.SUFFIX (videos)
+_TEMPORARY = re.compile(r"^\..+\.(\d+)(?:\.[A-Za-z0-9_]+)?\.tmp$|^\..+\.(\d+)\.partial\.[A-Za-z0-9]+$")
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+# --------------------------------------------------------------------------- producers
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, streamed; computed once per file state (path, size, mtime) per process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        _HASH_CACHE[key] = digest.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def producer(command: str, checkpoint: str | Path | None, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides a result: the command, the checkpoint (path and content hash) and ``settings``
+    (plain JSON values). Two runs with equal producers write the same result."""
+    record: dict[str, Any] = {"command": command, "checkpoint": None, "checkpoint_sha256": None}
+    if checkpoint is not None:
+        record["checkpoint"] = str(Path(checkpoint).resolve())
+        record["checkpoint_sha256"] = file_sha256(checkpoint)
+    record["settings"] = json.loads(json.dumps(dict(settings), default=str))
+    return record
+
+
+def differences(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two producers (empty when equal)."""
+    found = []
+    if earlier.get("command") != now.get("command"):
+        found.append(f"written by {earlier.get('command')!r}, this is {now.get('command')!r}")
+    if earlier.get("checkpoint_sha256") != now.get("checkpoint_sha256"):
+        def describe(p: Mapping[str, Any]) -> str:
+            digest = p.get("checkpoint_sha256")
+            return f"{p.get('checkpoint')} (sha256 {digest[:12]})" if digest else str(p.get("checkpoint"))
+        found.append(f"checkpoint {describe(earlier)} there, {describe(now)} now")
+    old, new = earlier.get("settings") or {}, now.get("settings") or {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            found.append(f"{key}={json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now")
+    return found
+
+
+# --------------------------------------------------------------------------- locks
 
 
 def _owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def _is_stale(owner: Mapping[str, Any]) -> bool:
-    """A lock from this host whose process no longer exists."""
-    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
-        return False
+def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(owner["pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, owned by another user
         return False
-    return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
-def _read_owner(lock: Path) -> dict[str, Any]:
+def _read_owner(lock: Path) -> dict[str, Any] | None:
+    """The lock's owner; None when the file is empty or unreadable."""
     try:
         owner = json.loads(lock.read_text())
-        return owner if isinstance(owner, dict) else {}
     except (OSError, ValueError):
-        return {}
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _dead_lock_reason(lock: Path, owner: dict[str, Any] | None) -> str | None:
+    """Why ``lock`` belongs to no live run (None: it may be live)."""
+    if owner is None:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return "gone"
+        return f"empty or unreadable for {age:.0f} s" if age > EMPTY_LOCK_GRACE_S else None
+    pid = owner.get("pid")
+    if owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return f"pid {pid} no longer exists"
+    return None
+
+
+def _no_space_hint(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return "the disk is full: free space or choose a folder on another disk"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the location is read-only or not writable by you: choose a writable folder"
+    return str(error.strerror or error)
+
+
+def _create_lock(lock: Path) -> bool:
+    """Create ``lock`` holding this process as owner, complete or not at all; False if it exists."""
+    content = json.dumps(_owner()).encode()
+    temporary = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(content)
+        try:
+            os.link(temporary, lock)  # atomic, fails if the lock exists, and the lock is never empty
+            return True
+        except FileExistsError:
+            return False
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+        try:  # a file system without hard links: exclusive create, then fill (empty for an instant)
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(descriptor, content)
+        except OSError:
+            os.close(descriptor)
+            lock.unlink(missing_ok=True)
+            raise
+        os.close(descriptor)
+        return True
+    except OSError as error:
+        if isinstance(error, FileExistsError):
+            return False
+        raise OutputDirError(f"{lock}: cannot create the run's lock file: {_no_space_hint(error)}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def claim(directory: str | Path, option: str = "output_dir", lock_name: str = LOCK_NAME) -> Iterator[Path]:
+    """Hold ``directory`` (created if needed) exclusively for this run; ``option`` names it in errors."""
+    directory = Path(directory)
+    check_is_folder(directory, option)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputDirError(f"{option}={directory}: cannot create the folder: {_no_space_hint(error)}") from None
+    lock = directory / lock_name
+    for _ in range(3):  # retries after taking over a dead run's lock
+        if _create_lock(lock):
+            break
+        owner = _read_owner(lock)
+        reason = _dead_lock_reason(lock, owner)
+        if reason is None:
+            if owner is None:
+                raise OutputDirError(f"{option}={directory}: the lock file {lock} is empty (a run is starting, or one "
+                                     "crashed while creating it): retry in a few seconds")
+            raise OutputDirError(
+                f"{option}={directory} is in use by another run (pid {owner.get('pid', '?')} on "
+                f"{owner.get('host', '?')}, since {owner.get('started', '?')}; lock file {lock}): wait for it "
+                f"or choose another {option}; delete the lock file only if that run is no longer active"
+            )
+        _take_over(lock, owner)
+    else:
+        raise OutputDirError(f"{option}={directory}: could not take the lock file {lock}; another run is starting")
+    try:
+        yield directory
+    finally:
+        owner = _read_owner(lock) or {}
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            lock.unlink(missing_ok=True)  # only our own lock: never one a later run took over
+
+
+def _take_over(lock: Path, owner: dict[str, Any] | None) -> None:
+    """Remove a dead run's lock, unless another run replaced it since it was read."""
+    aside = lock.with_name(f"{lock.name}.{os.getpid()}.stale")
+    try:
+        os.replace(lock, aside)
+    except FileNotFoundError:
+        return
+    if _read_owner(aside) != owner:  # not the lock we judged dead: put it back if the place is still free
+        try:
+            os.link(aside, lock)
+        except OSError:
+            pass
+    aside.unlink(missing_ok=True)
 
 
 def check_is_folder(directory: Path, option: str) -> None:
+    directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise OutputDirError(f"{option}={directory} is an existing file, not a folder; choose a folder path")
 
 
-@contextmanager
-def claim(directory: str | Path, option: str = "output_dir") -> Iterator[Path]:
-    """Hold ``directory`` (created if needed) exclusively for this run; ``option`` names it in errors."""
-    directory = Path(directory)
-    check_is_folder(directory, option)
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / LOCK_NAME
-    for _ in range(2):  # second try after removing a stale lock
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            owner = _read_owner(lock)
-            if not _is_stale(owner):
-                raise OutputDirError(
-                    f"{option}={directory} is in use by another run (pid {owner.get('pid', '?')} on "
-                    f"{owner.get('host', '?')}, since {owner.get('started', '?')}; lock file {lock}): wait for it "
-                    f"or choose another {option}; delete the lock file only if that run is no longer active"
-                ) from None
-            lock.unlink(missing_ok=True)
-    else:
-        raise OutputDirError(f"{option}={directory}: could not take the lock file {lock}; another run is starting")
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(_owner(), handle)
-    try:
-        yield directory
-    finally:
-        lock.unlink(missing_ok=True)
+def remove_orphan_temporaries(directory: Path) -> list[Path]:
+    """Delete ``.NAME.<pid>...tmp`` files under ``directory`` whose process is gone (killed writers)."""
+    removed = []
+    for path in directory.rglob(".*"):
+        if _is_orphan(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
-def read_manifest(directory: Path) -> dict[str, Any] | None:
-    path = directory / MANIFEST_NAME
+def _is_orphan(path: Path) -> bool:
+    """A temporary file of this project's writers whose process no longer exists."""
+    match = _TEMPORARY.match(path.name)
+    pid = match and int(match.group(1) or match.group(2))
+    return bool(pid) and path.is_file() and not path.is_symlink() and not _pid_alive(pid)
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise OutputDirError(f"{path}: unreadable manifest of an earlier run; move or delete it and the results "
+                             "beside it by hand") from None
+    if not isinstance(manifest, dict):
+        raise OutputDirError(f"{path}: not a manifest of this project; move or delete it by hand")
+    return manifest
+
+
+def _listed_files(manifest: Mapping[str, Any], folder: Path, manifest_path: Path, protected: Iterable[str]) -> list[Path]:
+    """The earlier run's files, each checked to lie inside ``folder`` (resolving symlinks) and to be
+    neither the lock nor the manifest; any other entry means the manifest was tampered with."""
+    files = manifest.get("files", [])
+    if not isinstance(files, list):
+        raise OutputDirError(f"{manifest_path}: 'files' is not a list; the manifest was edited: nothing was deleted")
+    root = folder.resolve()
+    protected = {(root / name) for name in protected}
+    checked = []
+    for name in files:
+        path = Path(name) if isinstance(name, str) else None
+        target = (root / path).resolve() if path is not None and not path.is_absolute() and ".." not in path.parts else None
+        inside = target is not None and root in target.parents
+        if not inside or target in protected or (root / path) in protected:
+            raise OutputDirError(
+                f"{manifest_path} lists {name!r}, which is not a result file inside {folder} (outside it, a link "
+                "out of it, the lock or the manifest): the manifest was edited or corrupted; nothing was deleted: "
+                "remove the earlier results by hand or choose another folder")
+        checked.append(root / path)
+    return checked
+
+
+class Run:
+    """One run's record in its folder: the producer, every file it writes, its status."""
+
+    def __init__(self, folder: Path, option: str, manifest_path: Path, record: dict[str, Any],
+                 files: list[str], overwrite: bool, resumed: bool) -> None:
+        self.folder, self.option, self.manifest_path = folder, option, manifest_path
+        self.record, self.overwrite, self.resumed = record, overwrite, resumed
+        self.files: list[str] = list(files)
+        self._known = set(self.files)
+        self._before = _all_files(folder)
+
+    def name_of(self, path: str | Path) -> str:
+        """``path`` relative to the folder, refusing one that would write through a link or outside it."""
+        path = Path(path)
+        relative = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.folder)))
+        if relative.is_absolute() or ".." in relative.parts:
+            raise OutputDirError(f"{path}: not inside {self.option}={self.folder}")
+        current = self.folder
+        for part in relative.parts:
+            current = current / part
+            if current.is_symlink():
+                raise OutputDirError(f"{current} is a symbolic link (to {os.readlink(current)}): results are written only "
+                                     f"as plain files inside {self.option}={self.folder}; remove the link or choose another {self.option}")
+        return relative.as_posix()
+
+    def owns(self, path: str | Path) -> bool:
+        return self.name_of(path) in self._known
+
+    def plan(self, paths: Iterable[str | Path], written: bool = False) -> None:
+        """Record files before writing them (a killed run's manifest then names its partial files); a
+        file already there that no recorded run wrote is refused unless ``overwrite=true``.
+        ``written``: files this run has just written (nothing to check)."""
+        for path in paths:
+            name = self.name_of(path)
+            if name in self._known:
+                continue
+            if not written and (self.folder / name).exists() and not self.overwrite:
+                raise OutputDirError(f"{self.folder / name} exists and no recorded run of {self.option}={self.folder} wrote "
+                                     f"it: move it, choose another {self.option}, or pass overwrite=true to replace it")
+            self._known.add(name)
+            self.files.append(name)
+
+    def adopt_new_files(self) -> None:
+        """List every file that appeared in the folder during this run (writers this module does not
+        drive, e.g. Lightning's checkpoints and loggers)."""
+        lock_names = {LOCK_NAME, self.manifest_path.name}
+        fresh = sorted(_all_files(self.folder) - self._before)
+        self.plan([self.folder / name for name in fresh if Path(name).name not in lock_names
+                   and not _TEMPORARY.match(Path(name).name)], written=True)
+
+    def save(self, status: str, **extra: Any) -> None:
+        """Atomically write the manifest (the producer, extra fields, status and the file list)."""
+        body = {**self.record, **extra, "status": status, "files": sorted(self.files)}
+        try:
+            atomic_write(self.manifest_path, (json.dumps(body, indent=2) + "\n").encode())
+        except OSError as error:
+            raise OutputDirError(f"{self.manifest_path}: cannot write the manifest: {_no_space_hint(error)}") from None
+
+
+def _all_files(folder: Path) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+@contextmanager
+def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *, overwrite: bool = False,
+             resumable: bool = False, is_file: bool = False, extra: Mapping[str, Any] | None = None,
+             check: Callable[[], None] | None = None) -> Iterator[Run]:
+    """Claim ``target`` (a folder, or one file when ``is_file``) for a run of ``produced_by``
+    (:func:`producer`), apply the policy of the module docstring, and keep the manifest current:
+    ``running`` now, ``complete`` or ``failed`` at the end. ``extra``: more fields for the manifest
+    (e.g. the resolved config, the command line); ``check``: a last test of the folder, run under the
+    lock after an earlier run was cleared and before anything is written."""
+    target = Path(target)
+    if is_file:
+        if target.is_dir():
+            raise OutputDirError(f"{option}={target} is a folder; give a file path (e.g. {target / 'model.onnx'})")
+        if target.is_symlink():
+            raise OutputDirError(f"{option}={target} is a symbolic link (to {os.readlink(target)}): give a plain file path")
+        folder, lock_name, manifest_path = target.parent, f".{target.name}.lock", target.with_name(f"{target.name}.manifest.json")
+    else:
+        folder, lock_name, manifest_path = target, LOCK_NAME, target / MANIFEST_NAME
+    record = {**produced_by, **(extra or {})}
+    with claim(folder, option, lock_name) as folder:
+        remove_orphan_temporaries(folder) if not is_file else _remove_orphans_of(target)
+        earlier = read_manifest(manifest_path)
+        files: list[str] = []
+        resumed = False
+        if is_file and earlier is not None and target.exists() and earlier.get("file_sha256") != file_sha256(target):
+            earlier = None  # the file changed after its manifest was written: it is not that run's result
+        if is_file and earlier is None and target.exists() and not overwrite:
+            raise OutputDirError(f"{option}={target} already exists and has no {manifest_path.name} saying this project "
+                                 f"wrote it: choose another {option} or pass overwrite=true to replace it")
+        if earlier is not None:
+            found = differences(earlier, produced_by)
+            listed = _listed_files(earlier, folder, manifest_path, [lock_name, manifest_path.name]) if not is_file else []
+            if found and not overwrite:
+                shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+                raise OutputDirError(f"{option}={target} holds results of another producer ({manifest_path}): {shown}. "
+                                     f"Choose another {option} or pass overwrite=true to replace them")
+            if resumable and not found:
+                files, resumed = [p.relative_to(folder).as_posix() for p in listed], True
+            else:  # overwrite, or the same producer redoing its own results
+                for path in listed:
+                    path.unlink(missing_ok=True)
+                manifest_path.unlink(missing_ok=True)
+        if check is not None:
+            check()
+        run = Run(folder, option, manifest_path, record, files or ([target.name] if is_file else []),
+                  overwrite, resumed)
+        if is_file:  # the manifest describes the file in place: written once the new file is there
+            yield run
+            run.save("complete", file_sha256=file_sha256(target))
+            return
+        run.save("running")
+        try:
+            yield run
+        except BaseException:
+            run.save("failed")
+            raise
+        run.save("complete")
+
+
+def _remove_orphans_of(target: Path) -> None:
+    """Temporary files of dead processes exporting to ``target`` (``.NAME.<pid>.tmp``)."""
+    for path in target.parent.glob(f".{target.name}.*"):
+        if _is_orphan(path):
+            path.unlink(missing_ok=True)
+
+
+def config_record(cfg: Any) -> dict[str, Any]:
+    """The resolved config and the command line's overrides, for a manifest."""
+    from omegaconf import OmegaConf
+
+    return {"config": OmegaConf.to_container(cfg, resolve=True), "overrides": _overrides()}
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under @hydra.main (tests, notebooks)
+        return []
+
+
+def write_hydra_record(run: Run, cfg: Any) -> None:
+    """Hydra's record of a run (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``), written
+    here, after the folder's checks passed: the configs set ``hydra.output_subdir: null`` so that Hydra
+    does not write it before a run that is then refused (it would describe results it did not make)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    try:
+        hydra_cfg = HydraConfig.get()
     except ValueError:
-        raise OutputDirError(f"{path}: unreadable manifest of an earlier run; move or delete the folder") from None
-    return manifest if isinstance(manifest, dict) else {}
-
-
-def clear_earlier_run(directory: Path, overwrite: bool, command: str, option: str = "output_dir") -> None:
-    """Refuse a folder holding an earlier run's manifest, or (``overwrite``) delete what that run wrote.
-
-    Only a manifest that ``command`` wrote is trusted to list deletable files: a ``manifest.json`` of
-    anything else (a dataset's, another tool's) is refused even with ``overwrite``."""
-    manifest = read_manifest(directory)
-    if manifest is None:
         return
-    if manifest.get("command") != command:
-        raise OutputDirError(
-            f"{option}={directory} holds a {MANIFEST_NAME} that {command} did not write; "
-            f"choose another {option} (nothing was deleted)"
-        )
-    if not overwrite:
-        raise OutputDirError(
-            f"{option}={directory} holds the results of an earlier run ({directory / MANIFEST_NAME}, "
-            f"status {manifest.get('status', '?')}); choose another {option} or pass overwrite=true to replace them"
-        )
-    for name in manifest.get("files", []):
-        target = (directory / str(name)).resolve()
-        if target.parent == directory.resolve() or directory.resolve() in target.parents:
-            target.unlink(missing_ok=True)  # only files inside the folder, as the manifest lists them
-    (directory / MANIFEST_NAME).unlink()
-
-
-def write_manifest(directory: Path, record: Mapping[str, Any], files: list[Path], status: str) -> Path:
-    """Atomically write ``manifest.json``: ``record`` + status + every file written (relative names)."""
-    names = sorted({str(Path(f).resolve().relative_to(directory.resolve())) for f in files})
-    path = directory / MANIFEST_NAME
-    atomic_write(path, (json.dumps({**record, "status": status, "files": names}, indent=2) + "\n").encode())
-    return path
+    texts = {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+             "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
+    paths = {name: run.folder / ".hydra" / name for name in texts}
+    run.plan(paths.values())
+    run.save("running")
+    for name, text in texts.items():
+        atomic_write(paths[name], text.encode())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from stereo import output_dirs
-from stereo.cli import OutputDirError, entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import OutputDirError, command
 from stereo.evaluation import protocols
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.models.build import build_training_network
@@ -70,7 +68,8 @@ def check_run_dir(output_dir: Path, ckpt_path: Path | None) -> None:
         last = output_dir / "checkpoints" / "last.ckpt"
         hint = f"resume it with ckpt_path={last if last.is_file() else earlier[-1]}"
         raise OutputDirError(f"paths.output_dir={output_dir} already holds an earlier run's checkpoints: {hint}, "
-                             "or choose another paths.output_dir (the default is a new folder per run)")
+                             "choose another paths.output_dir (the default is a new folder per run), or pass "
+                             "overwrite=true to replace the files its manifest.json lists")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> Path | None:
@@ -110,9 +109,21 @@ def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, expo
                           device=trainer.strategy.root_device, extra_record=record, desc=out_dir.name)
 
 
+def training_producer(cfg: DictConfig) -> dict[str, Any]:
+    """What a run folder's checkpoints come from: the weights started from (init_from) and the settings
+    that define the training problem. Trainer settings (steps, devices) may change when resuming."""
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg.get(key), DictConfig) else cfg.get(key)
+                for key in ("model", "data", "optim", "loss", "seed")}
+    init_from = cfg.get("init_from")
+    return output_dirs.producer("stereo.train", Path(str(init_from)) if init_from else None, settings)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit according to ``cfg``; return the final callback metrics (+ evaluation results when enabled)."""
-    pl.seed_everything(int(cfg.seed), workers=True)
+    """Fit according to ``cfg``; return the final callback metrics (+ evaluation results when enabled).
+
+    The run folder (``paths.output_dir``) is claimed and checked before anything is written into it:
+    a folder holding an earlier run is only reused to resume that run (same producer, ``ckpt_path``
+    one of its checkpoints); ``overwrite=true`` deletes the files the earlier run recorded."""
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("init_from") and cfg.get("ckpt_path") not in (None, ""):
         raise ValueError("init_from=... and ckpt_path=... together: ckpt_path resumes a run (its weights win); "
@@ -120,8 +131,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for key in ("module.val_protocol", "eval.protocol"):
         protocols.check_data(str(OmegaConf.select(cfg, key)), cfg.data.get("protocol"), key)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
-    check_run_dir(output_dir, ckpt_path)
+    overwrite = bool(cfg.get("overwrite", False))
+    output_dirs.check_is_folder(output_dir, "paths.output_dir")
+    if overwrite and ckpt_path is not None and output_dir.resolve() in ckpt_path.resolve().parents:
+        raise OutputDirError(f"overwrite=true would delete ckpt_path={ckpt_path}, the checkpoint this run resumes from; "
+                             "resume without overwrite, or start a new run in another paths.output_dir")
+    if not overwrite:
+        check_run_dir(output_dir, ckpt_path)
+    if rank_zero_only.rank != 0:
+        return _fit(cfg, output_dir, ckpt_path)
+    with output_dirs.open_run(output_dir, "paths.output_dir", training_producer(cfg), overwrite=overwrite,
+                              resumable=ckpt_path is not None, extra=output_dirs.config_record(cfg),
+                              check=lambda: check_run_dir(output_dir, ckpt_path)) as record:
+        output_dirs.write_hydra_record(record, cfg)
+        try:
+            return _fit(cfg, output_dir, ckpt_path)
+        finally:
+            record.adopt_new_files()
 
+
+def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
+    pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_training_network(cfg)
     if cfg.get("init_from"):
@@ -224,11 +254,9 @@ def _overrides() -> list[str]:
         return []
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-@entry_point
+@command("train")
 def main(cfg: DictConfig) -> float | None:
-    with output_dirs.claim(cfg.paths.output_dir, "paths.output_dir") if rank_zero_only.rank == 0 else nullcontext():
-        metrics = train(cfg)
+    metrics = train(cfg)
     value = metrics.get("eval/epe", metrics.get("val/epe"))
     return float(value) if value is not None and math.isfinite(float(value)) else None
 

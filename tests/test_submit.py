@@ -31,7 +31,8 @@ def _run(benchmark: str, checkpoint: Path, data_root: Path, output: Path, *extra
 
 
 def _files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    """The benchmark's files (the manifest beside them records what produced them; it is not uploaded)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
 
 
 def _reference(checkpoint: Path, left: Path, right: Path, max_disp: int | None = None) -> np.ndarray:

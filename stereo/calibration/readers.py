@@ -175,6 +175,8 @@ def read_middlebury(path: PathLike, text: str | None = None) -> StereoRig:
     P1, P2 = np.hstack([cam0, np.zeros((3, 1))]), np.hstack([cam1, np.zeros((3, 1))])
     P2[0, 3] = -cam1[0, 0] * baseline
     ndisp = int(number("ndisp")) if "ndisp" in entries else None
+    if ndisp is not None and ndisp <= 0:
+        raise CalibrationError(f"{path}: ndisp={entries['ndisp']} is not positive (the disparity search range in pixels)")
     return StereoRig.from_rectified(P1, P2, (number("width"), number("height")), unit="mm", source=str(path),
                                     ndisp=ndisp)
 

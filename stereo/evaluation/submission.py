@@ -9,7 +9,7 @@
 
 Search range: KITTI uses the network's (PSMNet: 192); Middlebury and ETH3D use each scene's
 ``calib.txt`` ``ndisp`` rounded up to a multiple of 16 (the network's granularity). Every file is
-written atomically and a frame whose files all exist is skipped, so an interrupted run resumes.
+written atomically; ``stereo.submit`` skips the frames a run of the same producer already wrote.
 """
 
 from __future__ import annotations
@@ -120,10 +120,6 @@ class SubmissionWriter:
             return [Path(frame.name) / f"disp0{self.method}.pfm", Path(frame.name) / f"time{self.method}.txt"]
         return [Path("low_res_two_view") / f"{frame.name}.pfm", Path("low_res_two_view") / f"{frame.name}.txt"]
 
-    def done(self, frame: Frame) -> bool:
-        """All of the frame's files exist (each was renamed into place complete, so they are whole)."""
-        return all((self.output / f).is_file() for f in self.files(frame))
-
     def write(self, frame: Frame, disparity: np.ndarray, seconds: float) -> None:
         disparity = np.asarray(disparity, np.float32)
         if not np.isfinite(disparity).all():
@@ -141,11 +137,15 @@ class SubmissionWriter:
         text = f"{seconds:.6f}\n" if self.benchmark == "middlebury" else f"runtime {seconds:.6f}\n"
         atomic_write(paths[1], text.encode("ascii"))
 
+    @property
+    def archive_path(self) -> Path:
+        return self.output / f"{self.benchmark}_submission.zip"
+
     def archive(self, frames: list[Frame]) -> Path | None:
         """The zip KITTI and ETH3D take as upload (Middlebury's SDK builds its own: ``makezip``)."""
         if self.benchmark == "middlebury":
             return None
-        path = self.output / f"{self.benchmark}_submission.zip"
+        path = self.archive_path
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for frame in frames:

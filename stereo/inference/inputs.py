@@ -73,6 +73,9 @@ def pairs_from_folder(folder: str | Path) -> list[StereoPair]:
     """A folder with left/right (image_2/image_3, colored_0/colored_1) sub-folders paired by file
     name, or scene folders holding im0/im1 (the folder itself or its sub-folders)."""
     folder = Path(folder)
+    if folder.is_file():
+        raise PairError(f"input_dir={folder} is a file, not a folder: give the folder holding the pairs, "
+                        "or left=<file> right=<file> for one pair")
     if not folder.is_dir():
         raise PairError(f"{folder}: input folder not found")
     for left_name, right_name in SUBFOLDER_LAYOUTS:

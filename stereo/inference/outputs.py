@@ -59,6 +59,10 @@ def make_calibration(
     """
     if calib is None and focal is None and baseline is None:
         return None
+    for key, value in (("focal", focal), ("baseline", baseline)):
+        if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(f"{key}={value}: must be a positive number ({'pixels' if key == 'focal' else 'the unit of depth'}); "
+                             "depth = focal * baseline / (disparity + doffs)")
     if calib is not None:
         require_calibration_files(calib)
     base = read_depth_geometry(calib) if calib is not None else None
@@ -167,8 +171,6 @@ class OutputWriter:
         unknown = sorted(set(self.formats) - set(FORMATS))
         if unknown:
             raise ValueError(f"unknown output format(s) {unknown}; choose from {list(FORMATS)}")
-        if not self.formats:
-            raise ValueError(f"no output format requested; choose from {list(FORMATS)}")
         if self.confidence_format not in ("png16", "pfm"):
             raise ValueError(f"confidence_format must be 'png16' or 'pfm', got {self.confidence_format!r}")
         if self.color_range is not None:
@@ -216,10 +218,14 @@ class OutputWriter:
     def _write_npy(self, path, disparity, confidence, image, calibration) -> None:
         _write_npy(path, disparity)
 
-    def _write_color(self, path, disparity, confidence, image, calibration) -> None:
+    def colorized(self, disparity: np.ndarray) -> np.ndarray:
+        """``disparity`` in the run's colour scale (fixed from the first frame when not given)."""
         if self.color_range is None:
             self.color_range = default_color_range(disparity)
-        write_image(path, colorize_disparity(disparity, *self.color_range))
+        return colorize_disparity(disparity, *self.color_range)
+
+    def _write_color(self, path, disparity, confidence, image, calibration) -> None:
+        write_image(path, self.colorized(disparity))
 
     def _write_depth(self, path, disparity, confidence, image, calibration) -> None:
         calibration = for_image(calibration, *disparity.shape)

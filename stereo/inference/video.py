@@ -65,10 +65,23 @@ class VideoError(ValueError):
     """A video that cannot be read or written, or inputs that do not form a stereo sequence."""
 
 
+# Still-image signatures: OpenCV would open such a file as a one-frame "video" (recognised by content)
+_IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"II*\x00": "TIFF",
+                     b"MM\x00*": "TIFF", b"PF\n": "PFM", b"Pf\n": "PFM", b"P5": "PGM", b"P6": "PPM"}
+
+
 def _open(path: str | Path) -> cv2.VideoCapture:
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: video file not found")
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    kind = next((name for signature, name in _IMAGE_SIGNATURES.items() if head.startswith(signature)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is not None:
+        raise VideoError(f"{path}: a {kind} still image, not a video; give image pairs as left=... right=... "
+                         "(or input_dir=...), and a video file as video=... / left_video=... right_video=...")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise VideoError(f"{path}: OpenCV cannot open this video (unknown container or codec)")
