@@ -9,7 +9,8 @@ and the list of files that run wrote. :func:`open_run` applies one policy to an 
   unless ``overwrite=true``: it may be the user's);
 - the same producer: a command that can resume (submit, train) continues from its own results; the
   others (infer, evaluate, export) redo them: the earlier run's files are deleted and written again;
-- another producer: refused in one line naming the difference (checkpoint hash, a setting);
+- another producer: refused in one line naming the difference (checkpoint hash, a setting); a
+  manifest another command or tool wrote is refused even with ``overwrite=true`` (never trusted to delete);
 - ``overwrite=true``: the files the earlier manifest lists are deleted first. Only those: every entry
   must be a relative path inside the folder that is neither the lock nor the manifest (a manifest
   listing ``../x`` or the lock is treated as tampered and nothing is deleted), and only while this run
@@ -78,10 +79,8 @@ def producer(command: str, checkpoint: str | Path | None, settings: Mapping[str,
 
 
 def differences(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two producers (empty when equal)."""
+    """Human-readable differences between two producers of one command (empty when equal)."""
     found = []
-    if earlier.get("command") != now.get("command"):
-        found.append(f"written by {earlier.get('command')!r}, this is {now.get('command')!r}")
     if earlier.get("checkpoint_sha256") != now.get("checkpoint_sha256"):
         def describe(p: Mapping[str, Any]) -> str:
             digest = p.get("checkpoint_sha256")
@@ -381,6 +380,10 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
         if is_file and earlier is None and target.exists() and not overwrite:
             raise OutputDirError(f"{option}={target} already exists and has no {manifest_path.name} saying this project "
                                  f"wrote it: choose another {option} or pass overwrite=true to replace it")
+        if earlier is not None and earlier.get("command") != produced_by["command"]:
+            raise OutputDirError(f"{option}={target}: {manifest_path} was not written by {produced_by['command']} "
+                                 f"(it names {earlier.get('command')!r}), so it is never used to delete anything; "
+                                 f"choose another {option}")
         if earlier is not None:
             found = differences(earlier, produced_by)
             listed = _listed_files(earlier, folder, manifest_path, [lock_name, manifest_path.name]) if not is_file else []

@@ -1,4 +1,4 @@
-"""Output folders: one run at a time, earlier results never mixed in, checkpoints written atomically."""
+"""Output folders: one mechanism (stereo.output_dirs.open_run) for provenance, resume, overwrite and locks."""
 
 from __future__ import annotations
 
@@ -6,12 +6,39 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from stereo import output_dirs
 from stereo.cli import OutputDirError
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones included) with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def made_by(tmp_path: Path, weights: bytes = b"weights A", **settings) -> dict:
+    checkpoint = tmp_path / f"ckpt_{len(weights)}_{weights[-1]}.bin"
+    checkpoint.write_bytes(weights)
+    return output_dirs.producer("test", checkpoint, {"max_disp": 192, **settings})
+
+
+def write_run(folder: Path, producer: dict, names: list[str], **options) -> None:
+    with output_dirs.open_run(folder, "output_dir", producer, **options) as run:
+        run.plan(folder / name for name in names)
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(f"{name} by {producer['checkpoint_sha256'][:8]}")
 
 
 def test_lock_is_exclusive_released_and_a_dead_owners_lock_is_taken_over(tmp_path):
@@ -21,27 +48,128 @@ def test_lock_is_exclusive_released_and_a_dead_owners_lock_is_taken_over(tmp_pat
             with output_dirs.claim(folder):
                 pass
     assert not (folder / output_dirs.LOCK_NAME).exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (folder / output_dirs.LOCK_NAME).write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout)}))
+    (folder / output_dirs.LOCK_NAME).write_text(json.dumps({"host": os.uname().nodename, "pid": dead_pid()}))
     with output_dirs.claim(folder):  # the owner is gone: the stale lock is replaced
         owner = json.loads((folder / output_dirs.LOCK_NAME).read_text())
         assert owner["pid"] == os.getpid()
+    assert sorted(p.name for p in folder.iterdir()) == []
 
 
-def test_overwrite_deletes_only_what_the_earlier_manifest_lists(tmp_path):
+def test_an_empty_lock_left_by_a_full_disk_is_taken_over_once_old_and_refused_while_fresh(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
-    (folder / "a_disp.pfm").write_bytes(b"old")
-    (folder / "notes.txt").write_text("the user's own file")
-    output_dirs.write_manifest(folder, {"command": "test"}, [folder / "a_disp.pfm"], "complete")
-    with pytest.raises(OutputDirError, match="overwrite=true"):
-        output_dirs.clear_earlier_run(folder, overwrite=False, command="test")
-    assert (folder / "a_disp.pfm").exists()
-    (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps({"command": "test", "files": ["a_disp.pfm", "../outside.txt"]}))
+    lock = folder / output_dirs.LOCK_NAME
+    lock.write_bytes(b"")
+    with pytest.raises(OutputDirError, match=f"lock file {lock} is empty"):
+        with output_dirs.claim(folder):
+            pass
+    old = time.time() - 2 * output_dirs.EMPTY_LOCK_GRACE_S
+    os.utime(lock, (old, old))
+    with output_dirs.claim(folder):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_a_lock_from_another_host_names_the_file_to_delete(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    lock = folder / output_dirs.LOCK_NAME
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": "then"}))
+    with pytest.raises(OutputDirError, match=f"on elsewhere.*lock file {lock}.*delete the lock file"):
+        with output_dirs.claim(folder):
+            pass
+    assert lock.exists()
+
+
+def test_same_producer_resumes_another_is_refused_naming_the_difference_overwrite_replaces(tmp_path):
+    folder = tmp_path / "out"
+    first = made_by(tmp_path)
+    write_run(folder, first, ["a.pfm"], resumable=True)
+    with output_dirs.open_run(folder, "output_dir", first, resumable=True) as run:
+        assert run.resumed and run.owns(folder / "a.pfm")
+    before = snapshot(folder)
+    other = made_by(tmp_path, b"weights B")
+    with pytest.raises(OutputDirError, match=r"another producer .*checkpoint .*sha256 .* there, .* now"):
+        write_run(folder, other, ["b.pfm"], resumable=True)
+    with pytest.raises(OutputDirError, match=r"max_disp=192 there, 256 now"):
+        write_run(folder, made_by(tmp_path, max_disp=256), ["b.pfm"], resumable=True)
+    assert snapshot(folder) == before
+    write_run(folder, other, ["b.pfm"], overwrite=True)
+    manifest = json.loads((folder / output_dirs.MANIFEST_NAME).read_text())
+    assert manifest["files"] == ["b.pfm"] and manifest["checkpoint_sha256"] == other["checkpoint_sha256"]
+    assert sorted(snapshot(folder)) == ["b.pfm", "manifest.json"]
+
+
+def test_a_file_no_recorded_run_wrote_is_never_replaced_without_overwrite(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "a.pfm").write_text("the user's")
+    with pytest.raises(OutputDirError, match="a.pfm exists and no recorded run"):
+        write_run(folder, made_by(tmp_path), ["a.pfm"])
+    assert (folder / "a.pfm").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("entry", ["../outside.txt", output_dirs.LOCK_NAME, "link/x", "/etc/hostname", 3])
+def test_a_manifest_listing_a_path_outside_or_the_lock_is_tampered_and_nothing_is_deleted(tmp_path, entry):
+    folder = tmp_path / "out"
+    write_run(folder, made_by(tmp_path), ["a.pfm"])
     (tmp_path / "outside.txt").write_text("not the run's")
-    output_dirs.clear_earlier_run(folder, overwrite=True, command="test")
-    assert not (folder / "a_disp.pfm").exists() and not (folder / output_dirs.MANIFEST_NAME).exists()
-    assert (folder / "notes.txt").exists() and (tmp_path / "outside.txt").exists()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x").write_text("not the run's")
+    (folder / "link").symlink_to(tmp_path / "elsewhere")
+    manifest = json.loads((folder / output_dirs.MANIFEST_NAME).read_text())
+    manifest["files"].append(entry)
+    (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps(manifest))
+    before, outside = snapshot(folder), snapshot(tmp_path / "elsewhere")
+    with pytest.raises(OutputDirError, match="the manifest was edited or corrupted; nothing was deleted"):
+        write_run(folder, made_by(tmp_path, b"weights B"), ["b.pfm"], overwrite=True)
+    assert snapshot(folder) == before and snapshot(tmp_path / "elsewhere") == outside
+    assert (tmp_path / "outside.txt").read_text() == "not the run's"
+
+
+def test_a_symlink_among_the_outputs_is_refused_clearly(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (tmp_path / "target.pfm").write_text("elsewhere")
+    (folder / "a.pfm").symlink_to(tmp_path / "target.pfm")
+    with pytest.raises(OutputDirError, match=r"a.pfm is a symbolic link .*remove the link"):
+        write_run(folder, made_by(tmp_path), ["a.pfm"], overwrite=True)
+    assert (tmp_path / "target.pfm").read_text() == "elsewhere"
+
+
+def test_orphan_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path):
+    folder = tmp_path / "out"
+    (folder / "disp_0").mkdir(parents=True)
+    dead, live = dead_pid(), os.getpid()
+    orphans = [folder / f".a.pfm.{dead}.k2j_x9.tmp", folder / "disp_0" / f".b.png.{dead}.tmp",
+               folder / f".seq_disp.{dead}.partial.mp4"]
+    kept = [folder / f".a.pfm.{live}.abc.tmp", folder / "notes.tmp"]
+    for path in orphans + kept:
+        path.write_bytes(b"x")
+    write_run(folder, made_by(tmp_path), ["a.pfm"])
+    assert not any(p.exists() for p in orphans) and all(p.exists() for p in kept)
+
+
+def test_a_file_target_refuses_an_unrelated_file_and_a_folder(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"the user's model")
+    producer = made_by(tmp_path)
+    with pytest.raises(OutputDirError, match="already exists and has no model.onnx.manifest.json"):
+        with output_dirs.open_run(target, "output", producer, is_file=True):
+            pass
+    with output_dirs.open_run(target, "output", producer, is_file=True, overwrite=True):
+        target.write_bytes(b"exported")
+    with output_dirs.open_run(target, "output", producer, is_file=True):  # the same producer replaces its file
+        target.write_bytes(b"exported again")
+    with pytest.raises(OutputDirError, match="another producer"):
+        with output_dirs.open_run(target, "output", made_by(tmp_path, b"weights B"), is_file=True):
+            pass
+    target.write_bytes(b"edited by hand")  # no longer the file its manifest describes
+    with pytest.raises(OutputDirError, match="already exists and has no"):
+        with output_dirs.open_run(target, "output", producer, is_file=True):
+            pass
+    with pytest.raises(OutputDirError, match="is a folder"):
+        with output_dirs.open_run(tmp_path, "output", producer, is_file=True):
+            pass
 
 
 def test_checkpoint_io_writes_in_the_checkpoint_folder_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
@@ -63,45 +191,12 @@ def test_checkpoint_io_writes_in_the_checkpoint_folder_and_keeps_the_old_file_on
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
 
 
-@pytest.mark.slow
-def test_inference_manifest_lists_every_file_and_overwrite_replaces_the_earlier_run(tmp_path):
-    """formats=pfm (one name, not a list) is accepted; a second run is refused, overwrite=true replaces."""
-    import cv2
-    import hydra
-    import numpy as np
-
-    from inference_checkpoints import write_our_checkpoint
-    from stereo.config import CONFIG_DIR
-    from stereo.infer import run
-
-    checkpoint = write_our_checkpoint(tmp_path / "tiny.ckpt")
-    image = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8), (3, 3), 0)
-    for name in ("a", "b"):
-        cv2.imwrite(str(tmp_path / f"{name}_left.png"), image)
-        cv2.imwrite(str(tmp_path / f"{name}_right.png"), np.roll(image, -3, axis=1))
-
-    def infer(stem, *extra):
-        with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-            cfg = hydra.compose("infer", overrides=[f"ckpt_path={checkpoint}", f"output_dir={tmp_path / 'out'}",
-                                                    f"left={tmp_path}/{stem}_left.png", f"right={tmp_path}/{stem}_right.png",
-                                                    "formats=pfm", "swap_check=false", *extra])
-        return run(cfg)
-
-    infer("a")
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["files"] == ["a_left_disp.pfm"]
-    assert manifest["config"]["formats"] == "pfm" and manifest["checkpoint"] == str(checkpoint.resolve())
-    with pytest.raises(OutputDirError, match="earlier run"):
-        infer("b")
-    infer("b", "overwrite=true")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_left_disp.pfm", "manifest.json"]
-
-
 def test_a_manifest_another_tool_wrote_is_never_used_to_delete(tmp_path):
     folder = tmp_path / "dataset"
     folder.mkdir()
     (folder / "train.csv").write_text("the user's data")
     (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps({"name": "my dataset", "files": ["train.csv"]}))
-    with pytest.raises(OutputDirError, match="did not write"):
-        output_dirs.clear_earlier_run(folder, overwrite=True, command="stereo.infer")
-    assert (folder / "train.csv").exists() and (folder / output_dirs.MANIFEST_NAME).exists()
+    before = snapshot(folder)
+    with pytest.raises(OutputDirError, match="was not written by test .*never used to delete"):
+        write_run(folder, made_by(tmp_path), ["a.pfm"], overwrite=True)
+    assert snapshot(folder) == before
