@@ -58,6 +58,8 @@ def one_line(error: BaseException) -> str:
         where = f" (config key {key})" if key else ""
         return (f"config error{where}: {message}; set it on the command line (key=value) or in the config file")
     message = str(error)
+    if isinstance(error, OSError) and error.errno in _OS_HINTS and error.strerror:
+        message = error.strerror  # without the bare "[Errno N]"; the hint below says what to do
     if _WORKER_TRACEBACK in message:  # re-raised from a DataLoader worker: the original message is the last line
         last = message.strip().splitlines()[-1]
         message = re.sub(rf"^[\w.]*\b{type(error).__name__}: ", "", last)
@@ -191,7 +193,7 @@ def _type_problem(base: DictConfig, override: Any) -> str | None:
     if override.is_sweep_override() or override.is_delete() or override.is_add():
         return None
     key = override.key_or_group
-    default = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+    default = OmegaConf.select(base, key, default=None, throw_on_missing=False, throw_on_resolution_failure=False)
     value = override.value()
     if value is None or default is None or isinstance(default, (DictConfig, str)) or OmegaConf.is_config(default):
         return None

@@ -46,11 +46,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     made_by = output_dirs.producer("stereo.evaluate", checkpoint, {"protocol": str(cfg.protocol), "split": str(cfg.split),
                                                                    "data": data, "export": export})
     rank = distributed_rank()[0]
+    tables = [output_dir / "per_image.csv", output_dir / "metrics.json"]
     with (output_dirs.open_run(output_dir, "paths.output_dir", made_by, overwrite=bool(cfg.get("overwrite", False)),
-                               extra=output_dirs.config_record(cfg))
+                               extra=output_dirs.config_record(cfg), will_write=tables)
           if rank == 0 else contextlib.nullcontext()) as record:
         if record is not None:
-            record.plan([output_dir / "per_image.csv", output_dir / "metrics.json"])
+            record.plan(tables)
             output_dirs.write_hydra_record(record, cfg)
         summary = evaluate_model(
             model, dataset, protocol, output_dir, export=export, device=device, num_workers=int(cfg.num_workers),

@@ -118,6 +118,7 @@ class Inputs:
     total: int | None
     fps: float | None
     calibrated: bool  # every frame has its own calib.txt
+    stems: list[str] | None = None  # known up front for image pairs (not for videos)
 
 
 def read_inputs(cfg: DictConfig, rectifier: Rectifier | None = None) -> Inputs:
@@ -207,7 +208,9 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     nonfinite: dict[str, int] = {}
     count = 0
     with output_dirs.open_run(cfg.output_dir, "output_dir", made_by, overwrite=bool(cfg.get("overwrite", False)),
-                              extra={"config": config, "nonfinite_pixels": nonfinite}) as record:
+                              extra={"config": config, "nonfinite_pixels": nonfinite},
+                              will_write=[writer.path(fmt, stem) for stem in inputs.stems or [] for fmt in image_formats]
+                              + ([video_path] if video_path is not None else [])) as record:
         with contextlib.ExitStack() as stack, tqdm(total=inputs.total, desc="stereo pairs", unit="pair") as progress:
             video_writer = None
             if video_path is not None:

@@ -89,8 +89,13 @@ def differences(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]
     old, new = earlier.get("settings") or {}, now.get("settings") or {}
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
-            found.append(f"{key}={json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now")
+            found.append(f"{key}={_short(old.get(key))} there, {_short(new.get(key))} now")
     return found
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- locks
@@ -314,19 +319,26 @@ class Run:
     def owns(self, path: str | Path) -> bool:
         return self.name_of(path) in self._known
 
-    def plan(self, paths: Iterable[str | Path], written: bool = False) -> None:
-        """Record files before writing them (a killed run's manifest then names its partial files); a
-        file already there that no recorded run wrote is refused unless ``overwrite=true``.
-        ``written``: files this run has just written (nothing to check)."""
+    def check_free(self, paths: Iterable[str | Path]) -> list[str]:
+        """Names of ``paths`` in the folder; refuses one that exists and no recorded run wrote (it may be
+        the user's), unless ``overwrite=true``, and one that would be written through a link."""
+        names = []
         for path in paths:
             name = self.name_of(path)
-            if name in self._known:
-                continue
-            if not written and (self.folder / name).exists() and not self.overwrite:
+            if name not in self._known and (self.folder / name).exists() and not self.overwrite:
                 raise OutputDirError(f"{self.folder / name} exists and no recorded run of {self.option}={self.folder} wrote "
                                      f"it: move it, choose another {self.option}, or pass overwrite=true to replace it")
-            self._known.add(name)
-            self.files.append(name)
+            names.append(name)
+        return names
+
+    def plan(self, paths: Iterable[str | Path], written: bool = False) -> None:
+        """Record files before writing them (a killed run's manifest then names its partial files), each
+        checked by :meth:`check_free` first. ``written``: files this run has just written (no check)."""
+        paths = list(paths)
+        for name in ([self.name_of(p) for p in paths] if written else self.check_free(paths)):
+            if name not in self._known:
+                self._known.add(name)
+                self.files.append(name)
 
     def adopt_new_files(self) -> None:
         """List every file that appeared in the folder during this run (writers this module does not
@@ -354,12 +366,13 @@ def _all_files(folder: Path) -> set[str]:
 @contextmanager
 def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *, overwrite: bool = False,
              resumable: bool = False, is_file: bool = False, extra: Mapping[str, Any] | None = None,
-             check: Callable[[], None] | None = None) -> Iterator[Run]:
+             check: Callable[[], None] | None = None, will_write: Iterable[str | Path] = ()) -> Iterator[Run]:
     """Claim ``target`` (a folder, or one file when ``is_file``) for a run of ``produced_by``
     (:func:`producer`), apply the policy of the module docstring, and keep the manifest current:
     ``running`` now, ``complete`` or ``failed`` at the end. ``extra``: more fields for the manifest
     (e.g. the resolved config, the command line); ``check``: a last test of the folder, run under the
-    lock after an earlier run was cleared and before anything is written."""
+    lock after an earlier run was cleared and before anything is written; ``will_write``: files the run
+    knows it will write, checked (:meth:`Run.check_free`) before anything is written."""
     target = Path(target)
     if is_file:
         if target.is_dir():
@@ -388,7 +401,7 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
             found = differences(earlier, produced_by)
             listed = _listed_files(earlier, folder, manifest_path, [lock_name, manifest_path.name]) if not is_file else []
             if found and not overwrite:
-                shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+                shown = "; ".join(found)
                 raise OutputDirError(f"{option}={target} holds results of another producer ({manifest_path}): {shown}. "
                                      f"Choose another {option} or pass overwrite=true to replace them")
             if resumable and not found:
@@ -401,6 +414,7 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
             check()
         run = Run(folder, option, manifest_path, record, files or ([target.name] if is_file else []),
                   overwrite, resumed)
+        run.check_free(will_write)
         if is_file:  # the manifest describes the file in place: written once the new file is there
             yield run
             run.save("complete", file_sha256=file_sha256(target))

@@ -46,7 +46,7 @@ def submit(cfg: DictConfig) -> dict[str, Any]:
     seconds: list[float] = []
     predictor = None
     with output_dirs.open_run(output, "output", made_by, overwrite=bool(cfg.get("overwrite", False)),
-                              resumable=True) as record:
+                              resumable=True, will_write=[output / f for frame in frames for f in writer.files(frame)]) as record:
         todo = [frame for frame in frames if not all(record.owns(output / f) and (output / f).is_file()
                                                        for f in writer.files(frame))]
         for frame in tqdm(todo, desc=f"{writer.benchmark} test pairs", unit="pair"):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from stereo.data.io import DataError, read_disparity, read_image, read_mask
+from stereo.data.io import DataError, read_disparity_counted, read_image, read_mask
 
 Sample = dict[str, Any]
 
@@ -45,7 +45,8 @@ def load_record(record: PairRecord) -> Sample:
             f"{record.left} is {left.shape[1]}x{left.shape[0]}"
         )
     sample: Sample = {"left": left, "right": right, "name": record.name}
-    sample["disparity"], sample["valid"] = _read_matching(record.disparity, record.disparity_scale, record.left, left)
+    sample["disparity"], sample["valid"], sample["nonfinite_gt"] = _read_matching(
+        record.disparity, record.disparity_scale, record.left, left, counted=True)
     if record.disparity_right is not None:
         sample["disparity_right"], sample["valid_right"] = _read_matching(
             record.disparity_right, record.disparity_scale, record.left, left
@@ -61,10 +62,11 @@ def load_record(record: PairRecord) -> Sample:
     return sample
 
 
-def _read_matching(path: str, scale: float | None, left_path: str, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    disparity, valid = read_disparity(path, scale)
+def _read_matching(path: str, scale: float | None, left_path: str, left: np.ndarray, counted: bool = False) -> tuple:
+    """(disparity, valid[, NaN/inf pixel count: the reader masks them, evaluation reports them])."""
+    disparity, valid, nonfinite = read_disparity_counted(path, scale)
     _check_size(path, disparity, left_path, left)
-    return disparity, valid
+    return (disparity, valid, nonfinite) if counted else (disparity, valid)
 
 
 def _check_size(path: str, array: np.ndarray, left_path: str, left: np.ndarray) -> None:

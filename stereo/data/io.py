@@ -120,7 +120,15 @@ def _decode_pfm(path: PathLike, data: bytes) -> np.ndarray:
 
 
 def read_disparity(path: PathLike, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read a ground-truth disparity map as (float32 H×W disparity, bool H×W valid).
+    """Read a ground-truth disparity map as (float32 H×W disparity, bool H×W valid) (see
+    :func:`read_disparity_counted`)."""
+    disparity, valid, _ = read_disparity_counted(path, scale)
+    return disparity, valid
+
+
+def read_disparity_counted(path: PathLike, scale: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Read a ground-truth disparity map as (float32 H×W disparity, bool H×W valid, number of NaN/inf
+    pixels): the count lets evaluation report the non-finite pixels this reader masks.
 
     The decoder follows the file's content, not its name: PFM (disparity = value / scale, scale 1 by
     default; inf/NaN mark unknown pixels), 16-bit PNG (KITTI: value / 256 unless ``scale`` says
@@ -137,6 +145,7 @@ def read_disparity(path: PathLike, scale: float | None = None) -> tuple[np.ndarr
             raise DataError(f"{path}: disparity PFM must have one channel ('Pf'), this one has 3 ('PF')")
         disparity = stored if scale is None else stored / np.float32(scale)
         valid = np.isfinite(disparity) & (disparity >= 0)
+        nonfinite = int(np.count_nonzero(~np.isfinite(stored)))
     else:
         raw = _decode_with_opencv(path, data)
         if raw.ndim != 2:
@@ -144,6 +153,12 @@ def read_disparity(path: PathLike, scale: float | None = None) -> tuple[np.ndarr
         if raw.dtype == np.uint16:
             divisor = KITTI_DISPARITY_SCALE if scale is None else scale
         elif raw.dtype == np.uint8:
+            if scale is None and re.search(r"disp_(occ|noc)|kitti", str(path), re.IGNORECASE):
+                raise DataError(
+                    f"{path}: an 8-bit PNG, but KITTI ground truth is 16-bit (disparity = value / 256, 0 = unknown): "
+                    "the file was converted or re-saved and lost its precision; use the original "
+                    "disp_occ_0/disp_noc_0 PNGs of the KITTI download"
+                )
             if scale is None:
                 raise ValueError(
                     f"{path}: 8-bit disparity needs an explicit scale (disparity = value / scale), "
@@ -154,8 +169,9 @@ def read_disparity(path: PathLike, scale: float | None = None) -> tuple[np.ndarr
             raise DataError(f"{path}: unsupported disparity sample type {raw.dtype}")
         disparity = raw.astype(np.float32) / np.float32(divisor)
         valid = raw > 0
+        nonfinite = 0
     disparity[~valid] = 0.0
-    return disparity, valid
+    return disparity, valid, nonfinite
 
 
 def _umask() -> int:

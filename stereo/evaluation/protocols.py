@@ -228,6 +228,8 @@ def predict(model: torch.nn.Module, batch: Mapping[str, Any], protocol: Protocol
         "mask": metrics.evaluation_mask(gt, valid, protocol.min_disp, protocol.max_disp),
         "left": left,
     }
+    if "nonfinite_gt" in batch:  # NaN/inf pixels the reader already masked (and set to 0)
+        result["nonfinite_gt"] = torch.as_tensor(batch["nonfinite_gt"]).reshape(-1)
     if noc is not None:
         result["noc_mask"] = metrics.evaluation_mask(gt, valid & noc.bool(), protocol.min_disp, protocol.max_disp)
     return result
@@ -238,6 +240,8 @@ def score(prediction: Mapping[str, torch.Tensor], protocol: Protocol) -> list[di
     pred, gt = prediction["prediction"], prediction["disparity"]
     per_image = metrics.all_metrics(pred, gt, prediction["mask"])
     rows = [{k: float(v[i]) for k, v in per_image.items()} for i in range(pred.shape[0])]
+    for row, masked in zip(rows, prediction.get("nonfinite_gt", [])):
+        row["nonfinite_gt"] += float(masked)
     if "noc_mask" in prediction:
         noc = metrics.all_metrics(pred, gt, prediction["noc_mask"])
         for i, row in enumerate(rows):

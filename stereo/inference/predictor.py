@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +158,8 @@ class Predictor:
             self.set_max_disp(max_disp)
         self.mode, self.max_memory_gb, self.downscale = mode, max_memory_gb, downscale
         self.tile_overlap, self.swap_check = tile_overlap, swap_check
+        self._announced: set[tuple[int, int, int]] = set()  # sizes whose switch to strips was announced
+        self._timed: set[tuple[int, int]] = set()
 
     @classmethod
     def from_checkpoint(
@@ -171,7 +176,9 @@ class Predictor:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint not found")
-        return cls(load_model(path, map_location="cpu"), device, precision, max_disp, **options)
+        model = load_model(path, map_location="cpu")
+        check_finite_weights(model, path)
+        return cls(model, device, precision, max_disp, **options)
 
     @property
     def max_disp(self) -> int:
@@ -204,7 +211,7 @@ class Predictor:
         pairs = [check_pair(l, r, *n) for l, r, n in zip(lefts, rights, names)]
         results: list[Prediction] = []
         for group in _groups_of_equal_size(pairs):
-            results.extend(self._predict_same_size(group))
+            results.extend(self._predict_same_size(group, names[len(results)][0]))
         if self.swap_check:
             for (left, right), result, (left_name, _) in zip(pairs, results, names):
                 self._warn_if_swapped(left, right, result, left_name)
@@ -222,9 +229,34 @@ class Predictor:
 
     # ------------------------------------------------------------------ internals
 
-    def _predict_same_size(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[Prediction]:
+    def check_memory(self, height: int, width: int, batch: int = 1, name: str = "input") -> str:
+        """The mode that will run; refuses, before any allocation, a size and ``max_disp`` whose cost
+        volume cannot fit in the device's memory even in the smallest strips (estimate: the network's
+        memory model, :func:`estimate_memory_gb`). A switch to strips is announced with a time estimate."""
+        mode = self.plan(height, width, batch)
+        if mode == "downscale":
+            height, width = (max(MIN_SIDE, round(side / self.downscale)) for side in (height, width))
+        padded_height, padded_width = Padder(height, width, DIVISOR, min_size=PAD_TO).padded_size
+        rows = padded_height if mode == "full" else min(padded_height, self._strip_height(width, batch))
+        need = estimate_memory_gb(rows, padded_width, self.max_disp, batch, self.optimized)
+        available = device_memory_gb(self.device)
+        if available is not None and need > available:
+            how = "at full size" if mode == "full" else f"in the smallest strips ({rows} rows)"
+            raise InputError(f"{name}: a {width}x{height} pair with max_disp {self.max_disp} needs about {need:.3g} GB "
+                             f"{how}, more than the {available:.3g} GB of {self.device}; lower max_disp, use "
+                             "mode=downscale, or a smaller image")
+        if mode == "tiled" and rows < padded_height and (height, width, batch) not in self._announced:
+            self._announced.add((height, width, batch))
+            strips = len(_strip_starts(height, rows, self.tile_overlap))
+            full = estimate_memory_gb(padded_height, padded_width, self.max_disp, batch, self.optimized)
+            print(f"{name}: {width}x{height} runs in {strips} strips of {rows} rows (mode={self.mode}: the full image "
+                  f"would need about {full:.3g} GB, max_memory_gb={self.max_memory_gb:g}); about {strips}x the time "
+                  "of one strip, timed on the first", file=sys.stderr, flush=True)
+        return mode
+
+    def _predict_same_size(self, pairs: list[tuple[np.ndarray, np.ndarray]], name: str) -> list[Prediction]:
         height, width = pairs[0][0].shape[:2]
-        mode = self.plan(height, width, len(pairs))
+        mode = self.check_memory(height, width, len(pairs), name)
         if mode == "downscale":
             return [self._predict_downscaled(l, r) for l, r in pairs]
         left = torch.stack([normalize_image(l) for l, _ in pairs])
@@ -272,9 +304,15 @@ class Predictor:
         disparity = torch.zeros(batch, height, width)
         confidence = torch.zeros(batch, height, width)
         weight_sum = torch.zeros(height, 1)
-        for start in starts:
+        started = time.perf_counter()
+        for index, start in enumerate(starts):
             stop = min(start + strip, height)
             d, c = self._run_padded(left[..., start:stop, :], right[..., start:stop, :])
+            if index == 0 and len(starts) > 1 and (height, width) not in self._timed:
+                self._timed.add((height, width))
+                seconds = time.perf_counter() - started
+                print(f"  first of {len(starts)} strips: {seconds:.1f} s, about {seconds * len(starts):.0f} s per pair",
+                      file=sys.stderr, flush=True)
             w = _blend_weights(stop - start, self.tile_overlap, first=start == 0, last=stop == height)
             disparity[:, start:stop] += d * w
             confidence[:, start:stop] += c * w
@@ -343,6 +381,28 @@ def estimate_memory_gb(height: int, width: int, max_disp: int, batch: int = 1, o
     ``optimize_for_inference``), from measured figures with headroom."""
     per_level = BYTES_PER_PIXEL_DISPARITY[bool(optimized)]
     return (per_level * height * width * max_disp * batch + FIXED_OVERHEAD_BYTES) / 1e9
+
+
+def device_memory_gb(device: torch.device) -> float | None:
+    """Total memory of ``device`` in GB (physical RAM for the CPU); None where it cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 1e9
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_finite_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Refuse a network with NaN/inf weights (a diverged run's checkpoint): its every output is NaN."""
+    bad = {name: int((~torch.isfinite(t)).sum()) for name, t in model.state_dict().items()
+           if t.is_floating_point() and not torch.isfinite(t).all()}
+    if bad:
+        first = next(iter(bad))
+        raise InputError(f"{path}: {sum(bad.values())} weight value(s) in {len(bad)} tensor(s) are NaN/inf (first: "
+                         f"{first}); the checkpoint comes from a diverged or corrupted run: use an earlier checkpoint")
 
 
 def _groups_of_equal_size(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[list]:

@@ -1,0 +1,87 @@
+"""stereo.evaluate: a refused run changes nothing (Hydra's .hydra/ included); masked ground truth is counted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+
+from bad_input.conftest import snapshot
+from stereo.data.io import read_pfm, write_pfm
+
+
+def evaluate(run_command, root, checkpoint, *overrides):
+    return run_command("evaluate", f"ckpt_path={checkpoint}", "data.generate=null", f"data.val.root={root}",
+                       f"data.train.root={root}", "num_workers=0", "paths.output_dir=eval", "export.max_images=0",
+                       *overrides)
+
+
+def test_masked_nonfinite_gt_is_counted_and_a_refused_rerun_leaves_the_evaluation_byte_identical(
+        workspace, run_command, synthetic_root, tiny_checkpoint, other_weights):
+    root = workspace / "tree"
+    shutil.copytree(synthetic_root, root)
+    gt = sorted(p for p in root.rglob("*.pfm") if "TEST" in p.parts and "disparity" in p.parts and "left" in p.parts)[0]
+    disparity = read_pfm(gt).copy()
+    disparity[:3, :5] = np.nan
+    disparity[10, :7] = np.inf
+    write_pfm(gt, disparity)
+    result = evaluate(run_command, root, tiny_checkpoint)
+    assert result.status == 0 and "non-finite ground truth (22 NaN/inf pixels" in result.stdout
+    rows = list(csv.DictReader(open(workspace / "eval" / "per_image.csv")))
+    assert sorted(float(row["nonfinite_gt"]) for row in rows) == [0.0] * (len(rows) - 1) + [22.0]
+    assert json.loads((workspace / "eval" / "metrics.json").read_text())["nonfinite_gt"] == 22
+    manifest = json.loads((workspace / "eval" / "manifest.json").read_text())
+    assert {"metrics.json", "per_image.csv", ".hydra/config.yaml", ".hydra/overrides.yaml"} <= set(manifest["files"])
+
+    before = snapshot(workspace / "eval")
+    evaluate(run_command, root, other_weights).error_line("paths.output_dir=eval", "another producer")
+    evaluate(run_command, root, tiny_checkpoint, "split=train").error_line('split="test" there, "train" now')
+    assert snapshot(workspace / "eval") == before
+
+
+def test_metrics_no_recorded_run_wrote_are_not_replaced(workspace, run_command, synthetic_root, tiny_checkpoint):
+    (workspace / "eval").mkdir()
+    (workspace / "eval" / "metrics.json").write_text('{"epe": 1.0}\n')
+    before = snapshot(workspace / "eval")
+    evaluate(run_command, synthetic_root, tiny_checkpoint).error_line("metrics.json", "no recorded run")
+    assert snapshot(workspace / "eval") == before
+
+
+def test_evaluation_reads_with_on_error_raise_and_names_the_unreadable_file(workspace, run_command, synthetic_root,
+                                                                           tiny_checkpoint):
+    """data.on_error=skip would score a substitute sample twice; evaluation stops at the broken file instead."""
+    root = workspace / "tree"
+    shutil.copytree(synthetic_root, root)
+    broken = sorted(p for p in root.rglob("*.png") if "TEST" in p.parts and "left" in p.parts)
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:100])
+    line = evaluate(run_command, root, tiny_checkpoint, "data.on_error=skip").error_line()
+    assert any(str(path) in line for path in broken)
+    assert not (workspace / "eval" / "metrics.json").exists()
+
+
+def test_nonfinite_ground_truth_in_memory_is_reported_per_image_and_in_metrics_json(tmp_path):
+    import torch
+
+    from stereo.evaluation.runner import evaluate_model
+
+    class Constant(torch.nn.Module):
+        max_disp = 32
+
+        def forward(self, left, right):
+            return torch.full(left.shape[:1] + left.shape[-2:], 5.0)
+
+    def sample(name, gt_value):
+        return {"left": torch.zeros(3, 64, 64), "right": torch.zeros(3, 64, 64), "name": name,
+                "disparity": torch.full((64, 64), gt_value), "valid": torch.ones(64, 64, dtype=torch.bool)}
+
+    dataset = [sample("finite", 4.0), sample("all_nan", float("nan"))]
+    summary = evaluate_model(Constant(), dataset, "synthetic", tmp_path, export={"max_images": 0})
+    rows = {row["name"]: row for row in csv.DictReader(open(tmp_path / "per_image.csv"))}
+    assert float(rows["all_nan"]["nonfinite_gt"]) == 64 * 64 and float(rows["finite"]["nonfinite_gt"]) == 0
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["nonfinite_gt"] == 64 * 64 and record["nonfinite_gt_images"] == 1 and record["excluded"] == 1
+    assert summary["epe"] == 1.0
+    assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
