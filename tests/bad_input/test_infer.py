@@ -107,11 +107,11 @@ def test_device_cuda_on_a_cpu_only_torch(workspace, run_command):
 def test_a_calib_txt_with_a_non_positive_ndisp_is_refused(workspace, run_command, ndisp):
     (workspace / "calib.txt").write_text(f"cam0=[500 0 48; 0 500 32; 0 0 1]\ncam1=[500 0 48; 0 500 32; 0 0 1]\n"
                                          f"doffs=0\nbaseline=100\nwidth=96\nheight=64\nndisp={ndisp}\n")
-    infer(run_command, "formats=[depth]", "calib_file=calib.txt").error_line("calib.txt", f"ndisp={ndisp}")
+    infer(run_command, "formats=[depth]", "calib=calib.txt").error_line("calib.txt", f"ndisp={ndisp}")
 
 
 def test_missing_calib_file_names_the_option(workspace, run_command):
-    infer(run_command, "formats=[depth]", "calib_file=nowhere/calib.txt").error_line("calib_file=nowhere/calib.txt")
+    infer(run_command, "formats=[depth]", "calib=nowhere/calib.txt").error_line("calib=nowhere/calib.txt")
 
 
 def test_missing_required_option(workspace, run_command):
