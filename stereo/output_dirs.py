@@ -269,12 +269,14 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def _listed_files(manifest: Mapping[str, Any], folder: Path, manifest_path: Path, protected: Iterable[str]) -> list[Path]:
-    """The earlier run's files, each checked to lie inside ``folder`` (resolving symlinks) and to be
-    neither the lock nor the manifest; any other entry means the manifest was tampered with."""
-    files = manifest.get("files", [])
+def _listed_files(manifest: Mapping[str, Any], folder: Path, manifest_path: Path, protected: Iterable[str],
+                  key: str = "files") -> list[Path]:
+    """The earlier run's files (or ``key="folders"``: sub-folders it created), each checked to lie inside
+    ``folder`` (resolving symlinks) and to be neither the lock nor the manifest; any other entry means
+    the manifest was tampered with."""
+    files = manifest.get(key, [])
     if not isinstance(files, list):
-        raise OutputDirError(f"{manifest_path}: 'files' is not a list; the manifest was edited: nothing was deleted")
+        raise OutputDirError(f"{manifest_path}: '{key}' is not a list; the manifest was edited: nothing was deleted")
     root = folder.resolve()
     protected = {(root / name) for name in protected}
     checked = []
@@ -299,6 +301,7 @@ class Run:
         self.folder, self.option, self.manifest_path = folder, option, manifest_path
         self.record, self.overwrite, self.resumed = record, overwrite, resumed
         self.files: list[str] = list(files)
+        self.folders: list[str] = []
         self._known = set(self.files)
         self._before = _all_files(folder)
 
@@ -340,6 +343,16 @@ class Run:
                 self._known.add(name)
                 self.files.append(name)
 
+    def own_folders(self, paths: Iterable[str | Path]) -> None:
+        """Sub-folders this run creates and fills through writers this module does not drive (Lightning's
+        checkpoints and loggers): everything under them is the run's, also after a kill -9. Only
+        folders that do not exist yet are claimed."""
+        for path in paths:
+            name = self.name_of(path)
+            if name not in self.folders and not (self.folder / name).exists():
+                self.folders.append(name)
+        self.save("running")
+
     def adopt_new_files(self) -> None:
         """List every file that appeared in the folder during this run (writers this module does not
         drive, e.g. Lightning's checkpoints and loggers)."""
@@ -350,7 +363,7 @@ class Run:
 
     def save(self, status: str, **extra: Any) -> None:
         """Atomically write the manifest (the producer, extra fields, status and the file list)."""
-        body = {**self.record, **extra, "status": status, "files": sorted(self.files)}
+        body = {**self.record, **extra, "status": status, "files": sorted(self.files), "folders": sorted(self.folders)}
         try:
             atomic_write(self.manifest_path, (json.dumps(body, indent=2) + "\n").encode())
         except OSError as error:
@@ -387,6 +400,7 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
         remove_orphan_temporaries(folder) if not is_file else _remove_orphans_of(target)
         earlier = read_manifest(manifest_path)
         files: list[str] = []
+        folders: list[str] = []
         resumed = False
         if is_file and earlier is not None and target.exists() and earlier.get("file_sha256") != file_sha256(target):
             earlier = None  # the file changed after its manifest was written: it is not that run's result
@@ -399,21 +413,27 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
                                  f"choose another {option}")
         if earlier is not None:
             found = differences(earlier, produced_by)
-            listed = _listed_files(earlier, folder, manifest_path, [lock_name, manifest_path.name]) if not is_file else []
+            protected = [lock_name, manifest_path.name]
+            listed = _listed_files(earlier, folder, manifest_path, protected) if not is_file else []
+            listed_folders = _listed_files(earlier, folder, manifest_path, protected, "folders") if not is_file else []
             if found and not overwrite:
                 shown = "; ".join(found)
                 raise OutputDirError(f"{option}={target} holds results of another producer ({manifest_path}): {shown}. "
                                      f"Choose another {option} or pass overwrite=true to replace them")
             if resumable and not found:
                 files, resumed = [p.relative_to(folder).as_posix() for p in listed], True
+                folders = [p.relative_to(folder).as_posix() for p in listed_folders]
             else:  # overwrite, or the same producer redoing its own results
                 for path in listed:
                     path.unlink(missing_ok=True)
+                for path in listed_folders:
+                    _delete_tree(path)
                 manifest_path.unlink(missing_ok=True)
         if check is not None:
             check()
         run = Run(folder, option, manifest_path, record, files or ([target.name] if is_file else []),
                   overwrite, resumed)
+        run.folders = folders
         run.check_free(will_write)
         if is_file:  # the manifest describes the file in place: written once the new file is there
             yield run
@@ -426,6 +446,26 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
             run.save("failed")
             raise
         run.save("complete")
+
+
+def _delete_tree(folder: Path) -> None:
+    """Delete the files (and links, never what they point to) under ``folder``, then its empty folders."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for root, dirs, names in os.walk(folder, topdown=False, followlinks=False):
+        for name in names:
+            Path(root, name).unlink(missing_ok=True)
+        for name in dirs:
+            path = Path(root, name)
+            path.unlink() if path.is_symlink() else _rmdir_if_empty(path)
+    _rmdir_if_empty(folder)
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _remove_orphans_of(target: Path) -> None:

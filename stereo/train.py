@@ -28,6 +28,9 @@ from stereo.training.checkpoint_io import AtomicCheckpointIO
 from stereo.training.init_from import init_from_weights
 from stereo.training.module import StereoModule
 
+# Sub-folders a training run fills through Lightning (checkpoints, loggers) and its evaluations: a run
+# that creates one owns everything in it (stereo.output_dirs.Run.own_folders), also when killed.
+TRAINING_FOLDERS = ("checkpoints", "tensorboard", "csv", "eval", "eval_untrained")
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")
 
 
@@ -144,6 +147,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                               resumable=ckpt_path is not None, extra=output_dirs.config_record(cfg),
                               check=lambda: check_run_dir(output_dir, ckpt_path)) as record:
         output_dirs.write_hydra_record(record, cfg)
+        record.own_folders(output_dir / name for name in TRAINING_FOLDERS)
         try:
             return _fit(cfg, output_dir, ckpt_path)
         finally:

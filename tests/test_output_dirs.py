@@ -200,3 +200,20 @@ def test_a_manifest_another_tool_wrote_is_never_used_to_delete(tmp_path):
     with pytest.raises(OutputDirError, match="was not written by test .*never used to delete"):
         write_run(folder, made_by(tmp_path), ["a.pfm"], overwrite=True)
     assert snapshot(folder) == before
+
+
+def test_files_in_a_folder_the_run_created_are_its_own_also_when_it_was_killed(tmp_path):
+    folder = tmp_path / "run"
+    producer = made_by(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with output_dirs.open_run(folder, "paths.output_dir", producer, resumable=True) as run:
+            run.own_folders([folder / "tensorboard"])
+            (folder / "tensorboard" / "version_0").mkdir(parents=True)
+            (folder / "tensorboard" / "version_0" / "events.1").write_bytes(b"killed run's events")
+            raise KeyboardInterrupt
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep").write_text("not the run's")
+    (folder / "tensorboard" / "link").symlink_to(tmp_path / "elsewhere")
+    with output_dirs.open_run(folder, "paths.output_dir", producer) as run:  # not resuming: redone
+        assert not (folder / "tensorboard").exists()
+    assert (tmp_path / "elsewhere" / "keep").read_text() == "not the run's"
