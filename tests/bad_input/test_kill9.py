@@ -40,6 +40,16 @@ def assert_consistent(folder: Path, manifest: Path, checkpoint: Path) -> dict:
     return record
 
 
+def refuses_another_producer(command: str, args: list[str], other: Path, folder: Path, cwd: Path) -> None:
+    """Once the killed run left its manifest, a run of another checkpoint is refused and changes nothing."""
+    if not (folder / "manifest.json").exists():
+        return
+    before = snapshot(folder)
+    refused = run_cli(command, *args, f"ckpt_path={other}", cwd=cwd)
+    assert refused.returncode == 2 and "another producer" in refused.stderr, refused.stderr[-2000:]
+    assert snapshot(folder) == before
+
+
 @pytest.fixture
 def frames(workspace):
     """input_dir with six pairs (left/, right/), long enough to be killed in the middle."""
@@ -55,11 +65,7 @@ def frames(workspace):
 def test_infer_killed_then_rerun(workspace, frames, other_weights, seed):
     args = ["ckpt_path=tiny.ckpt", "input_dir=pairs", "output_dir=out", "formats=[pfm,color]", "swap_check=false"]
     kill_at_random("infer", *args, cwd=workspace, seed=seed, window=(4.0, 12.0))
-    if (workspace / "out" / "manifest.json").exists():
-        before = snapshot(workspace / "out")
-        refused = run_cli("infer", *args, f"ckpt_path={other_weights}", cwd=workspace)
-        assert refused.returncode == 2 and "another producer" in refused.stderr, refused.stderr[-2000:]
-        assert snapshot(workspace / "out") == before
+    refuses_another_producer("infer", args, other_weights, workspace / "out", workspace)
     assert run_cli("infer", *args, cwd=workspace).returncode == 0
     record = assert_consistent(workspace / "out", workspace / "out" / "manifest.json", workspace / "tiny.ckpt")
     assert sorted(record["files"]) == sorted(f"f{i}_disp{s}" for i in range(6) for s in (".pfm", "_color.png"))
@@ -75,11 +81,7 @@ def test_submit_killed_then_rerun(workspace, other_weights, seed):
             shutil.copy(workspace / image, workspace / "kitti" / "testing" / side / f"{index:06d}_10.png")
     args = ["benchmark=kitti2015", "ckpt_path=tiny.ckpt", "data_root=kitti", "output=sub", "device=cpu"]
     kill_at_random("submit", *args, cwd=workspace, seed=seed, window=(4.0, 12.0))
-    if (workspace / "sub" / "manifest.json").exists():
-        before = snapshot(workspace / "sub")
-        refused = run_cli("submit", *args, f"ckpt_path={other_weights}", cwd=workspace)
-        assert refused.returncode == 2 and "another producer" in refused.stderr, refused.stderr[-2000:]
-        assert snapshot(workspace / "sub") == before
+    refuses_another_producer("submit", args, other_weights, workspace / "sub", workspace)
     assert run_cli("submit", *args, cwd=workspace).returncode == 0
     record = assert_consistent(workspace / "sub", workspace / "sub" / "manifest.json", workspace / "tiny.ckpt")
     assert sorted(record["files"]) == sorted([*(f"disp_0/{i:06d}_10.png" for i in range(6)), "kitti2015_submission.zip"])
