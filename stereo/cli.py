@@ -189,22 +189,46 @@ def _is_group(config_dir: str, key: str) -> bool:
 
 
 def _type_problem(base: DictConfig, override: Any) -> str | None:
-    """A value whose type does not match the key's default (int, float, bool), else None."""
+    """A value whose type cannot be the key's: text or a list for a number or a boolean default, unless
+    the class the node instantiates (``_target_``) also takes text there (e.g. ``trainer.devices=auto``)."""
     if override.is_sweep_override() or override.is_delete() or override.is_add():
         return None
     key = override.key_or_group
     default = OmegaConf.select(base, key, default=None, throw_on_missing=False, throw_on_resolution_failure=False)
     value = override.value()
-    if value is None or default is None or isinstance(default, (DictConfig, str)) or OmegaConf.is_config(default):
+    if value is None or default is None or isinstance(default, str) or OmegaConf.is_config(default):
         return None
     if isinstance(default, bool):
-        return None if isinstance(value, bool) else f"expected true or false (the default is {str(default).lower()})"
-    if isinstance(default, int):
-        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected a whole number (the default is {default})"
-    if isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else f"expected a number (the default is {default})"
-    return None
+        wrong, expected = not isinstance(value, bool), f"true or false (the default is {str(default).lower()})"
+    elif isinstance(default, (int, float)):
+        wrong = isinstance(value, bool) or not isinstance(value, (int, float))
+        expected = f"{'a whole number' if isinstance(default, int) else 'a number'} (the default is {default})"
+    else:
+        return None
+    return f"expected {expected}" if wrong and not _target_takes_text(base, key) else None
+
+
+def _target_takes_text(base: DictConfig, key: str) -> bool:
+    """Whether the class a config node instantiates declares text as valid for ``key``'s argument."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    parent_key, _, argument = key.rpartition(".")
+    parent = OmegaConf.select(base, parent_key, default=None) if parent_key else base
+    target = parent.get("_target_") if isinstance(parent, DictConfig) else None
+    if not target:
+        return False
+    try:
+        parameter = inspect.signature(get_object(str(target))).parameters.get(argument)
+    except (ImportError, AttributeError, ValueError, TypeError, HydraException):
+        return True  # cannot tell: leave the value to the class
+    if parameter is None or parameter.annotation is inspect.Parameter.empty:
+        return True
+    if isinstance(parameter.annotation, type):
+        return parameter.annotation is str
+    annotation = str(parameter.annotation)
+    return "str" in annotation or "Any" in annotation or re.search(r"Literal\[[^\]]*'", annotation) is not None
 
 
 def _module_name(task: Callable[..., Any]) -> str:

@@ -208,7 +208,8 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     nonfinite: dict[str, int] = {}
     count = 0
     with output_dirs.open_run(cfg.output_dir, "output_dir", made_by, overwrite=bool(cfg.get("overwrite", False)),
-                              extra={"config": config, "nonfinite_pixels": nonfinite},
+                              extra={"config": config, "nonfinite_pixels": nonfinite,
+                                     "calibration": settings.get("calibration")},
                               will_write=[writer.path(fmt, stem) for stem in inputs.stems or [] for fmt in image_formats]
                               + ([video_path] if video_path is not None else [])) as record:
         with contextlib.ExitStack() as stack, tqdm(total=inputs.total, desc="stereo pairs", unit="pair") as progress:
@@ -259,7 +260,7 @@ def write_rectified(cfg: DictConfig) -> dict[str, list[str]]:
     written: dict[str, list[str]] = {"left": [], "right": []}
     output_dir = Path(cfg.output_dir)
     with output_dirs.open_run(output_dir, "output_dir", made_by, overwrite=bool(cfg.get("overwrite", False)),
-                              extra={"config": config},
+                              extra={"config": config, "calibration": settings["calibration"]},
                               will_write=[output_dir / view / f"{stem}.png" for stem in inputs.stems or []
                                           for view in ("left", "right")]) as record:
         for frame in inputs.frames:

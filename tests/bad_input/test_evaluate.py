@@ -85,3 +85,17 @@ def test_nonfinite_ground_truth_in_memory_is_reported_per_image_and_in_metrics_j
     assert record["nonfinite_gt"] == 64 * 64 and record["nonfinite_gt_images"] == 1 and record["excluded"] == 1
     assert summary["epe"] == 1.0
     assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
+
+
+def test_kitti_ground_truth_saved_as_8_bit_gets_the_kitti_hint(tmp_path):
+    import cv2
+    import pytest
+
+    from stereo.data.io import DataError, read_disparity
+
+    path = tmp_path / "training" / "disp_occ_0" / "000000_10.png"
+    path.parent.mkdir(parents=True)
+    cv2.imwrite(str(path), np.full((8, 8), 40, np.uint8))
+    with pytest.raises(DataError, match="KITTI ground truth is 16-bit .*original disp_occ_0") as error:
+        read_disparity(path)
+    assert "Tsukuba" not in str(error.value)
