@@ -6,9 +6,9 @@
 Writes everything to ``--json`` (default bench_gpu.json) and prints it as the docs tables;
 ``--markdown bench_gpu.json`` prints those tables again from the JSON (docs/performance.md).
 
-1. ``checks`` (stereo.training.gpu_checks): per model, one training step through
+1. ``checks`` (gpu_checks.py beside this script): per model, one training step through
    ``StereoModule.training_step`` (bf16 autocast on CUDA, as the GPU recipe) counted by
-   stereo.training.sync_counter — host reads and host-to-device copies by phase (model forward, loss
+   sync_counter.py — host reads and host-to-device copies by phase (model forward, loss
    and logging, backward) and ops without a deterministic CUDA kernel; two short fits through the
    Lightning Trainer with ``trainer.deterministic=true``, which must end with identical weights; with
    two or more GPUs, ``torchrun --nproc_per_node 2 -m stereo.evaluate`` on generated pairs, which must
@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stereo.training import gpu_checks  # noqa: E402
+import gpu_checks  # noqa: E402  (beside this script)
 
 class Budget:
     """Wall-clock budget: sections ask before each case and record what they skipped."""
@@ -91,7 +91,7 @@ def autocast(device: torch.device, precision: str):
 
 
 def run_checks(args, device: torch.device, budget: Budget) -> dict:
-    """stereo.training.gpu_checks on this device: a training step's host syncs (by phase) and ops without a
+    """gpu_checks.py on this device: a training step's host syncs (by phase) and ops without a
     deterministic CUDA kernel, per model; two deterministic fits; a 2-process ``torchrun`` evaluation."""
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None  # the GPU recipe's bf16-mixed
     steps = {}
@@ -301,7 +301,7 @@ def markdown(report: dict) -> str:
     checks = report["checks"]
     step = checks["training_step"]
     lines += [f"Checks: one training step (batch {step['batch']}, {step['precision']}, {report['size']}) counted "
-              "by `stereo.training.sync_counter`; expected 0 everywhere.", ""]
+              "by `scripts/sync_counter.py`; expected 0 everywhere.", ""]
     rows = []
     for model in report["models"]:
         counted = step[model]

@@ -15,11 +15,15 @@ Two tiers:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from stereo.config import compose  # noqa: F401  (tests compose real configs: from conftest import compose)
 from stereo.data.real_samples import default_real_data_dir
+
+# The GPU kit's modules (gpu_checks, sync_counter) live with the kit in scripts/; their tests import them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 SYNTHETIC = {"num_train": 4, "num_test": 2, "height": 256, "width": 256, "max_disp": 32, "seed": 0}
 

@@ -1,5 +1,6 @@
-"""scripts/bench_gpu.py runs end to end on the CPU at toy sizes, its checks (stereo.training.gpu_checks)
-hold here, and ``--markdown`` renders the docs tables from its JSON."""
+"""scripts/bench_gpu.py runs end to end on the CPU at toy sizes, its checks (scripts/gpu_checks.py: host
+syncs by phase, deterministic fits, torchrun evaluation counting each sample once) hold here, and
+``--markdown`` renders the docs tables from its JSON. The kit's checks are tested here only."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_markdown_of_a_file_that_is_not_a_report_is_one_clear_error(tmp_path):
 @pytest.mark.slow
 def test_two_process_evaluation_check_counts_each_sample_once_on_the_cpu(tmp_path):
     """The kit's 2-GPU evaluate check, run here over 2 CPU processes (gloo): the same command and checks."""
-    from stereo.training.gpu_checks import distributed_evaluation
+    from gpu_checks import distributed_evaluation
 
     result = distributed_evaluation(nproc=2, workdir=tmp_path)
     assert result["ran"], result

@@ -1,5 +1,5 @@
 """No host synchronisation in a training step: the real StereoModule step under the real Trainer, counted
-by stereo.training.sync_counter (a dispatch mode, so the CPU run sees what would stall a GPU)."""
+by scripts/sync_counter.py (a dispatch mode, so the CPU run sees what would stall a GPU)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from conftest import compose
 
 from stereo.train import train
-from stereo.training.sync_counter import HostSyncCounter, NondeterministicOpCounter, count_host_syncs
+from sync_counter import HostSyncCounter, NondeterministicOpCounter, count_host_syncs
 
 
 def test_counter_sees_each_kind_of_host_sync():
@@ -112,7 +112,7 @@ def test_the_non_finite_guard_reads_one_flag_per_step(step_syncs):
 @pytest.mark.slow
 def test_network_forward_does_not_read_on_the_host(step_syncs):
     """Host reads only: on the CPU a constant built on the host and moved to the input's device is no
-    copy, so that kind shows only on an accelerator (stereo.training.gpu_checks.training_step_ops)."""
+    copy, so that kind shows only on an accelerator (the GPU kit's training_step_ops, tests/test_bench_gpu.py)."""
     assert step_syncs[0]["model forward"] == Counter()
 
 
@@ -123,19 +123,3 @@ def test_samples_per_sec_is_logged_once_per_logging_window(step_syncs):
     rows = list(csv.DictReader(open(step_syncs[1])))
     rates = [float(r["train/samples_per_sec"]) for r in rows if r.get("train/samples_per_sec")]
     assert len(rates) == 2 and all(rate > 0 for rate in rates)  # log_every_n_steps=1, 2 steps
-
-
-@pytest.mark.slow
-def test_gpu_kit_step_check_runs_the_same_code_on_the_cpu():
-    from stereo.training.gpu_checks import PHASES, training_step_ops
-
-    counted = training_step_ops("cpu", "psmnet_basic", max_disp=16, size=(256, 256))
-    assert counted == {"host_syncs": {phase: {} for phase in PHASES}, "cuda_nondeterministic_ops": {}}
-
-
-@pytest.mark.slow
-def test_deterministic_mode_gives_identical_fits_on_the_cpu(tmp_path):
-    from stereo.training.gpu_checks import deterministic_fits_match
-
-    result = deterministic_fits_match("cpu", model="psmnet_basic", steps=2, workdir=tmp_path)
-    assert result["identical"] and result["max_abs_diff"] == 0.0, result

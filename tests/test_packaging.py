@@ -49,7 +49,9 @@ def _imports(tree: ast.Module) -> list[tuple[str, bool]]:
 
 
 def _third_party(name: str, folder: Path) -> bool:
-    local = (folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file()
+    # the tests also import the GPU kit's modules from scripts/ (tests/conftest.py puts it on sys.path)
+    local = any((where / f"{name}.py").is_file() or (where / name / "__init__.py").is_file()
+                for where in (folder, ROOT / "scripts"))
     return not (name in sys.stdlib_module_names or name == "stereo" or local)
 
 

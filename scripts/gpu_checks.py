@@ -1,4 +1,5 @@
-"""Checks of the GPU training path that a machine with a GPU confirms in one run (scripts/bench_gpu.py).
+"""Checks of the GPU training path that a machine with a GPU confirms in one run (the GPU kit, bench_gpu.py
+beside this file, imports it; so do the tests).
 
 They run on any device, so the test suite exercises the same code on the CPU:
 
@@ -27,11 +28,12 @@ from typing import Any
 
 import torch
 
+from sync_counter import HostSyncCounter, NondeterministicOpCounter
+
 from stereo.training.module import StereoModule
-from stereo.training.sync_counter import HostSyncCounter, NondeterministicOpCounter
 
 PHASES = ("model forward", "loss and logging", "backward")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_network(model: str, max_disp: int) -> torch.nn.Module:
