@@ -1,13 +1,12 @@
 """Stereo datasets and the file formats they use.
 
-The readers/writers load instantly; the dataset classes (which import torch) are resolved on first
-use, so ``from stereo.data import read_pfm`` stays cheap for scripts that only convert files.
+The readers and writers of the formats are re-exported here (``from stereo.data import read_pfm``);
+the datasets live in their own modules (``stereo.data.sceneflow.SceneFlowDataset``,
+``stereo.data.kitti``, ``stereo.data.middlebury``, ``stereo.data.eth3d``, ``stereo.data.real_samples``),
+which is also how the configs name them.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from stereo.data.io import (
     Calibration,
@@ -19,16 +18,8 @@ from stereo.data.io import (
     write_disparity_png16,
     write_image,
     write_pfm,
+    write_png16,
 )
-
-_LAZY = {
-    "SceneFlowDataset": "stereo.data.sceneflow",
-    "KITTIDataset": "stereo.data.kitti",
-    "MiddleburyDataset": "stereo.data.middlebury",
-    "LegacyMiddleburyDataset": "stereo.data.middlebury",
-    "ETH3DDataset": "stereo.data.eth3d",
-    "load_real_samples": "stereo.data.real_samples",
-}
 
 __all__ = [
     "Calibration",
@@ -40,11 +31,5 @@ __all__ = [
     "write_disparity_png16",
     "write_image",
     "write_pfm",
-    *_LAZY,
+    "write_png16",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'stereo.data' has no attribute {name!r}")

@@ -25,15 +25,13 @@ log = logging.getLogger(__name__)
 
 DatasetFactory = Callable[..., Dataset]
 ON_ERROR = ("raise", "skip")
-MAX_WORKER_SLOTS = 256
 
 
 class GuardedDataset(Dataset):
     """Applies the ``on_error`` policy to a dataset's failures while loading a sample.
 
     ``raise`` re-raises with the sample's index and name; ``skip`` logs the error (whose message names
-    the file) and returns the next loadable sample instead. Skips are counted in shared memory, one
-    slot per worker, so the main process sees the counts of all DataLoader workers.
+    the file) and returns the next loadable sample instead.
     """
 
     def __init__(self, dataset: Dataset, on_error: str = "raise") -> None:
@@ -41,15 +39,9 @@ class GuardedDataset(Dataset):
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.dataset = dataset
         self.on_error = on_error
-        self._skips = torch.zeros(MAX_WORKER_SLOTS, dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
         return len(self.dataset)
-
-    @property
-    def skipped(self) -> int:
-        """Samples replaced so far because they failed to load (all workers together)."""
-        return int(self._skips.sum())
 
     def _describe(self, index: int) -> str:
         names = getattr(self.dataset, "names", None)
@@ -69,8 +61,6 @@ class GuardedDataset(Dataset):
                 return self.dataset[candidate]
             except Exception as error:  # noqa: BLE001 - the policy is to skip any unreadable sample
                 log.warning("skipping %s: %s", self._describe(candidate), error)
-                worker = torch.utils.data.get_worker_info()
-                self._skips[0 if worker is None else (worker.id + 1) % MAX_WORKER_SLOTS] += 1
                 errors.append(error)
                 if len(errors) >= 10:
                     break
@@ -163,11 +153,6 @@ class StereoDataModule(L.LightningDataModule):
         if stage in (None, "test") and self.test_set is None:
             self.test_set = (self._build(self.test_factory, EvalTransform()) if self.test_factory is not None
                              else self._build(self.val_factory, EvalTransform()))
-
-    @property
-    def skipped_samples(self) -> int:
-        """Samples skipped so far under ``on_error: skip`` (train, val and test together)."""
-        return sum(d.skipped for d in (self.train_set, self.val_set, self.test_set) if d is not None)
 
     def _loader(self, dataset: GuardedDataset | None, batch_size: int, shuffle: bool, what: str) -> DataLoader:
         if dataset is None:

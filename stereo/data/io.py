@@ -226,6 +226,14 @@ def write_image(path: PathLike, image: np.ndarray) -> None:
     atomic_write(path, _encode(path, image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
 
 
+def write_png16(path: PathLike, values: np.ndarray) -> None:
+    """Write H×W whole numbers in [0, 65535] as a 16-bit grey PNG (values outside are refused, not wrapped)."""
+    values = np.asarray(values)
+    if values.ndim != 2 or not np.isfinite(values).all() or values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+        raise ValueError(f"{path}: a 16-bit PNG holds H×W values in [0, 65535], got {values.dtype} {values.shape}")
+    atomic_write(path, _encode(Path(path).with_suffix(".png"), values.astype(np.uint16)))
+
+
 def write_disparity_png16(path: PathLike, disparity: np.ndarray, valid: np.ndarray | None = None) -> None:
     """Write disparity as a KITTI uint16 PNG (value = round(d·256), 0 = invalid).
 
@@ -243,7 +251,7 @@ def write_disparity_png16(path: PathLike, disparity: np.ndarray, valid: np.ndarr
         valid = np.asarray(valid, dtype=bool) & finite & (disparity >= 0)
     stored = np.zeros(disparity.shape, np.uint16)
     stored[valid] = np.clip(np.rint(disparity[valid] * KITTI_DISPARITY_SCALE), 1, 65535).astype(np.uint16)
-    atomic_write(path, _encode(Path(path).with_suffix(".png"), stored))
+    write_png16(path, stored)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,6 @@ class SceneFlowIndex:
 
     records: list[PairRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    locations: list[SubsetLocation] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(record.name.split("/", 1)[0] for record in self.records))
@@ -241,7 +240,6 @@ def index_sceneflow(
         if not _is_dir(location.disparity):
             index.problems.append(f"{location.disparity}: missing {subset} disparity folder")
             continue
-        index.locations.append(location)
         for current_split in splits:
             excluded = STANDARD_EXCLUDED[current_split] if files == "standard" else frozenset()
             for relative in _sequences(location, current_split):
@@ -321,7 +319,6 @@ class SceneFlowDataset(StereoPairDataset):
             )
         require_nonempty(index.records, f"{root} (Scene Flow {split}, {passes}pass, subsets {list(subsets)})")
         super().__init__(index.records, transform)
-        self.locations = index.locations
         self._counts = index.counts()
 
     def describe(self) -> dict[str, int]:

@@ -20,11 +20,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from stereo.calibration.readers import read_middlebury
-from stereo.data.io import KITTI_DISPARITY_SCALE, atomic_write, write_pfm
+from stereo.data.io import atomic_write, write_disparity_png16, write_pfm
 from stereo.evaluation.protocols import round_max_disp
 
 BENCHMARKS = ("kitti2015", "kitti2012", "middlebury", "eth3d")
@@ -126,12 +125,8 @@ class SubmissionWriter:
             raise SubmissionError(f"{frame.left}: the prediction has non-finite pixels; nothing written for {frame.name}")
         paths = [self.output / f for f in self.files(frame)]
         if self.benchmark in KITTI_FOLDERS:
-            # every pixel filled: a 0 would mean "no prediction" and the devkit would interpolate it
-            stored = np.clip(np.rint(disparity.astype(np.float64) * KITTI_DISPARITY_SCALE), 1, 65535).astype(np.uint16)
-            ok, encoded = cv2.imencode(".png", stored)
-            if not ok:
-                raise SubmissionError(f"{paths[0]}: OpenCV could not encode the 16-bit PNG")
-            atomic_write(paths[0], encoded.tobytes())
+            # every pixel valid (stored >= 1): a 0 would mean "no prediction" and the devkit would interpolate it
+            write_disparity_png16(paths[0], np.maximum(disparity, 0.0), valid=np.ones(disparity.shape, bool))
             return
         write_pfm(paths[0], disparity)
         text = f"{seconds:.6f}\n" if self.benchmark == "middlebury" else f"runtime {seconds:.6f}\n"

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from stereo.calibration.readers import read_depth_geometry, require_calibration_files
-from stereo.data.io import Calibration, atomic_write, write_disparity_png16, write_image, write_pfm
+from stereo.data.io import Calibration, atomic_write, write_disparity_png16, write_image, write_pfm, write_png16
 from stereo.visualize import colorize_disparity
 
 FORMATS = ("pfm", "png16", "npy", "color", "depth", "depth_original", "ply", "confidence")
@@ -128,13 +127,6 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
     buffer = _bytes_io.BytesIO()
     np.save(buffer, np.asarray(array, np.float32))
     atomic_write(path, buffer.getvalue())
-
-
-def _write_png16(path: Path, array: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(".png", np.asarray(array, np.uint16))
-    if not ok:
-        raise ValueError(f"{path}: OpenCV could not encode a 16-bit PNG")
-    atomic_write(path, encoded.tobytes())
 
 
 def default_color_range(disparity: np.ndarray) -> tuple[float, float]:
@@ -243,4 +235,4 @@ class OutputWriter:
         if self.confidence_format == "pfm":
             write_pfm(path, confidence)
         else:
-            _write_png16(path, np.rint(confidence * CONFIDENCE_PNG_SCALE))
+            write_png16(path, np.rint(confidence * CONFIDENCE_PNG_SCALE))

@@ -71,9 +71,8 @@ class StereoModule(pl.LightningModule):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.model = model
-        self.max_disp = float(model.max_disp)
         loss = dict(loss or {})
-        self.loss_fn = PSMNetLoss(self.max_disp, **loss)
+        self.loss_fn = PSMNetLoss(float(model.max_disp), **loss)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
@@ -85,7 +84,6 @@ class StereoModule(pl.LightningModule):
             {
                 "model_config": dict(model_config) if model_config is not None else None,
                 "loss": loss,
-                "max_disp": self.max_disp,
                 "scheduler_interval": scheduler_interval,
                 "val_protocol": self.val_protocol.name,
                 "run_config": dict(run_config) if run_config is not None else None,
@@ -95,7 +93,8 @@ class StereoModule(pl.LightningModule):
         self.seed = int(seed)
         self._resumed_epoch = 0
         self.skipped_steps = 0
-        self._stats_snapshot: list[torch.Tensor] | None = None
+        self._stats_snapshot: list[torch.Tensor] = []  # reused every step: allocated once per device
+        self._stats_saved = False
         self._nonfinite: torch.Tensor | None = None
         self._window_started: float | None = None
         self._window_samples = 0
@@ -114,8 +113,8 @@ class StereoModule(pl.LightningModule):
         :meth:`optimizer_step`; the running statistics are saved here so a skipped step can undo the
         forward's update of them.
         """
-        if self._stats_snapshot is None:  # first micro-batch since the last optimizer step
-            self._stats_snapshot = [buffer.detach().clone() for buffer in self._running_stats()]
+        if not self._stats_saved:  # first micro-batch since the last optimizer step
+            self._save_running_stats()
         outputs = self.model(batch["left"], batch["right"])
         outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
         total, per_head = self.loss_fn(outputs, batch["disparity"], batch["valid"])
@@ -129,7 +128,7 @@ class StereoModule(pl.LightningModule):
         for index, head_loss in enumerate(per_head, start=1):
             self.log(f"train/loss_head{index}", head_loss.detach(), batch_size=batch_size)
         with torch.no_grad():
-            mask = disparity_mask(batch["disparity"], batch["valid"], self.max_disp, self.loss_fn.mask_rule)
+            mask = disparity_mask(batch["disparity"], batch["valid"], self.loss_fn.max_disp, self.loss_fn.mask_rule)
             # Mean over the images with valid pixels (per-image NaN excluded); NaN when there is none.
             epe = torch.nanmean(metrics.epe(outputs[-1].detach(), batch["disparity"], mask))
         self.log("train/epe", epe, batch_size=batch_size)
@@ -155,18 +154,37 @@ class StereoModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.skipped_steps += 1
             self.log("train/skipped_nonfinite", float(self.skipped_steps), batch_size=1)
-        self._stats_snapshot = None
+        self._stats_saved = False
         self._nonfinite = None
 
     def _running_stats(self) -> list[torch.Tensor]:
         """Buffers the training forward updates (BatchNorm running_mean/var, num_batches_tracked)."""
         return [buffer for name, buffer in self.model.named_buffers() if name.rsplit(".", 1)[-1] in RUNNING_STATS]
 
-    def _restore_running_stats(self) -> None:
-        if self._stats_snapshot is not None:
+    def _save_running_stats(self) -> None:
+        """Copy the running statistics into a snapshot kept between steps.
+
+        A skipped step is rare, but which step will be skipped is only known after the forward has
+        updated the statistics, and that update (an exponential average) cannot be inverted exactly
+        in floating point; so every step keeps a copy. It is made into buffers allocated once (again
+        only when the model moves to another device or dtype) with one fused copy per step, so a step
+        pays no allocation and a single batched copy (~10^4 numbers for PSMNet) for it.
+        """
+        buffers = self._running_stats()
+        snapshot = self._stats_snapshot
+        if len(snapshot) != len(buffers) or any(s.shape != b.shape or s.dtype != b.dtype or s.device != b.device
+                                                 for s, b in zip(snapshot, buffers)):
+            self._stats_snapshot = snapshot = [torch.empty_like(b) for b in buffers]
+        if buffers:
             with torch.no_grad():
-                for buffer, saved in zip(self._running_stats(), self._stats_snapshot):
-                    buffer.copy_(saved)
+                torch._foreach_copy_(snapshot, buffers)
+        self._stats_saved = True
+
+    def _restore_running_stats(self) -> None:
+        buffers = self._running_stats()
+        if self._stats_saved and buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(buffers, self._stats_snapshot)
 
     def _all_ranks_finite(self) -> bool:
         """The step's one host read: was every micro-batch's loss finite on every rank?"""
@@ -238,7 +256,7 @@ class StereoModule(pl.LightningModule):
         if writer is None or self.global_rank != 0:
             return
         for i in range(min(self.max_logged_images, left.shape[0])):
-            panel = error_panel(left[i], gt[i], pred[i], mask[i], self.max_disp)
+            panel = error_panel(left[i], gt[i], pred[i], mask[i], float(self.model.max_disp))
             writer.add_image(f"{tag}/{i}", panel, self.global_step, dataformats="HWC")
 
     def _reseed_data_order(self, epoch: int) -> None:
