@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import compose
@@ -24,26 +25,44 @@ def test_fast_dev_run_trains_and_validates_each_model_config(model, train_overri
     assert len(heads) == (1 if model == "psmnet_basic" else 3)
 
 
+def best_constant_epe(samples, max_disp: float) -> float:
+    """The training EPE (mean over images of each image's mean |gt - c| over 0 < gt < max_disp) of the
+    best constant prediction c: a weighted median of the pooled ground truth, each image's pixels
+    weighing 1 / (its pixel count)."""
+    values = [s["disparity"][s["valid"] & (s["disparity"] > 0) & (s["disparity"] < max_disp)] for s in samples]
+    pooled = np.concatenate(values)
+    weights = np.concatenate([np.full(v.size, 1.0 / v.size) for v in values])
+    order = np.argsort(pooled)
+    best = pooled[order][np.searchsorted(np.cumsum(weights[order]), weights.sum() / 2)]
+    return float(np.mean([np.abs(v - best).mean() for v in values]))
+
+
 @pytest.mark.slow
-def test_overfitting_one_batch_cuts_epe_by_a_large_factor(train_overrides, tmp_path):
-    """The same two training pairs seen again and again: training EPE must collapse (pipeline sanity)."""
+def test_training_on_one_batch_beats_the_best_constant_prediction_of_that_batch(train_overrides, tmp_path):
+    """The same two training pairs seen again and again: after 10 steps the training EPE must be below
+    what any constant disparity map scores on them (pipeline sanity: the network uses its input). The
+    bound follows from the batch itself (7.9 px on the session tree); it is not a measured figure."""
+    import csv
+
+    import hydra
+
     cfg = compose(
         "train",
         train_overrides(
-            "model=psmnet_basic", "debug=overfit", "trainer.overfit_batches=1", "trainer.max_epochs=18",
+            "model=psmnet_basic", "debug=overfit", "trainer.overfit_batches=1", "trainer.max_epochs=10",
             "trainer.limit_val_batches=0", "optim.optimizer.lr=3e-3", "logger=csv", "trainer.log_every_n_steps=1",
             "callbacks=none",
         ),
     )
     results = train(cfg)
-    import csv
-
     rows = list(csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")))
     epe = [float(r["train/epe"]) for r in rows if r.get("train/epe")]
-    assert len(epe) == 18 and results["global_step"] == 18
-    # 18 steps, not 12: at lr 3e-3 single steps bounce (3.83 -> 4.11 -> 3.61 around step 10, channels-last);
-    # measured 10.87 -> 2.80 at step 18
-    assert epe[-1] < epe[0] / 3, f"training EPE went {epe[0]:.2f} -> {epe[-1]:.2f}"
+    assert len(epe) == 10 and results["global_step"] == 10
+    # overfit_batches=1: Lightning feeds the first batch (samples 0 and 1, unshuffled; the 256x256 crop
+    # of a 256x256 image is the whole image and colour augmentation is off) at every step
+    dataset = hydra.utils.instantiate(cfg.data.train)()
+    bound = best_constant_epe([dataset[0], dataset[1]], float(cfg.model.max_disp))
+    assert epe[-1] < bound, f"training EPE went {epe[0]:.2f} -> {epe[-1]:.2f}; best constant: {bound:.2f}"
 
 
 def test_truncated_and_foreign_checkpoints_give_a_clear_error_naming_the_file(tmp_path, train_overrides):
