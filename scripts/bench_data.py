@@ -21,8 +21,6 @@ import argparse
 import datetime
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +36,7 @@ from stereo.data.io import read_disparity, read_image
 from stereo.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from stereo.data.real_samples import default_real_data_dir
 from stereo.data.sceneflow import SceneFlowDataset
+from stereo.evaluation.reports import machine_info, markdown_table
 from stereo.data.synthetic import generate, render_pair, sample_rng
 from stereo.data.transforms import TrainTransform
 
@@ -149,14 +148,11 @@ def markdown(record: dict) -> str:
     header = ["data", "2×PNG decode CPU ms", "PFM CPU ms", "crop+colour+normalise CPU ms", "sample ms (wall)",
               "sample CPU ms", "samples/s per worker (own core)"]
     header += [f"workers for {rate:g} samples/s" for rate in rates]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in record["loading"]:
-        cells = [row["dataset"], f"{row['image_decode_ms']:.1f}", f"{row['pfm_decode_ms']:.1f}",
-                 f"{row['crop_colour_normalise_ms']:.1f}", f"{row['sample_ms']:.1f}", f"{row['sample_cpu_ms']:.1f}",
-                 f"{row['samples_per_s_per_core']:.1f}"]
-        cells += [str(row["workers_needed"][f"{rate:g}"]) for rate in rates]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[row["dataset"], f"{row['image_decode_ms']:.1f}", f"{row['pfm_decode_ms']:.1f}",
+             f"{row['crop_colour_normalise_ms']:.1f}", f"{row['sample_ms']:.1f}", f"{row['sample_cpu_ms']:.1f}",
+             f"{row['samples_per_s_per_core']:.1f}", *(row["workers_needed"][f"{rate:g}"] for rate in rates)]
+            for row in record["loading"]]
+    return "\n".join([*lines, markdown_table(header, rows).rstrip("\n")])
 
 
 def main() -> None:
@@ -180,10 +176,7 @@ def main() -> None:
         pillow = PIL.__version__
     except ImportError:
         pillow = None
-    machine = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "python": platform.python_version(), "torch": torch.__version__, "opencv": cv2.__version__,
-               "numpy": np.__version__, "pillow": pillow, "threads": 1,
-               "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    machine = machine_info(numpy=np.__version__, pillow=pillow)  # torch_threads: 1, as in one worker
     print("machine:", json.dumps(machine))
     if pillow is None:
         print("Pillow is not installed: the PSMNet-style comparison is skipped")

@@ -44,6 +44,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_checks  # noqa: E402  (beside this script)
+from stereo.evaluation.reports import machine_info, markdown_table  # noqa: E402
 
 class Budget:
     """Wall-clock budget: sections ask before each case and record what they skipped."""
@@ -277,8 +278,7 @@ def run_convergence(args, device, budget: Budget) -> dict:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+    return markdown_table(header, rows).splitlines()
 
 
 def _mib(value: float | None) -> str:
@@ -295,7 +295,7 @@ def _measured(case: dict, figures: list[str]) -> list[str]:
 def markdown(report: dict) -> str:
     """The docs tables (docs/performance.md) of one run's JSON, with its command, date and machine."""
     machine = report["machine"]
-    lines = [f"`{report['command']}`, {report['date']}, {machine.get('gpu') or machine['processor']} "
+    lines = [f"`{report['command']}`, {report['date']}, {machine.get('cuda') or machine['processor']} "
              f"(torch {machine['torch']}, {machine['cpu_count']} CPUs), {report['seconds']:.0f} s in all"
              + (" — **--tiny: toy sizes, checks the script only**" if report["tiny"] else "") + ".", ""]
     checks = report["checks"]
@@ -377,7 +377,6 @@ def main(argv: list[str] | None = None) -> dict:
     budget = Budget(args.budget)
     started = time.perf_counter()
 
-    from benchlib import machine_info
 
     report = {"command": " ".join(["python scripts/bench_gpu.py", *(argv if argv is not None else sys.argv[1:])]),
               "machine": machine_info(device=str(device)), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from stereo.evaluation.reports import machine_info  # noqa: F401  (the benchmarks' machine record)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,16 +49,6 @@ def matmul_gflops(device: str = "cpu", size: int = 2048, repeats: int = 5) -> fl
 def peak_rss_mb() -> float:
     """This process's peak resident set size in MiB (``ru_maxrss``; Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def machine_info(**extra: object) -> dict:
-    """What the figures were measured on, including the load average at the time of the call."""
-    return {
-        "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-        "load_average": os.getloadavg(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, **extra,
-    }
 
 
 def run_json(command: list[str], env: dict[str, str] | None = None, timeout: float | None = None) -> dict:

@@ -15,17 +15,20 @@ import cv2
 import torch
 
 
-def machine_info() -> dict[str, Any]:
-    """Processor, core and thread counts, torch/OpenCV versions and the GPU (if any) of this run."""
+def machine_info(**extra: Any) -> dict[str, Any]:
+    """Processor, core and thread counts, Python/torch/OpenCV versions, the GPU (if any) and the
+    1-minute load average of this run, plus ``extra``: the one record of every report and benchmark."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "opencv": cv2.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "opencv": cv2.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": load, **extra}
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table, one line per row, ending in a newline."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (cells as ``str()``), one line per row, ending in a newline."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
