@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from stereo.evaluation import metrics
-from stereo.evaluation.protocols import Protocol, get_protocol
+from stereo.evaluation.protocols import Protocol, get_protocol, score
 from stereo.evaluation.sgbm import SGBMMatcher, SGBMParams
 
 # (left uint8 H×W×3, right uint8 H×W×3, max_disp) -> (dense disparity H×W, raw valid H×W or None = all)
@@ -93,7 +93,8 @@ def score_sample(method: DisparityMethod, sample: Mapping[str, Any], protocol: P
     mask = metrics.evaluation_mask(gt, valid, protocol.min_disp, float(max_disp))
     row: dict[str, Any] = {"name": sample["name"], "height": gt.shape[0], "width": gt.shape[1],
                            "max_disp": max_disp, "gt_max": float(gt[valid].max()) if valid.any() else math.nan}
-    row.update({k: float(v[0]) for k, v in metrics.all_metrics(prediction, gt, mask).items()})
+    (scores,) = score({"prediction": prediction[None], "disparity": gt[None], "mask": mask[None]}, protocol)
+    row.update(scores)  # the metric row every evaluator writes (stereo.evaluation.protocols.score)
     if raw_valid is None:
         row["coverage"], row["raw_epe"] = 100.0, row["epe"]
     else:
