@@ -140,7 +140,8 @@ def read_inputs(cfg: DictConfig, rectifier: Rectifier | None = None) -> Inputs:
         names, calibs = [(str(p.left), str(p.right)) for p in pairs], [p.calib for p in pairs]
         calibrated = all(p.calib for p in pairs)
     if rectifier is not None:
-        images = rectifier.frames(images)
+        names, rectified_names = itertools.tee(names)
+        images = rectifier.frames(images, rectified_names)
     frames = (Frame(stem, left, right, pair_names, calib)
               for stem, pair_names, calib, (left, right) in zip(stems, names, calibs, images))
     return Inputs(name, frames, total, fps, calibrated, known_stems)

@@ -127,7 +127,7 @@ def test_image_size_the_calibration_is_not_for_is_refused(workspace, tmp_path):
     root, _ = workspace
     write_image(tmp_path / "l.png", textured(0)[:80, :100])
     write_image(tmp_path / "r.png", textured(0)[:80, :100])
-    with pytest.raises(CalibrationError, match=r"100x80 image, but .*rig.yaml is a calibration for 160x128 images"):
+    with pytest.raises(CalibrationError, match=r"l.png: 100x80 image, but .*rig.yaml is a calibration for 160x128 images"):
         infer(workspace, tmp_path / "out", f"left={tmp_path / 'l.png'}", f"right={tmp_path / 'r.png'}")
 
 

@@ -11,6 +11,7 @@ from an already-rectified format needs no remap: ``rectify`` only checks the ima
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -79,13 +80,16 @@ class Rectifier:
         return tuple(cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
                      for image, (m1, m2) in zip((left, right), self._maps))
 
-    def frames(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Rectify a stream of pairs (video frames, image pairs). Says once that the views are exchanged,
-        and warns when the first pair's rows do not match (``diagnostics.vertical_misalignment``)."""
+    def frames(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+               names: Iterable[tuple[str, str]] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Rectify a stream of pairs (video frames, image pairs), named by ``names`` in error lines. Says
+        once that the views are exchanged, and warns when the first pair's rows do not match
+        (``diagnostics.vertical_misalignment``)."""
         if self.exchanged:
             print(f"note: {swapped_views_message(self.calibrated)}", file=sys.stderr)
-        for index, (left, right) in enumerate(pairs):
-            rectified = self.rectify(left, right)
+        names = iter(names) if names is not None else itertools.repeat(("left", "right"))
+        for index, ((left, right), pair_names) in enumerate(zip(pairs, names)):
+            rectified = self.rectify(left, right, pair_names)
             if index == 0:  # also for already-rectified calibrations: are these images the rectified ones?
                 warning = vertical_misalignment(*rectified).warning(self.calibrated.source)
                 if warning:
