@@ -245,15 +245,30 @@ def test_hydra_model_configs_compose_and_instantiate(name):
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("override", [f"model={m}" for m in MODEL_CONFIGS] + [f"experiment={e}" for e in EXPERIMENTS])
+# A PSMNet-sized training step at 256x256 takes ~10-30 s on 2 cores: those cases are in the full tier
+# (the experiments' cases cover the same networks' layers in the quick tier).
+RECIPES = [pytest.param(f"model={m}", marks=[pytest.mark.slow] if m in PSMNET_CONFIGS else [])
+           for m in MODEL_CONFIGS] + [f"experiment={e}" for e in EXPERIMENTS]
+
+
+@pytest.mark.parametrize("override", RECIPES)
 def test_every_recipe_builds_only_torch_nn_convolutions(override):
-    """cfg.model of every model config and every experiment: plain torch.nn layers, nothing subclassed."""
+    """cfg.model of every model config and every experiment: plain torch.nn layers, nothing subclassed;
+    every model config also runs a training forward + backward at a tiny size (max_disp 16, batch 2,
+    the smallest input its features take)."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = hydra.compose("train", overrides=[override])
+        cfg = hydra.compose("train", overrides=[override, "model.max_disp=16"])
     model = build_network(cfg.model)
     convs = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
     assert {torch.nn.Conv2d, torch.nn.Conv3d} <= convs
     assert all(t.__module__ == "torch.nn.modules.conv" for t in convs), convs
+    if override.startswith("model="):
+        size = max(64, model.feature_extraction.min_input_size)
+        left, right = torch.randn(2, 2, 3, size, size).unbind(0)
+        outputs = model.train()(left, right)
+        assert all(o.shape == (2, size, size) and torch.isfinite(o).all() for o in outputs)
+        sum(o.mean() for o in outputs).backward()
+        assert all(p.grad is not None for p in model.parameters())
 
 
 def test_training_graph_is_plain_autograd(stereo_pair):

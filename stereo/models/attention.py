@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .performance import memory_format_of, positions_view
+from .precision import autocast_off
 
 NORMALIZATIONS = ("softmax", "scaling")
 # Positions per chunk of the streaming inference evaluation (``EfficientAttention.chunk_positions``).
@@ -86,7 +87,7 @@ def _efficient(
     the context: W·concat_h(C_hᵀ ρ_q(Q_h)) = Σ_h (W_h C_hᵀ) ρ_q(Q_h), so no (d_v × n) tensor is built
     or kept for backward, and one n-sized product is saved."""
     batch, d_k, n_q = q.shape
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_off(q.device.type):
         dtype = _compute_dtype(q, k, v)
         qh, kh, vh = (_split_heads(t, heads, dtype) for t in (q, k, v))
         if normalization == "softmax":
@@ -118,7 +119,7 @@ def dot_product_attention(
     _check_qkv(q, k, v, heads, normalization)
     batch, d_k, n_q = q.shape
     dtype = _compute_dtype(q, k, v)
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_off(q.device.type):
         qh, kh, vh = (_split_heads(t, heads, dtype) for t in (q, k, v))
         if normalization == "softmax":
             qh = qh * (1.0 / math.sqrt(d_k // heads))
@@ -251,7 +252,7 @@ class EfficientAttention(_AttentionBlock):
                                  for conv in (self.queries, self.keys, self.values))
         step = self.chunk_positions
         chunks = [slice(start, start + step) for start in range(0, positions, step)]
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x.device.type):
             context = x.new_zeros(batch, heads, d_k, self.value_channels // heads, dtype=dtype)
             key_max = x.new_full((batch, 1, heads, d_k), -math.inf, dtype=dtype)
             key_sum = x.new_zeros(batch, 1, heads, d_k, dtype=dtype)

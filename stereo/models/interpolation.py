@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .precision import autocast_off
+
 
 def interpolation_matrix(size_in: int, size_out: int, align_corners: bool, like: torch.Tensor) -> torch.Tensor:
     """size_out × size_in weights of PyTorch's 1-D linear interpolation, on ``like``'s device, at
@@ -38,7 +40,7 @@ def upsample_bilinear(x: torch.Tensor, size: tuple[int, int], align_corners: boo
     least fp32 (also under autocast), returned in ``x``'s dtype."""
     rows = interpolation_matrix(x.shape[-2], size[0], align_corners, x)
     cols = interpolation_matrix(x.shape[-1], size[1], align_corners, x)
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with autocast_off(x.device.type):
         out = torch.matmul(torch.matmul(rows, x.to(rows.dtype)), cols.t())
     return out.to(x.dtype)
 
@@ -50,7 +52,7 @@ def upsample_trilinear(cost: torch.Tensor, size: tuple[int, int, int], align_cor
     d_out, h_out, w_out = size
     along_d, along_h, along_w = (interpolation_matrix(n_in, n_out, align_corners, cost)
                                  for n_in, n_out in ((depth, d_out), (rows, h_out), (cols, w_out)))
-    with torch.autocast(device_type=cost.device.type, enabled=False):
+    with autocast_off(cost.device.type):
         x = cost.to(along_d.dtype).reshape(batch, depth, rows * cols)
         x = torch.matmul(along_d, x).view(batch, d_out, rows, cols)
         x = torch.matmul(along_h, torch.matmul(x, along_w.t()))

@@ -21,6 +21,7 @@ import torch
 
 from .components import Regression
 from .interpolation import upsample_bilinear, upsample_trilinear
+from .precision import autocast_off
 
 # Confidence = probability mass of the bins round(d̂)-2 .. round(d̂)+2 (±2 px around the estimate):
 # near 1 for a single sharp mode, low for flat or multi-modal distributions.
@@ -135,7 +136,7 @@ def _soft_argmax(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """N×1×D×h×w cost → N×h×w expected level (and the mass within ±``radius`` levels of it)."""
     # fp32 even under autocast: a bf16 soft-argmax would quantise disparities to ~0.5 px steps.
-    with torch.autocast(device_type=cost.device.type, enabled=False):
+    with autocast_off(cost.device.type):
         prob = torch.softmax(cost.squeeze(1).float(), dim=1)  # N×D×H×W
         del cost
         disparity = torch.einsum("ndhw,d->nhw", prob, _levels(prob))

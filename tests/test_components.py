@@ -1,0 +1,211 @@
+"""The network as components: cost volumes against their definitions, channels flowing from one
+component to the next, attention inserted by name, hooks, device placement, and a researcher's new
+cost volume (one file + one YAML) training without other edits."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from conftest import compose
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from stereo.config import CONFIG_DIR
+from stereo.models import StereoNetwork
+from stereo.models.build import build_network, model_config
+from stereo.models.cost_volumes import CorrelationVolume, GroupCorrelationVolume
+from stereo.train import train
+from stereo.training.losses import PSMNetLoss
+
+MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+
+
+def _gwc_definition(left: torch.Tensor, right: torch.Tensor, levels: int, groups: int) -> torch.Tensor:
+    """GwcNet's definition, element by element in float64: C_gwc(g, d, y, x) = (N_g / C) ·
+    <f_l^g(y, x), f_r^g(y, x - d)>, zero where x - d < 0."""
+    left, right = left.double(), right.double()
+    batch, channels, height, width = left.shape
+    per_group = channels // groups
+    volume = torch.zeros(batch, groups, levels, height, width, dtype=torch.float64)
+    for g in range(groups):
+        members = slice(g * per_group, (g + 1) * per_group)
+        for d in range(levels):
+            for x in range(d, width):
+                volume[:, g, d, :, x] = (left[:, members, :, x] * right[:, members, :, x - d]).sum(1) / per_group
+    return volume
+
+
+@pytest.mark.parametrize("groups,levels", [(4, 6), (1, 5), (8, 12)])  # 12 levels > 10 columns: all-zero levels
+def test_group_correlation_volume_equals_the_gwcnet_definition_in_float64(groups, levels):
+    gen = torch.Generator().manual_seed(0)
+    left, right = torch.randn(2, 2, 16, 3, 10, generator=gen).unbind(0)  # batch 2, 16 channels, 3×10
+    ours = GroupCorrelationVolume(16, levels, groups=groups)(left, right)
+    expected = _gwc_definition(left, right, levels, groups)
+    assert ours.shape == (2, groups, levels, 3, 10) and ours.dtype == torch.float32
+    # float32 mean of 16/groups products of unit normals: a few float32 ulps of values of order 1
+    torch.testing.assert_close(ours.double(), expected, rtol=0, atol=16 * 2**-23 * 8)
+    if groups == 1:
+        assert torch.equal(CorrelationVolume(16, levels)(left, right), ours)
+
+
+def test_group_correlation_refuses_groups_that_do_not_divide_the_channels():
+    with pytest.raises(ValueError, match="positive divisor of the features' 12 channels"):
+        GroupCorrelationVolume(12, 4, groups=5)
+
+
+def test_channels_flow_from_component_to_component_and_attention_goes_where_named():
+    """Non-default widths everywhere: nothing downstream may assume PSMNet's 32/64/128 channels."""
+    torch.manual_seed(0)
+    network = StereoNetwork(
+        max_disp=32,
+        features={"_target_": "stereo.models.features.LightFeatures", "channels": [8, 16], "out_channels": 12},
+        cost_volume={"_target_": "stereo.models.cost_volumes.GroupCorrelationVolume", "groups": 3},
+        aggregation={"_target_": "stereo.models.aggregations.StackedHourglass", "channels": 6},
+        regression={"_target_": "stereo.models.regression.SoftArgmaxRegression"},
+        attention=[{"at": ["feature_extraction.output", "aggregation.dres3.bottleneck"], "zero_init": False},
+                   {"at": "aggregation.dres1", "kind": "dot_product", "heads": 2, "key_channels": 4}],
+    )
+    assert network.cost_volume.out_channels == 3 and network.aggregation.dres0[0][0].in_channels == 3
+    blocks = {name: m for name, m in network.named_modules() if name.endswith(tuple(("output", "bottleneck", "dres1")))
+              and ".inserted." in name}
+    assert {name: b.in_channels for name, b in blocks.items()} == {
+        "feature_extraction.inserted.output": 12, "aggregation.inserted.dres1": 6,
+        "aggregation.dres3.inserted.bottleneck": 12}
+    assert blocks["aggregation.inserted.dres1"].key_channels == 4 and blocks["aggregation.inserted.dres1"].heads == 2
+    left, right = torch.randn(2, 2, 3, 64, 64).unbind(0)
+    outputs = network.train()(left, right)
+    assert len(outputs) == 3 and all(o.shape == (2, 64, 64) for o in outputs)
+    sum(o.mean() for o in outputs).backward()
+    # the rebuilt config is plain data and rebuilds the same network
+    rebuilt = build_network(network.config)
+    assert list(rebuilt.state_dict()) == list(network.state_dict())
+    with pytest.raises(ValueError, match="no insertion point 'aggregation.dres9.bottleneck'"):
+        StereoNetwork(**{**{k: v for k, v in network.config.items() if k != "_target_"},
+                         "attention": [{"at": "aggregation.dres9.bottleneck"}]})
+
+
+def test_forward_hooks_on_every_component_fire_in_training_and_inference():
+    network = build_network(model_config("ea_light", max_disp=32))
+    fired = []
+    for name in ("feature_extraction", "cost_volume", "aggregation", "regression", "aggregation.inserted.dres1"):
+        network.get_submodule(name).register_forward_hook(lambda module, args, out, name=name: fired.append(name))
+    left, right = torch.randn(2, 2, 3, 64, 96).unbind(0)
+    network.train()(left, right)
+    with torch.no_grad():
+        network.eval()(left, right)
+    assert fired.count("aggregation") == 2 and fired.count("aggregation.inserted.dres1") == 2
+    assert fired.count("feature_extraction") == 4 and fired.count("regression") == 2
+
+
+def _size(network: StereoNetwork) -> int:
+    return max(64, network.feature_extraction.min_input_size)
+
+
+class OffDevice(TorchDispatchMode):
+    """Records every operation (forward and backward) that produces or reads a tensor off ``device``."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device, self.offenders = device, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
+        if any(t.device.type != self.device for t in tensors):
+            self.offenders.append(str(func))
+        return out
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_a_training_step_runs_with_network_and_batch_on_the_meta_device(name):
+    """Forward, loss and backward with every parameter, buffer and input on ``meta`` (no data, no GPU
+    needed), under a dispatch mode that flags every operation touching a tensor elsewhere: a tensor the
+    forward pass or the loss makes on a default device (the CPU) is what breaks first on users' GPUs.
+    (Plain ``meta`` alone would not catch it: some kernels, e.g. matmul, accept a CPU operand.)"""
+    network = build_network(model_config(name, max_disp=16)).train().to("meta")
+    size = _size(network)
+    left, right = (torch.empty(2, 3, size, size, device="meta") for _ in range(2))
+    target = torch.empty(2, size, size, device="meta")
+    with OffDevice("meta") as watch:
+        loss, _ = PSMNetLoss(16)(network(left, right), target)
+        loss.backward()
+    assert not watch.offenders, watch.offenders
+    assert loss.device.type == "meta"
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in network.parameters())
+
+
+def test_the_device_watch_sees_a_cpu_operand_that_meta_kernels_let_through():
+    with OffDevice("meta") as watch:
+        torch.matmul(torch.empty(3, 3, device="meta"), torch.ones(3, 3))  # runs, silently, on the CPU
+    assert watch.offenders
+
+
+def test_a_new_cost_volume_in_one_file_and_one_yaml_trains_for_two_steps(tmp_path, train_overrides, monkeypatch):
+    """What docs/models.md tells a researcher to write: a component file and a model config in their
+    own config folder (Hydra search path), nothing else edited."""
+    package = tmp_path / "my_research"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "abs_difference.py").write_text(textwrap.dedent('''
+        import torch
+        import torch.nn.functional as F
+
+        from stereo.models.components import CostVolume
+
+
+        class AbsDifferenceVolume(CostVolume):
+            """Per-channel |f_l(x) - f_r(x - d)|, zero where x - d < 0."""
+
+            def __init__(self, in_channels: int, levels: int) -> None:
+                super().__init__()
+                self.levels, self.out_channels = levels, in_channels
+
+            def forward(self, left, right):
+                planes = [(left - right).abs()]
+                for d in range(1, self.levels):
+                    planes.append(F.pad((left[..., d:] - right[..., :-d]).abs(), (d, 0)))
+                return torch.stack(planes, dim=2)
+    '''))
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "abs_light.yaml").write_text(textwrap.dedent('''
+        _target_: stereo.models.StereoNetwork
+        max_disp: 32
+        features: {_target_: stereo.models.features.LightFeatures, channels: [8, 16], out_channels: 16}
+        cost_volume: {_target_: my_research.abs_difference.AbsDifferenceVolume}
+        aggregation: {_target_: stereo.models.aggregations.LightAggregation, channels: 16}
+        regression: {_target_: stereo.models.regression.LowResolutionSoftArgmax}
+        attention:
+          - {at: aggregation.dres1}
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose("train", train_overrides("model=abs_light", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                                           "trainer.max_steps=2", "trainer.limit_val_batches=0",
+                                           "evaluate_before=false", "evaluate_after=false", "logger=none"))
+    results = train(cfg)
+    assert results["global_step"] == 2
+    checkpoint = torch.load(results["resume_checkpoint"], weights_only=True)
+    assert checkpoint["hyper_parameters"]["model_config"]["cost_volume"]["_target_"] == \
+        "my_research.abs_difference.AbsDifferenceVolume"
+
+
+def test_a_config_naming_a_class_of_the_wrong_kind_is_refused():
+    config = model_config("ea_light")
+    config["cost_volume"] = {"_target_": "stereo.models.aggregations.BasicAggregation"}
+    with pytest.raises(ValueError, match="not a CostVolume subclass"):
+        build_network(config)
+    config["cost_volume"] = {"_target_": "collections.OrderedDict"}
+    with pytest.raises(ValueError, match="not a CostVolume subclass"):
+        build_network(config)
+
+
+def test_hydra_searchpath_composes(tmp_path):
+    """The search-path override the test above relies on is honoured by compose (guards a Hydra change)."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "extra.yaml").write_text("defaults:\n  - psmnet\n  - _self_\nmax_disp: 32\n")
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = hydra.compose("train", overrides=["model=extra", f"hydra.searchpath=[file://{tmp_path}]"])
+    assert cfg.model.max_disp == 32 and cfg.model.features._target_.endswith("PSMNetFeatures")
