@@ -13,12 +13,10 @@ import itertools
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from stereo.cli import entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 from stereo.evaluation.methods import evaluate_method, raw_test_dataset, sgbm_method
 from stereo.evaluation.reports import command_line, machine_info
 from stereo.evaluation.sgbm import SGBMParams
@@ -57,8 +55,7 @@ def run(cfg: DictConfig) -> list[dict]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune_sgbm")
-@entry_point
+@command("tune_sgbm")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 
