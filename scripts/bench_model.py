@@ -3,6 +3,9 @@
     python scripts/bench_model.py --threads 2 --repeats 2 --json bench_model.json
     python scripts/bench_model.py --quick            # small sizes, to check the script (~4 min)
     python scripts/bench_model.py --baseline none    # without the old-code path
+    # the light network beside EA-PSMNet and PSMNet, optimised inference at 544×960 only:
+    python scripts/bench_model.py --models ea_light ea_psmnet psmnet --train-models none --baseline none \
+        --paths after --reference ea_psmnet --json bench_model_light.json
 
 Measures, on this machine and in this run: a large fp32 matmul's throughput (the reference FLOP
 rate); per model, inference at 544×960 (max_disp 192): seconds per pass, FLOPs (torch's
@@ -128,7 +131,13 @@ def run_case(case: dict) -> dict:
                   load_after=os.getloadavg()[0])
     # FLOPs last, after the peak is read: FlopCounterMode's own bookkeeping raised the measured peaks
     # by up to 0.7 GB when it shared the warm-up pass. Only the plain path's count is used (%matmul).
-    if case["path"] == "plain":
+    if case["path"] == "plain" or case.get("count_flops"):
+        if case["kind"] == "infer":
+            model = _build(case["model"], case["max_disp"]).eval()  # the plain network's work
+
+            def step() -> None:
+                with torch.no_grad():
+                    model(left, right)
         with FlopCounterMode(display=False) as counter:
             step()
         result["gflop"] = counter.get_total_flops() / 1e9
@@ -158,6 +167,11 @@ def main() -> None:
     parser.add_argument("--train-models", nargs="*", default=["ea_psmnet"], help="training cases (none: skip)")
     parser.add_argument("--baseline", default="f5d6fa1", metavar="REV",
                         help="git revision measured as the 'baseline@REV' path (default: f5d6fa1, before issue 6; none: skip)")
+    parser.add_argument("--paths", nargs="*", default=None,
+                        help="inference paths to run (default: all of plain, after); FLOPs come from 'plain' or, "
+                             "without it, from one extra counted pass of the plain network")
+    parser.add_argument("--reference", default=None, metavar="MODEL",
+                        help="also report each inference case's speed-up and peak ratio against MODEL's same path")
     parser.add_argument("--quick", action="store_true", help="256x256 inference / 256x256 batch-2 training, max_disp 64")
     parser.add_argument("--json", type=Path, default=Path("bench_model.json"))
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -177,23 +191,29 @@ def main() -> None:
     print("machine:", machine)
     mm = matmul_gflops(size=MATMUL_SIZE)
     print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {mm:.1f} GFLOP/s")
-    cases = [dict(kind="infer", model=m, path=p, **infer) for m in args.models for p in [*INFER_OPTIONS, *extra]]
+    infer_paths = args.paths if args.paths is not None else list(INFER_OPTIONS)
+    cases = [dict(kind="infer", model=m, path=p, **infer) for m in args.models for p in [*infer_paths, *extra]]
     cases += [dict(kind="train", model=m, path=p, **train) for m in args.train_models for p in [*TRAIN_OPTIONS, *extra]]
     with baseline_tree(args.baseline) if baseline else contextlib.nullcontext() as tree:
+        # without a plain case the FLOPs are counted on the plain network after the timed passes
+        counted = {(c["kind"], c["model"]) for c in cases if c["path"] == "plain"}
+        for c in cases:
+            c["count_flops"] = c["kind"] == "infer" and (c["kind"], c["model"]) not in counted and c["path"] != baseline
         results = [_spawn(dict(c, threads=args.threads, repeats=args.repeats), tree if c["path"] == baseline else None)
                    for c in tqdm(cases, desc="cases")]
     mm_end = matmul_gflops(size=MATMUL_SIZE)
     print(f"fp32 matmul again at the end: {mm_end:.1f} GFLOP/s (each case's %matmul uses its own probes)")
 
     for r in results:  # every path's FLOP rate is the current plain network's FLOPs over its time
-        plain = _same_case(results, r, "plain")
+        plain = _same_case(results, r, "plain") or (r if "gflop" in r else None)
         if r["kind"] == "infer" and "error" not in r and plain:
             r["gflop_per_s"] = plain["gflop"] / r["seconds"]
             # against the matmul rate measured in the same subprocess just before and after its
             # passes: the load on a shared machine changes within minutes
             r["percent_of_matmul"] = 100 * r["gflop_per_s"] / statistics.mean(r["matmul_gflops_case"])
+    ref_column = f" {'vs ' + args.reference[:5]:>8}" if args.reference else ""
     header = (f"{'case':44} {'s/pass':>7} {'GFLOP':>7} {'%matmul':>8} {'peak MB':>8} {'-base MB':>8} "
-              f"{'vs plain':>8} {'vs base':>8} {'load':>5}")
+              f"{'vs plain':>8} {'vs base':>8}{ref_column} {'load':>5}")
     print(header)
     print("-" * len(header))
     for r in results:
@@ -208,6 +228,15 @@ def main() -> None:
                 r[f"speedup_vs_{key}"] = reference["seconds"] / r["seconds"]
                 r[f"peak_ratio_vs_{key}"] = r["peak_rss_mb"] / reference["peak_rss_mb"]
             speedups.append(f"{r[f'speedup_vs_{key}']:7.2f}x" if reference else f"{'-':>8}")
+        if args.reference and r["kind"] == "infer":
+            ref = next((b for b in results if b["kind"] == "infer" and b["model"] == args.reference
+                        and b["path"] == r["path"] and "error" not in b), None)
+            if ref:
+                r[f"speedup_vs_{args.reference}"] = ref["seconds"] / r["seconds"]
+                r[f"peak_ratio_vs_{args.reference}"] = r["peak_rss_mb"] / ref["peak_rss_mb"]
+                speedups.append(f"{r[f'speedup_vs_{args.reference}']:7.2f}x")
+            else:
+                speedups.append(f"{'-':>8}")
         pct = f"{r['percent_of_matmul']:.0f}%" if "percent_of_matmul" in r else "-"
         gflop = f"{r['gflop']:.0f}" if "gflop" in r else "-"
         print(f"{name:44} {r['seconds']:7.2f} {gflop:>7} {pct:>8} {r['peak_rss_mb']:8.0f} "

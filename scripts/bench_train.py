@@ -1,8 +1,12 @@
-"""Training throughput and peak memory of the networks at 256×512 (PSMNet's crop size).
+"""Training throughput and peak memory of the networks at a crop (default 256×512, PSMNet's).
 
     python scripts/bench_train.py [--models psmnet ea_psmnet] [--batches 1 2] [--steps 2] [--warmup 1]
                                   [--device cpu|cuda] [--max-disp 192] [--backend plain|cpu]
-                                  [--json bench_train.json]
+                                  [--crop 256 512] [--json bench_train.json]
+    # the demo's training step (experiment=demo_cpu: 256×256 crops, batch 2, max_disp 48, CPU backend):
+    python scripts/bench_train.py --models psmnet_basic ea_light --batches 2 --crop 256 256 --max-disp 48 --backend cpu
+
+"x ref" is each case's speed-up over the first model's case of the same batch, measured in this run.
 
 The network is built from conf/train.yaml as ``python -m stereo.train`` builds it (the model config,
 then ``model_backend``: ``--backend cpu`` measures stereo/accel/cpu.py's routes). Each (model, batch) case runs in a fresh
@@ -25,7 +29,8 @@ from benchlib import machine_info, matmul_gflops, peak_rss_mb, run_json
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
 
-def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, max_disp: int, backend: str) -> dict:
+def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, max_disp: int, backend: str,
+             crop: tuple[int, int] = (256, 512)) -> dict:
     """One case, in this process: build the network from its Hydra config and time full training steps."""
     import hydra
     import torch
@@ -41,9 +46,10 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
     model = build_training_network(cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
     loss_fn = PSMNetLoss(max_disp)
-    left = torch.randn(batch, 3, 256, 512, device=device)
-    right = torch.randn(batch, 3, 256, 512, device=device)
-    gt = torch.rand(batch, 256, 512, device=device) * (max_disp - 1)
+    height, width = crop
+    left = torch.randn(batch, 3, height, width, device=device)
+    right = torch.randn(batch, 3, height, width, device=device)
+    gt = torch.rand(batch, height, width, device=device) * (max_disp - 1)
     times = []
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -60,7 +66,7 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
     seconds = sum(times) / len(times)
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
     return {"model": model_name, "batch": batch, "device": device, "max_disp": max_disp, "steps": steps,
-            "warmup": warmup, "seconds_per_step": seconds, "samples_per_sec": batch / seconds,
+            "warmup": warmup, "crop": list(crop), "seconds_per_step": seconds, "samples_per_sec": batch / seconds,
             "peak_memory_mib": peak_mib, "model_backend": backend, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
 
 
@@ -73,6 +79,7 @@ def main() -> None:
     parser.add_argument("--max-disp", type=int, default=192)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--backend", default="plain", choices=["plain", "cpu"], help="model_backend (stereo/accel)")
+    parser.add_argument("--crop", nargs=2, type=int, default=[256, 512], metavar=("H", "W"))
     parser.add_argument("--json", default="bench_train.json")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
@@ -82,7 +89,8 @@ def main() -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.case:
         model_name, batch = args.case.split(":")
-        print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp, args.backend)))
+        print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp, args.backend,
+                                  tuple(args.crop))))
         return
 
     machine = machine_info(device=device)
@@ -93,19 +101,27 @@ def main() -> None:
         for batch in args.batches:
             command = [sys.executable, __file__, "--case", f"{model_name}:{batch}", "--steps", str(args.steps),
                        "--warmup", str(args.warmup), "--max-disp", str(args.max_disp), "--device", device,
-                       "--backend", args.backend]
+                       "--backend", args.backend, "--crop", *map(str, args.crop)]
             results.append({"model": model_name, "batch": batch, **run_json(command)})
             print(json.dumps(results[-1]), flush=True)
     probe_after = matmul_gflops(device, MATMUL_SIZE, MATMUL_REPEATS)
-    header = f"{'model':<12} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10}"
-    print(f"\nTraining at 256x512, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, "
+    for r in results:
+        reference = next((q for q in results if q["model"] == args.models[0] and q["batch"] == r["batch"]
+                          and "error" not in q), None)
+        if reference and "error" not in r:
+            r["speedup_vs_" + args.models[0]] = reference["seconds_per_step"] / r["seconds_per_step"]
+    header = f"{'model':<12} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10} {'x ref':>7}"
+    print(f"\nTraining at {args.crop[0]}x{args.crop[1]}, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, "
           f"{device}, model_backend {args.backend}")
     print(header)
     for r in results:
         if "error" in r:
             print(f"{r['model']:<12} {r['batch']:>5}  failed: {r['error'].splitlines()[-1]}")
         else:
-            print(f"{r['model']:<12} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} {r['peak_memory_mib']:>10.0f}")
+            ratio = r.get("speedup_vs_" + args.models[0])
+            print(f"{r['model']:<12} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} "
+                  f"{r['peak_memory_mib']:>10.0f} {f'{ratio:.2f}x' if ratio else '-':>7}")
+    print(f"x ref: speed-up over {args.models[0]} (same batch, this run)")
     print(f"matmul probe: {probe_before:.1f} GFLOP/s before, {probe_after:.1f} GFLOP/s after")
     Path(args.json).write_text(json.dumps({"machine": machine, "matmul_gflops_before": probe_before,
                                            "matmul_gflops_after": probe_after, "results": results}, indent=2) + "\n")

@@ -21,10 +21,12 @@ from pathlib import Path
 
 from typing import Any
 
+import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from stereo.cli import command
+from stereo.cli import entry_point
+from stereo.config import CONFIG_DIR
 
 from stereo.data.base import PairRecord, load_record
 from stereo.data.sceneflow import PASSES, PUBLISHED_COUNTS, SPLITS, SUBSETS, index_sceneflow, locate_subset
@@ -136,7 +138,8 @@ def run(cfg: DictConfig) -> int:
     return 0 if report.ok else 1
 
 
-@command("check")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="check")
+@entry_point
 def main(cfg: DictConfig) -> None:
     sys.exit(run(cfg))
 
