@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from stereo.cli import entry_point
+from stereo.cli import command
 from stereo.config import CONFIG_DIR, compose
 from stereo.evaluation.methods import evaluate_method, network_method, raw_test_dataset, sgbm_method
 from stereo.evaluation.reports import command_line, machine_info, markdown_table
@@ -81,12 +80,12 @@ def base_overrides(cfg: DictConfig) -> list[str]:
 
 def train_arm(overrides: list[str], run_dir: Path) -> float:
     """Run one arm as the training command; its wall-clock seconds (process start included)."""
-    command = [sys.executable, "-m", "stereo.train", *overrides, f"hydra.run.dir={run_dir}"]
+    argv = [sys.executable, "-m", "stereo.train", *overrides, f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
-    done = subprocess.run(command, check=False)
+    done = subprocess.run(argv, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{run_dir}: the training command failed with status {done.returncode} (its output is "
-                           f"above): {' '.join(command[1:])}; rerun to resume")
+                           f"above): {' '.join(argv[1:])}; rerun to resume")
     return time.perf_counter() - started
 
 
@@ -184,13 +183,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rows = table_rows(runs + [sgbm], splits)
     table = markdown_table(header, rows)
     info = machine_info()
-    command = command_line("stereo.ablation")
-    report = {"command": command, "machine": info, "options": OmegaConf.to_container(cfg, resolve=True),
+    typed = command_line("stereo.ablation")
+    report = {"command": typed, "machine": info, "options": OmegaConf.to_container(cfg, resolve=True),
               "overrides": base_overrides(cfg),
               "protocol": sgbm[splits[0]]["protocol"], "runs": runs, "sgbm": sgbm,
               "table": {"header": header, "rows": rows}}
     (out / "ablation.json").write_text(json.dumps(report, indent=2) + "\n")
-    caption = (f"Measured with `{command}` on {info['processor']} ({info['cpu_count']} cores, torch {info['torch']}"
+    caption = (f"Measured with `{typed}` on {info['processor']} ({info['cpu_count']} cores, torch {info['torch']}"
                f"{', ' + info['cuda'] if info['cuda'] else ''}). Synthetic: {len(datasets['synthetic'][0])} TEST pairs; "
                "real: mean over pairs. EPE in px, bad-τ and D1 in %. Train seconds: wall clock of each arm's training "
                "command, process start included.\n\n")
@@ -199,8 +198,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="ablation")
-@entry_point
+@command("ablation")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

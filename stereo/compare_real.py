@@ -14,11 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from stereo.cli import entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 from stereo.data.real_samples import load_real_samples
 from stereo.evaluation.methods import evaluate_method, network_method, sgbm_method
 from stereo.evaluation.reports import command_line, machine_info, markdown_table
@@ -55,10 +53,10 @@ def run(cfg: DictConfig) -> dict:
     table = markdown_table(header, rows)
 
     machine = machine_info()
-    command = command_line("stereo.compare_real")
+    typed = command_line("stereo.compare_real")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"command": command, "machine": machine, "protocol": results["StereoSGBM"]["protocol"],
+    report = {"command": typed, "machine": machine, "protocol": results["StereoSGBM"]["protocol"],
               "methods": {name: {"summary": r["summary"], "rows": r["rows"]} for name, r in results.items()}}
     (out / "compare_real.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "compare_real.md").write_text(table)
@@ -66,8 +64,7 @@ def run(cfg: DictConfig) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare_real")
-@entry_point
+@command("compare_real")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

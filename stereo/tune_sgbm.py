@@ -2,9 +2,10 @@
 
     python -m stereo.tune_sgbm [output=sgbm_tuning.json] [paths.data_dir=data] [data.*=...]   (conf/tune_sgbm.yaml)
 
-Grid: block size × mode × uniqueness ratio (5 or 15) × left padding (P1/P2 follow OpenCV's 8·3·bs² / 32·3·bs²,
-speckle filter and disp12MaxDiff fixed). Ranked by mean dense EPE, then bad-3; prints the table and
-writes it as JSON. The winner is what ``stereo.evaluation.sgbm.SGBMParams`` defaults to.
+Grid (``grid`` in the config, every combination of its lists): block size × mode × uniqueness ratio ×
+left padding (P1/P2 follow OpenCV's 8·3·bs² / 32·3·bs², speckle filter and disp12MaxDiff fixed).
+Ranked by mean dense EPE, then bad-3; prints the table and writes it as JSON. The winner of the
+default grid is what ``stereo.evaluation.sgbm.SGBMParams`` defaults to.
 """
 
 from __future__ import annotations
@@ -13,31 +14,22 @@ import itertools
 import json
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from stereo.cli import entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 from stereo.evaluation.methods import evaluate_method, raw_test_dataset, sgbm_method
 from stereo.evaluation.reports import command_line, machine_info
 from stereo.evaluation.sgbm import SGBMParams
 
-GRID = {
-    "block_size": (3, 5, 7),
-    "mode": ("sgbm_3way", "hh"),
-    "uniqueness_ratio": (5, 15),
-    "pad_left": (True, False),
-}
-
-
 def run(cfg: DictConfig) -> list[dict]:
     """Score every grid setting, print the ranking and write it to ``cfg.output``."""
+    grid = OmegaConf.to_container(cfg.grid, resolve=True)
     dataset = raw_test_dataset(cfg.data)
     results = []
-    combos = list(itertools.product(*GRID.values()))
+    combos = list(itertools.product(*grid.values()))
     for values in tqdm(combos, desc="SGBM grid", unit="setting"):
-        params = SGBMParams(**dict(zip(GRID, values)))
+        params = SGBMParams(**dict(zip(grid, values)))
         summary = evaluate_method(sgbm_method(params), dataset, progress=False)["summary"]
         results.append({"params": params.to_dict(), **{k: summary[k] for k in ("epe", "bad2", "bad3", "d1", "coverage", "seconds")}})
         tqdm.write(f"{params}: EPE {summary['epe']:.3f} bad-3 {summary['bad3']:.2f}")
@@ -51,14 +43,13 @@ def run(cfg: DictConfig) -> list[dict]:
         print(f"{p['block_size']:>3} {p['mode']:>10} {p['uniqueness_ratio']:>4} {str(p['pad_left']):>5} | "
               f"{r['epe']:6.3f} {r['bad2']:6.2f} {r['bad3']:6.2f} {r['d1']:6.2f} {r['coverage']:6.1f} {r['seconds']:6.2f}")
     out = Path(cfg.output)
-    out.write_text(json.dumps({"dataset": f"synthetic TEST ({len(dataset)} pairs)", "grid": GRID, "results": results,
+    out.write_text(json.dumps({"dataset": f"synthetic TEST ({len(dataset)} pairs)", "grid": grid, "results": results,
                                "machine": machine, "command": command_line("stereo.tune_sgbm")}, indent=2) + "\n")
     print(f"written: {out}")
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune_sgbm")
-@entry_point
+@command("tune_sgbm")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -21,12 +21,10 @@ from pathlib import Path
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from stereo.cli import entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 
 from stereo.data.base import PairRecord, load_record
 from stereo.data.sceneflow import PASSES, PUBLISHED_COUNTS, SPLITS, SUBSETS, index_sceneflow, locate_subset
@@ -138,8 +136,7 @@ def run(cfg: DictConfig) -> int:
     return 0 if report.ok else 1
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="check")
-@entry_point
+@command("check")
 def main(cfg: DictConfig) -> None:
     sys.exit(run(cfg))
 

@@ -30,13 +30,11 @@ from functools import partial
 from pathlib import Path
 
 import cv2
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from stereo.cli import entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 from stereo.data.textures import PROCEDURAL_KINDS, TextureSource, make_texture_source
 
 SPLITS = {"train": "TRAIN", "test": "TEST"}
@@ -464,8 +462,7 @@ def run(cfg: DictConfig) -> bool:
     return generated
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synthetic")
-@entry_point
+@command("synthetic")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 
