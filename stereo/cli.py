@@ -1,18 +1,24 @@
-"""One-line errors for the command-line entry points (train, evaluate, infer, export, ...).
+"""One-line errors for the command-line entry points (train, evaluate, infer, export, submit, ...).
 
-A user who passes a wrong path, a corrupt image, a foreign checkpoint or a bad config value needs
-one line saying what is wrong, with which file or option, and what to do, not a 100-line stack. Put
-:func:`entry_point` between ``@hydra.main`` and the task function::
+A user who passes a wrong path, a corrupt image, a foreign checkpoint, a bad config value or an
+override Hydra cannot parse needs one line saying what is wrong, with which file or option, and what
+to do, not a 100-line stack. A command declares its ``main`` with :func:`command`::
 
-    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="infer")
-    @entry_point
+    @command("infer")
     def main(cfg: DictConfig) -> None: ...
 
-It must sit *inside* ``@hydra.main``: Hydra turns every exception leaving the task function into
-its own "Error executing job" report with a stack trace. Expected errors (:data:`EXPECTED_ERRORS`)
-are printed as ``error: <message>`` on stderr and the process exits with status 2; anything else
-keeps its traceback (a bug must stay debuggable). ``HYDRA_FULL_ERROR=1`` shows the traceback of
-expected errors too.
+which is ``@hydra.main`` around :func:`entry_point`, preceded by :func:`check_command_line`:
+
+- before Hydra starts, the command line's overrides are parsed and composed once more here, so that
+  a grammar error (an unquoted space, non-ASCII or special characters), a key that does not exist or
+  a value of the wrong type for its key (``trainer.max_steps=abc``) is one ``error:`` line with the
+  fix (the quoting rule: ``'key="my file.png"'``), exit status 2;
+- inside ``@hydra.main`` (Hydra turns every exception leaving the task function into its own report
+  with a stack trace), expected errors (:data:`EXPECTED_ERRORS`) are printed as ``error: <message>``
+  on stderr and the process exits with status 2; anything else keeps its traceback (a bug must stay
+  debuggable). OS errors a user can fix (full disk, read-only, permission) say what to do.
+
+``HYDRA_FULL_ERROR=1`` skips both: Hydra's own reports and every traceback are shown.
 """
 
 from __future__ import annotations

@@ -223,3 +223,15 @@ def test_full_traceback_on_request(workspace, run_command):
 
     with pytest.raises(PairError, match="missing.png"):
         infer(run_command, "right=missing.png", full_error=True)
+
+
+def test_a_pair_too_large_for_max_memory_gb_is_announced_as_tiled_with_a_time_estimate(tiny_weights, capsys):
+    from stereo.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(tiny_weights, device="cpu", max_memory_gb=0.5, swap_check=False,
+                                          optimize=False)
+    image = np.random.default_rng(0).integers(0, 256, (400, 64, 3), dtype=np.uint8)
+    predictor.predict(image, image, ("tall.png", "tall_right.png"))
+    err = capsys.readouterr().err
+    assert "tall.png: 64x400 runs in 2 strips of 256 rows (mode=auto" in err and "max_memory_gb=0.5" in err, err
+    assert "first of 2 strips:" in err and "s per pair" in err, err
