@@ -58,17 +58,20 @@ def checked(value: object, key: str, kind: type = float, least: float = 0.0) -> 
 
 def run(cfg: DictConfig) -> dict:
     """Calibrate and write the calibration file and the report; returns the report as a dict."""
+    board = Board(checked(cfg.board.columns, "board.columns", int, 1), checked(cfg.board.rows, "board.rows", int, 1),
+                  float(checked(cfg.board.square_size, "board.square_size")))
+    alpha = cfg.alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha={alpha}: must be a number from 0 (valid pixels only) to 1 (every source pixel)")
     output = Path(str(cfg.output))
     report_path = Path(str(cfg.report)) if cfg.report is not None else output.with_name(f"{output.stem}_report.json")
     for path, key in ((output, "output"), (report_path, "report")):
         if path.exists() and not cfg.overwrite:
             raise FileExistsError(f"{key}={path}: exists; choose another path or set overwrite=true")
-    board = Board(checked(cfg.board.columns, "board.columns", int, 1), checked(cfg.board.rows, "board.rows", int, 1),
-                  float(checked(cfg.board.square_size, "board.square_size")))
     pairs = calibration_pairs(cfg)
     rig, report = calibrate_pairs(pairs, board, unit=str(cfg.unit), read=read_image,
                                   min_pairs=checked(cfg.min_pairs, "min_pairs", int), max_rms=checked(cfg.max_rms, "max_rms"),
-                                  alpha=float(cfg.alpha), source=str(output))
+                                  alpha=float(alpha), source=str(output))
     write_opencv(output, rig)
     result = report.to_dict() | {"calibration": str(output)}
     atomic_write(report_path, (json.dumps(result, indent=2) + "\n").encode("utf-8"))

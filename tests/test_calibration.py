@@ -149,6 +149,27 @@ def test_cli_refusal_is_one_line_and_writes_nothing(ximea, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("override, message", [
+    ("board.square_size=-1", r"board.square_size=-1: must be a number above 0"),
+    ("board.columns=8.5", r"board.columns=8.5: must be a whole number above 1"),
+    ("alpha=2", r"alpha=2: must be a number from 0"),
+])
+def test_bad_calibrate_options_are_named(ximea, tmp_path, override, message):
+    cfg = compose("calibrate", [f"left={ximea / 'left'}", f"right={ximea / 'right'}", "board.square_size=1",
+                                f"output={tmp_path / 'rig.yaml'}", override])
+    with pytest.raises(ValueError, match=message):
+        run(cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_board_never_found_suggests_its_size(ximea, tmp_path):
+    left, right = ximea_pair(ximea, 2)
+    cfg = compose("calibrate", [f"left={left}", f"right={right}", "board.columns=8", "board.square_size=1",
+                                f"output={tmp_path / 'rig.yaml'}"])
+    with pytest.raises(CalibrationError, match=r"only 0 of 1 pairs .*; is the board 8x6 inner corners"):
+        run(cfg)
+
+
 def test_pairs_from_two_folders_in_sorted_order(ximea, tmp_path):
     cfg = compose("calibrate", [f"left={ximea / 'left'}", f"right={ximea / 'right'}", "board.square_size=1"])
     pairs = calibration_pairs(cfg)

@@ -193,6 +193,25 @@ def test_opencv_file_from_other_tools(tmp_path, suffix):
         read_calibration(tmp_path / "partial.yml")
 
 
+def test_opencv_stereo_calib_sample_intrinsics_and_extrinsics(tmp_path):
+    """The sample writes intrinsics.yml (M1 D1 M2 D2) and extrinsics.yml (R T R1 R2 P1 P2 Q), no image size."""
+    rig = synthetic_rig()
+    for name, fields in (("intrinsics.yml", ("M1", "D1", "M2", "D2")), ("extrinsics.yml", ("R", "T", "R1", "R2", "P1", "P2", "Q"))):
+        storage = cv2.FileStorage(str(tmp_path / name), cv2.FILE_STORAGE_WRITE)
+        for field in fields:
+            storage.write(field, getattr(rig, {"M1": "K1", "M2": "K2"}.get(field, field)))
+        storage.release()
+    files = [tmp_path / "intrinsics.yml", tmp_path / "extrinsics.yml"]
+    with pytest.raises(CalibrationError, match=r"no field image_width/image_height .* add 'image_width: <w>'"):
+        read_calibration(files)
+    with (tmp_path / "intrinsics.yml").open("a") as text:
+        text.write("image_width: 160\nimage_height: 128\n")
+    read = read_calibration(files)
+    for name in ("K1", "D2", "R", "T", "R1", "P2", "Q"):
+        np.testing.assert_array_equal(getattr(read, name), getattr(rig, name), err_msg=name)
+    assert read.image_size == (160, 128) and read.needs_remap
+
+
 def test_unknown_file_gets_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("focal length about 700\n")
     with pytest.raises(CalibrationError, match=r"notes.txt: unknown calibration format \(supported: OpenCV"):

@@ -153,8 +153,10 @@ def calibrate_pairs(pairs: Sequence[tuple[str | Path, str | Path]], board: Board
     report = CalibrationReport(board=asdict(board), image_size=size, pairs=records, unit=unit)
     used = [r for r in records if r.used]
     if len(used) < min_pairs:
+        hint = (f"; is the board {board.columns}x{board.rows} inner corners (board.columns, board.rows)?"
+                if not used and all("not found" in r.reason for r in records) else "")
         raise CalibrationError(f"only {len(used)} of {len(records)} pairs show the whole board in both views; "
-                               f"calibration needs at least {min_pairs} (min_pairs)")
+                               f"calibration needs at least {min_pairs} (min_pairs){hint}")
     object_points = [board.object_points()] * len(corners)
     rms, pose, errors = _calibrate(object_points, corners, size)
     pair_errors = np.maximum(*errors)

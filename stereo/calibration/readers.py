@@ -4,6 +4,7 @@
 |--------------------------------|----------------------------------------|----------------------------------------|
 | OpenCV FileStorage (ours, ``stereoCalibrate`` tools) | ``.yml/.yaml/.xml`` with ``%YAML``/``<opencv_storage>`` | K, D, R, T (+ R1 R2 P1 P2 Q) |
 | ROS ``camera_info`` pair       | two YAML files: ``calib=[left.yaml,right.yaml]`` | K, D, R1 R2 P1 P2 per camera |
+| OpenCV ``stereo_calib`` pair   | ``calib=[intrinsics.yml,extrinsics.yml]`` | as one OpenCV file             |
 | KITTI ``calib_cam_to_cam.txt`` | ``P_rect_02:`` lines                   | rectified P_rect (default) or raw K/D/R/T |
 | Middlebury 2014 / ETH3D ``calib.txt`` | ``cam0=[...]`` lines            | rectified pair (mm for Middlebury)     |
 | ETH3D ``cameras.txt`` (COLMAP text) | ``<id> PINHOLE w h fx fy cx cy`` lines, with ``images.txt`` beside it | rectified pair (m) |
@@ -40,6 +41,11 @@ def _text(path: Path) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def _is_opencv(text: str) -> bool:
+    head = text.lstrip()[:200]
+    return head.startswith("%YAML") or "<opencv_storage>" in head or "!!opencv-matrix" in text
+
+
 def require_calibration_files(calib: PathLike | Sequence[PathLike], key: str = "calib") -> None:
     """FileNotFoundError naming the option for a calibration file that does not exist."""
     for path in [calib] if isinstance(calib, (str, Path)) else list(calib):
@@ -56,15 +62,19 @@ def read_calibration(path: PathLike | Sequence[PathLike], *, kitti_cameras: tupl
         if len(paths) == 1:
             return read_calibration(paths[0], kitti_cameras=kitti_cameras, kitti_raw=kitti_raw)
         if len(paths) != 2:
-            raise CalibrationError(f"calib={[str(p) for p in paths]}: give one calibration file or two ROS "
-                                   "camera_info files (left, right)")
+            raise CalibrationError(f"calib={[str(p) for p in paths]}: give one calibration file, two ROS "
+                                   "camera_info files (left, right) or OpenCV's intrinsics and extrinsics files")
+        for one in paths:
+            if not one.is_file():
+                raise FileNotFoundError(f"{one}: calibration file not found")
+        if all(_is_opencv(_text(p)) for p in paths):
+            return read_opencv(paths)
         return read_ros_pair(*paths)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: calibration file not found")
     text = _text(path)
-    head = text.lstrip()[:200]
-    if head.startswith("%YAML") or "<opencv_storage>" in head or "!!opencv-matrix" in text:
+    if _is_opencv(text):
         return read_opencv(path)
     if re.search(r"^\s*P_rect_\d\d\s*:", text, re.M):
         return read_kitti(path, text, kitti_cameras, kitti_raw)

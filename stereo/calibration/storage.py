@@ -4,11 +4,13 @@ Keys: ``image_width``/``image_height``, ``K1 D1 K2 D2 R T`` (``stereoCalibrate``
 ``rectified_width``/``rectified_height`` and ``alpha`` (``stereoRectify``), ``unit`` (the length unit of T).
 The file is rendered in memory and written atomically. :func:`read_opencv` also reads files that
 OpenCV's ``stereo_calib`` sample or other tools wrote (``M1``/``M2`` for K, ``.xml`` as well as
-``.yml``); the rectification is recomputed when the file has none.
+``.yml``, the sample's intrinsics and extrinsics files together); the rectification is recomputed
+when the files have none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,22 +46,33 @@ def write_opencv(path: str | Path, rig: StereoRig) -> None:
     atomic_write(path, render_opencv(rig).encode("utf-8"))
 
 
-def read_opencv(path: str | Path) -> StereoRig:
-    """A stereo calibration from an OpenCV FileStorage file (YAML or XML)."""
-    source = str(path)
+def _open(path: str | Path) -> cv2.FileStorage:
     try:
-        storage = cv2.FileStorage(source, cv2.FILE_STORAGE_READ)
+        storage = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
     except cv2.error as error:
-        raise CalibrationError(f"{source}: not a readable OpenCV FileStorage file ({str(error).strip().splitlines()[-1]})") from None
+        raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file "
+                               f"({str(error).strip().splitlines()[-1]})") from None
+    if not storage.isOpened():
+        raise CalibrationError(f"{path}: cannot be opened as an OpenCV FileStorage file")
+    return storage
+
+
+def read_opencv(path: str | Path | Sequence[str | Path]) -> StereoRig:
+    """A stereo calibration from an OpenCV FileStorage file (YAML or XML), or from several whose fields
+    together make one (OpenCV's ``stereo_calib`` sample writes intrinsics.yml and extrinsics.yml)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    source = ",".join(str(p) for p in paths)
+    storages: list[cv2.FileStorage] = []
     try:
-        if not storage.isOpened():
-            raise CalibrationError(f"{source}: cannot be opened as an OpenCV FileStorage file")
+        for one in paths:
+            storages.append(_open(one))
 
         def node(name: str):
-            for key in ALIASES.get(name, (name,)):
-                found = storage.getNode(key)
-                if not found.empty():
-                    return found
+            for storage in storages:
+                for key in ALIASES.get(name, (name,)):
+                    found = storage.getNode(key)
+                    if not found.empty():
+                        return found
             return None
 
         def matrix(name: str) -> np.ndarray | None:
@@ -79,16 +92,17 @@ def read_opencv(path: str | Path) -> StereoRig:
         if missing:
             raise CalibrationError(f"{source}: no field {missing[0]} (a stereo calibration needs K1 D1 K2 D2 R T "
                                    "and image_width/image_height)")
-        size = _stored_size(storage, source)
-        unit_node = storage.getNode("unit")
-        unit = unit_node.string() if not unit_node.empty() and unit_node.isString() else "unit"
+        size = _stored_size(node, source)
+        unit_node = node("unit")
+        unit = unit_node.string() if unit_node is not None and unit_node.isString() else "unit"
         pose = {name: matrix(name) for name in ("K1", "D1", "K2", "D2", "R", "T")}
         rectification = {name: matrix(name) for name in ("R1", "R2", "P1", "P2", "Q")}
         rectified_width, rectified_height = number("rectified_width"), number("rectified_height")
         rectified_size = (rectified_width, rectified_height) if rectified_width and rectified_height else None
         alpha = number("alpha") or 0.0
     finally:
-        storage.release()
+        for storage in storages:
+            storage.release()
     rig = StereoRig.from_pose(pose["K1"], pose["D1"], pose["K2"], pose["D2"], pose["R"], pose["T"], size,
                               unit=unit, source=source, alpha=alpha, rectified_size=rectified_size)
     if all(value is not None for value in rectification.values()):
@@ -100,22 +114,22 @@ def read_opencv(path: str | Path) -> StereoRig:
     return rig
 
 
+def _stored_size(node, source: str) -> tuple[int, int]:
+    width, height = node("image_width"), node("image_height")
+    if width is not None and height is not None:
+        return as_size((width.real(), height.real()), "image_width/image_height", source)
+    for key in ("image_size", "imageSize"):
+        found = node(key)
+        if found is not None:
+            value = found.mat() if found.isMap() else [found.at(i).real() for i in range(found.size())]
+            return as_size(value, key, source)
+    raise CalibrationError(f"{source}: no field image_width/image_height (or image_size): the calibration must say "
+                           "which image size it is for; add 'image_width: <w>' and 'image_height: <h>' lines")
+
+
 def _is_identity_rectification(K1, D1, K2, D2, stored: dict[str, np.ndarray]) -> bool:
     """True for a file that describes an already-rectified pair (no distortion, R1 = R2 = I, P = [K | .]):
     remapping would only resample the images."""
     eye = np.eye(3)
     return (not np.any(D1) and not np.any(D2) and np.array_equal(stored["R1"], eye) and np.array_equal(stored["R2"], eye)
             and np.array_equal(stored["P1"][:, :3], K1) and np.array_equal(stored["P2"][:, :3], K2))
-
-
-def _stored_size(storage: cv2.FileStorage, source: str) -> tuple[int, int]:
-    width, height = storage.getNode("image_width"), storage.getNode("image_height")
-    if not width.empty() and not height.empty():
-        return as_size((width.real(), height.real()), "image_width/image_height", source)
-    for key in ("image_size", "imageSize"):
-        found = storage.getNode(key)
-        if not found.empty():
-            value = found.mat() if found.isMap() else [found.at(i).real() for i in range(found.size())]
-            return as_size(value, key, source)
-    raise CalibrationError(f"{source}: no field image_width/image_height (or image_size): the calibration "
-                           "must say which image size it is for")
