@@ -292,5 +292,6 @@ def PSMNet(max_disp: int = 192, aggregation: str = "stackhourglass",  # noqa: N8
     """PSMNet (``stackhourglass`` or ``basic``) with optional attention: the authors' parameters, keys
     and function when ``attention`` is empty. ``attention`` is a list of insertions or the placement
     shorthand ``{"feature": ..., "volume": ..., "hourglass": ...}``."""
-    config = psmnet_config(max_disp, aggregation, attention, align_corners)
-    return StereoNetwork(**{k: v for k, v in config.items() if k != "_target_"})
+    from .build import build_network  # the one builder (build.py imports this module)
+
+    return build_network(psmnet_config(max_disp, aggregation, attention, align_corners))
