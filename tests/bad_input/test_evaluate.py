@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from bad_input.conftest import snapshot
 from stereo.data.io import read_pfm, write_pfm
@@ -18,6 +19,7 @@ def evaluate(run_command, root, checkpoint, *overrides):
                        *overrides)
 
 
+@pytest.mark.slow  # two evaluations; the refusal of a used folder is also covered quickly (train, metrics.json)
 def test_masked_nonfinite_gt_is_counted_and_a_refused_rerun_leaves_the_evaluation_byte_identical(
         workspace, run_command, synthetic_root, tiny_checkpoint, other_weights):
     root = workspace / "tree"
@@ -89,7 +91,6 @@ def test_nonfinite_ground_truth_in_memory_is_reported_per_image_and_in_metrics_j
 
 def test_kitti_ground_truth_saved_as_8_bit_gets_the_kitti_hint(tmp_path):
     import cv2
-    import pytest
 
     from stereo.data.io import DataError, read_disparity
 

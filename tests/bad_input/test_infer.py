@@ -225,6 +225,7 @@ def test_full_traceback_on_request(workspace, run_command):
         infer(run_command, "right=missing.png", full_error=True)
 
 
+@pytest.mark.slow  # two strips predicted; tests/test_predictor.py covers the strip planning quickly
 def test_a_pair_too_large_for_max_memory_gb_is_announced_as_tiled_with_a_time_estimate(tiny_weights, capsys):
     from stereo.inference.predictor import Predictor
 
