@@ -135,9 +135,10 @@ def _soft_argmax(
     cost: torch.Tensor, max_disp: int, return_confidence: bool, radius: int = CONFIDENCE_RADIUS
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """N×1×D×h×w cost → N×h×w expected level (and the mass within ±``radius`` levels of it)."""
-    # fp32 even under autocast: a bf16 soft-argmax would quantise disparities to ~0.5 px steps.
+    # At least fp32 even under autocast: a bf16 soft-argmax would quantise disparities to ~0.5 px
+    # steps. Never lower than the input's precision: float64 references stay float64 throughout.
     with autocast_off(cost.device.type):
-        prob = torch.softmax(cost.squeeze(1).float(), dim=1)  # N×D×H×W
+        prob = torch.softmax(cost.squeeze(1).to(torch.promote_types(cost.dtype, torch.float32)), dim=1)  # N×D×H×W
         del cost
         disparity = torch.einsum("ndhw,d->nhw", prob, _levels(prob))
         if not return_confidence:
