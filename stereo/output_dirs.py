@@ -421,8 +421,9 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
                 raise OutputDirError(f"{option}={target} holds results of another producer ({manifest_path}): {shown}. "
                                      f"Choose another {option} or pass overwrite=true to replace them")
             if resumable and not found:
-                files, resumed = [p.relative_to(folder).as_posix() for p in listed], True
-                folders = [p.relative_to(folder).as_posix() for p in listed_folders]
+                root = folder.resolve()  # the listed paths are resolved; the folder may be given relative
+                files, resumed = [p.relative_to(root).as_posix() for p in listed], True
+                folders = [p.relative_to(root).as_posix() for p in listed_folders]
             else:  # overwrite, or the same producer redoing its own results
                 for path in listed:
                     path.unlink(missing_ok=True)

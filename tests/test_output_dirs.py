@@ -99,6 +99,14 @@ def test_same_producer_resumes_another_is_refused_naming_the_difference_overwrit
     assert sorted(snapshot(folder)) == ["b.pfm", "manifest.json"]
 
 
+def test_a_folder_given_as_a_relative_path_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = made_by(tmp_path)
+    write_run(Path("out"), first, ["disp_0/a.png"], resumable=True)
+    with output_dirs.open_run(Path("out"), "output", first, resumable=True) as run:
+        assert run.resumed and run.owns(Path("out") / "disp_0" / "a.png")
+
+
 def test_a_file_no_recorded_run_wrote_is_never_replaced_without_overwrite(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
