@@ -43,7 +43,7 @@ def test_kill_9_then_resume_continues_step_count_and_optimizer_state(train_overr
     killed = torch.load(last, map_location="cpu", weights_only=True)  # plain containers only (docs/training.md#checkpoints)
     killed_step = killed["global_step"]
     assert killed_step >= 1
-    assert killed["hyper_parameters"]["model_config"]["_target_"] == "stereo.models.PSMNet"
+    assert killed["hyper_parameters"]["model_config"]["_target_"] == "stereo.models.StereoNetwork"
     assert all(key.startswith("model.") for key in killed["state_dict"])
     assert load_model(last).max_disp == 16
 
