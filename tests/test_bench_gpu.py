@@ -46,6 +46,7 @@ def test_gpu_kit_runs_on_cpu_and_its_checks_pass(tmp_path):
     assert "2-GPU evaluate (`torchrun --nproc_per_node 2 -m stereo.evaluate`): skipped: needs 2 GPUs" in tables.stdout
 
 
+@pytest.mark.slow
 def test_markdown_of_a_file_that_is_not_a_report_is_one_clear_error(tmp_path):
     bad = tmp_path / "bench_gpu.json"
     bad.write_text("not json")

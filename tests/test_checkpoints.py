@@ -135,6 +135,7 @@ def test_load_model_reads_our_lightning_checkpoints(tmp_path):
         load_model(path)
 
 
+@pytest.mark.slow
 def test_weights_export_is_a_compact_checkpoint_that_loads_everywhere(tmp_path, capsys):
     """format=weights: config + fp16 weights, half the size, loaded by load_model like a training checkpoint,
     and its disparities verified against the source model (the export fails above the tolerance)."""

@@ -28,6 +28,7 @@ def tiny_onnx(tmp_path_factory):
     return output, DisparityAndConfidence(load_model(checkpoint)).eval(), ratio
 
 
+@pytest.mark.slow
 def test_onnx_export_has_dynamic_size_and_passes_verification(tiny_onnx, capsys):
     output, _, ratio = tiny_onnx
     assert output.is_file() and ratio is not None and 0 < ratio <= 1
@@ -47,6 +48,7 @@ def _rewrite(source, target, change) -> None:
     onnx.save(model, str(target))
 
 
+@pytest.mark.slow
 def test_a_perturbed_weight_in_the_onnx_file_is_caught(tiny_onnx, tmp_path):
     output, module, _ = tiny_onnx
 

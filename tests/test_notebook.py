@@ -21,6 +21,7 @@ def test_committed_notebook_has_no_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.slow
 def test_demo_notebook_executes_in_a_temporary_folder(tmp_path, monkeypatch):
     before = hashlib.sha256(NOTEBOOK.read_bytes()).hexdigest()
     monkeypatch.delenv("STEREO_DEMO_CKPT", raising=False)

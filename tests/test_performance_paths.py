@@ -87,6 +87,7 @@ def test_fold_batchnorm_folds_every_batchnorm_and_refuses_train_mode():
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+@pytest.mark.slow
 def test_optimized_inference_equals_plain_inference():
     torch.manual_seed(0)  # the convolutions' init: the same network whichever tests ran before
     model = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).eval()

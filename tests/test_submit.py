@@ -78,6 +78,7 @@ def test_middlebury_submission_uses_each_scenes_ndisp_and_writes_pfm_and_time(re
     assert float((output / "Australia" / "timeTinyNet.txt").read_text()) > 0
 
 
+@pytest.mark.slow
 def test_eth3d_submission_layout_runtime_files_zip_and_resume(real_data_dir, checkpoint, tmp_path):
     root = eth3d_tree(real_data_dir, tmp_path / "eth3d", ["lakeside_1l", "sandbox_1l"], side="test")
     output = tmp_path / "submission"

@@ -103,6 +103,7 @@ def test_report_prints_an_inference_command_that_runs(train_overrides, tiny_chec
     assert ".pfm" in written and ".png" in written, written
 
 
+@pytest.mark.slow
 def test_evaluate_before_and_after_run_and_get_the_trainers_device(train_overrides, monkeypatch):
     """Both evaluations run and are handed the trainer's root device (on a CPU-only machine that is the
     CPU, like the weights' device; on a GPU run it is the GPU, the weights being on the CPU then)."""

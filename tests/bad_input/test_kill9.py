@@ -1,5 +1,7 @@
 """kill -9 at a random point of infer, submit, export and train, then reruns: no mixed producer, no
-orphan temporary file, every file the manifest lists is there and whole."""
+orphan temporary file, every file the manifest lists is there and whole. One seeded kill point per
+command keeps the suite inside its time budget (each case is two real runs); add seeds to the
+parametrisation to try more points."""
 
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def frames(workspace):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_infer_killed_then_rerun(workspace, frames, other_weights, seed):
     args = ["ckpt_path=tiny.ckpt", "input_dir=pairs", "output_dir=out", "formats=[pfm,color]", "swap_check=false"]
     kill_at_random("infer", *args, cwd=workspace, seed=seed, window=(4.0, 12.0))
@@ -76,7 +78,7 @@ def test_infer_killed_then_rerun(workspace, frames, other_weights, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_submit_killed_then_rerun(workspace, other_weights, seed):
     for side, image in (("image_2", "left.png"), ("image_3", "right.png")):
         (workspace / "kitti" / "testing" / side).mkdir(parents=True)
@@ -91,7 +93,7 @@ def test_submit_killed_then_rerun(workspace, other_weights, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_export_killed_then_rerun(workspace, seed):
     from inference_checkpoints import write_our_checkpoint
 
@@ -105,7 +107,7 @@ def test_export_killed_then_rerun(workspace, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_train_killed_then_rerun(workspace, train_overrides, seed):
     args = [*train_overrides("model=psmnet_basic", "model.max_disp=16", "trainer.max_steps=4", "logger=csv",
                              "trainer.limit_val_batches=1", "callbacks.last_checkpoint.every_n_train_steps=1")]

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from bad_input.conftest import run_cli, snapshot
+from conftest import compose
+
+from stereo.cli import check_command_line
 
 
 def earlier_run(folder):
@@ -68,8 +71,9 @@ def test_every_checkpoint_a_run_writes_is_accepted_by_ckpt_path_as_printed(train
     for checkpoint in written:
         assert "=" not in checkpoint.name
         validate_resume_checkpoint(checkpoint)
-        parsed = run_cli("train", *overrides, f"ckpt_path={checkpoint}", "--cfg", "job", cwd=tmp_path)
-        assert parsed.returncode == 0 and f"ckpt_path: {checkpoint}" in parsed.stdout, parsed.stderr[-2000:]
+        arguments = [*overrides, f"ckpt_path={checkpoint}"]  # as the command line parses it, in process
+        assert check_command_line("train", arguments) is None
+        assert compose("train", arguments).ckpt_path == str(checkpoint)
 
     before = snapshot(run_dir)
     refused = run_cli("train", *overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
