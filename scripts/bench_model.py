@@ -192,8 +192,9 @@ def main() -> None:
     mm = matmul_gflops(size=MATMUL_SIZE)
     print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {mm:.1f} GFLOP/s")
     infer_paths = args.paths if args.paths is not None else list(INFER_OPTIONS)
-    cases = [dict(kind="infer", model=m, path=p, **infer) for m in args.models for p in [*infer_paths, *extra]]
-    cases += [dict(kind="train", model=m, path=p, **train) for m in args.train_models for p in [*TRAIN_OPTIONS, *extra]]
+    models, train_models = ([m for m in names if m.lower() != "none"] for names in (args.models, args.train_models))
+    cases = [dict(kind="infer", model=m, path=p, **infer) for m in models for p in [*infer_paths, *extra]]
+    cases += [dict(kind="train", model=m, path=p, **train) for m in train_models for p in [*TRAIN_OPTIONS, *extra]]
     with baseline_tree(args.baseline) if baseline else contextlib.nullcontext() as tree:
         # without a plain case the FLOPs are counted on the plain network after the timed passes
         counted = {(c["kind"], c["model"]) for c in cases if c["path"] == "plain"}
