@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from stereo.calibration.board import Board
 from stereo.calibration.calibrate import calibrate_pairs
 from stereo.calibration.diagnostics import swapped_views_message
 from stereo.calibration.storage import write_opencv
-from stereo.cli import entry_point
-from stereo.config import CONFIG_DIR
+from stereo.cli import command
 from stereo.data.io import atomic_write, read_image
 from stereo.inference.inputs import IMAGE_SUFFIXES, PairError, pairs_from_files, pairs_from_folder, pairs_from_list
 
@@ -82,8 +80,7 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="calibrate")
-@entry_point
+@command("calibrate")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 
