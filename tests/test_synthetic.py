@@ -15,6 +15,9 @@ from stereo.data.synthetic import MARKER_NAME, SceneStyle, ensure_generated, gen
 
 SIZE = {"height": 64, "width": 128, "max_disp": 32.0}
 CLEAN = SceneStyle(noise_std=0.0, blur_probability=0.0, texture_kinds=("noise", "blobs"))
+# every knob of the transfer style (experiment=ea_census_cpu) on; procedural textures (no package needed)
+TRANSFER = SceneStyle(thin_probability=0.3, near_surface_probability=1.0, scene_range=(0.2, 1.0),
+                      disparity_exponent=0.6, min_object_size=0.04, max_object_size=0.5)
 
 
 def _tree_bytes(root) -> dict[str, bytes]:
@@ -78,7 +81,8 @@ def test_files_follow_flyingthings3d_layout_and_are_readable(tmp_path):
     assert disp_left.max() - disp_left.min() > 5  # objects at several depths, not one plane
 
 
-@pytest.mark.parametrize("style", [CLEAN, SceneStyle()], ids=["noise-free", "default-with-camera-noise"])
+@pytest.mark.parametrize("style", [CLEAN, SceneStyle(), TRANSFER], ids=["noise-free", "default-with-camera-noise",
+                                                                      "transfer-style"])
 def test_right_view_warped_by_left_gt_matches_left_on_non_occluded_pixels(tmp_path, style):
     generate(tmp_path, num_train=3, num_test=0, seed=3, style=style, progress=False, **SIZE)
     for index in range(3):
@@ -174,3 +178,28 @@ def test_natural_image_textures_come_from_a_folder(tmp_path):
         generate(tmp_path / "none", num_train=1, num_test=0, progress=False,
                  style=SceneStyle(texture_dir=str(tmp_path / "tree" / "missing")), **SIZE)
     assert not (tmp_path / "none").exists()
+
+
+def test_style_is_a_config_recorded_in_the_marker_and_a_changed_style_regenerates_keeping_other_files(tmp_path, capsys):
+    base = [f"root={tmp_path}", "num_train=2", "num_test=0", "height=48", "width=96", "max_disp=24", "seed=3"]
+    assert run(compose("synthetic", base + ["style={thin_probability: 0.5}"])) is True
+    marker = json.loads((tmp_path / MARKER_NAME).read_text())
+    assert marker["style"]["thin_probability"] == 0.5 and marker["style"]["near_surface_probability"] == 0.0
+    first = read_image(sample_paths(tmp_path, "train", 0)["left"])
+    notes = tmp_path / "FlyingThings3D" / "frames_cleanpass" / "TRAIN" / "my_notes.txt"
+    notes.write_text("not the generator's")
+    capsys.readouterr()
+    assert run(compose("synthetic", base + ["style={thin_probability: 0.5}"])) is False  # same style: nothing to do
+    assert run(compose("synthetic", base + ["style={near_surface_probability: 1.0}"])) is True
+    assert "kept 1 file(s) the generator did not write: frames_cleanpass/TRAIN/my_notes.txt" in capsys.readouterr().out
+    assert notes.read_text() == "not the generator's"
+    assert not np.array_equal(read_image(sample_paths(tmp_path, "train", 0)["left"]), first)
+
+
+def test_unknown_or_invalid_style_settings_are_named():
+    with pytest.raises(ValueError, match=r"unknown keys \['thin'\]"):
+        SceneStyle.from_dict({"thin": 0.1})
+    with pytest.raises(ValueError, match="invalid scene_range"):
+        SceneStyle.from_dict({"scene_range": [0.5, 0.2]})
+    with pytest.raises(ValueError, match="invalid near_surface_probability"):
+        SceneStyle(near_surface_probability=2.0)

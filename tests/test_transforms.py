@@ -104,3 +104,82 @@ def test_generator_bound_to_the_torch_seed_is_reproducible():
 
     assert crops(7) == crops(7)
     assert crops(7) != crops(8)
+
+
+# ---- augmentations on a real pair with ground truth: the disparity must stay right
+
+def _venus(real_data_dir) -> dict:
+    from stereo.data.real_samples import load_real_samples
+
+    dataset = load_real_samples(real_data_dir)
+    index = [record.name for record in dataset.records].index("middlebury2001/venus")
+    return dataset[index]
+
+
+def _warp_error(left: np.ndarray, right: np.ndarray, disparity: np.ndarray, valid: np.ndarray) -> float:
+    """Mean |left − right(x − d)| (grey levels) over valid pixels whose match lies inside the right view."""
+    import cv2
+
+    height, width = disparity.shape
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    source = xs - disparity
+    warped = cv2.remap(right.astype(np.float32), source, ys, cv2.INTER_LINEAR)
+    mask = valid & (source >= 0) & (disparity > 0)
+    return float(np.abs(left.astype(np.float32) - warped)[mask].mean())
+
+
+def test_scaling_multiplies_the_disparity_by_the_horizontal_factor(real_data_dir):
+    from stereo.data.transforms import _scale_sample
+
+    sample = _venus(real_data_dir)
+    for scale_x, scale_y in ((0.7, 0.8), (1.3, 1.2)):
+        out = _scale_sample(sample, scale_x, scale_y)
+        assert out["left"].shape[:2] == out["disparity"].shape == out["valid"].shape
+        right_gt = _warp_error(out["left"], out["right"], out["disparity"], out["valid"])
+        # a scaler that resized the map but forgot to scale its values would be this far off:
+        unscaled = _warp_error(out["left"], out["right"], out["disparity"] / scale_x, out["valid"])
+        assert right_gt < 0.5 * unscaled
+
+
+def test_random_scale_and_stretch_keep_the_ground_truth_exact_enough_to_warp(real_data_dir):
+    sample = _venus(real_data_dir)
+    baseline = _warp_error(sample["left"], sample["right"], sample["disparity"], sample["valid"])
+    transform = TrainTransform((256, 320), color=False, scale=(-0.3, 0.3), stretch=0.2, rng=np.random.default_rng(0))
+    for _ in range(4):
+        out = transform(dict(sample))
+        left, right = denormalize_image(out["left"]), denormalize_image(out["right"])
+        disparity, valid = out["disparity"].numpy(), out["valid"].numpy()
+        error = _warp_error(left, right, disparity, valid)
+        at_zero = _warp_error(left, right, np.full_like(disparity, 1e-3), valid)
+        assert error < 2.0 * baseline + 1.0 and error < 0.5 * at_zero  # resampling blurs a little, nothing more
+
+
+def test_occlusion_patches_change_only_the_right_view(real_data_dir):
+    sample = _venus(real_data_dir)
+    transform = TrainTransform((256, 320), color=False, occlusion=1.0, rng=np.random.default_rng(1))
+    crop = TrainTransform((256, 320), color=False, rng=np.random.default_rng(1))
+    out, plain = transform(dict(sample)), crop(dict(sample))  # same rng stream: same crop
+    torch.testing.assert_close(out["left"], plain["left"], rtol=0, atol=0)
+    torch.testing.assert_close(out["disparity"], plain["disparity"], rtol=0, atol=0)
+    changed = (denormalize_image(out["right"]) != denormalize_image(plain["right"])).any(-1)
+    rows, cols = np.nonzero(changed)
+    assert changed.any() and changed.sum() <= 2 * 100 * 100
+    assert rows.max() - rows.min() < 2 * 100 + 256 and len(np.unique(denormalize_image(out["right"])[changed], axis=0)) == 1
+
+
+def test_grayscale_turns_both_views_grey_and_keeps_the_ground_truth(real_data_dir):
+    sample = _venus(real_data_dir)
+    out = TrainTransform((256, 320), color=False, grayscale=1.0, rng=np.random.default_rng(2))(dict(sample))
+    plain = TrainTransform((256, 320), color=False, rng=np.random.default_rng(2))(dict(sample))
+    for key in ("left", "right"):
+        image = denormalize_image(out[key])
+        assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    torch.testing.assert_close(out["disparity"], plain["disparity"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options, message", [({"scale": [0.5]}, "augment.scale"), ({"stretch": 2.0}, "augment.stretch"),
+                                              ({"occlusion": 1.5}, "augment.occlusion"),
+                                              ({"grayscale": -0.1}, "augment.grayscale")])
+def test_bad_augmentation_options_name_the_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainTransform((16, 32), **options)

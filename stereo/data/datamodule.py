@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from stereo.data import synthetic
 from stereo.data.transforms import EvalTransform, TrainTransform
 
+AUGMENT_KEYS = ("color", "vertical_jitter", "scale", "stretch", "occlusion", "grayscale")
+
 log = logging.getLogger(__name__)
 
 DatasetFactory = Callable[..., Dataset]
@@ -123,13 +125,15 @@ class StereoDataModule(L.LightningDataModule):
         if on_error not in ON_ERROR:
             raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         augment = dict(augment or {})
-        unknown = sorted(set(augment) - {"color", "vertical_jitter"})
+        unknown = sorted(set(augment) - set(AUGMENT_KEYS))
         if unknown:
-            raise ValueError(f"data.augment: unknown keys {unknown}; known: color, vertical_jitter")
+            raise ValueError(f"data.augment: unknown keys {unknown}; known: {', '.join(AUGMENT_KEYS)}")
         self.train_factory, self.val_factory, self.test_factory = train, val, test
         self.batch_size, self.eval_batch_size, self.num_workers = int(batch_size), int(eval_batch_size), int(num_workers)
         self.crop_size = tuple(int(v) for v in crop_size)
-        self.augment = {"color": bool(augment.get("color", True)), "vertical_jitter": int(augment.get("vertical_jitter", 0))}
+        self.augment = {key: (list(value) if key == "scale" and value is not None else value)
+                        for key, value in augment.items()}
+        TrainTransform(self.crop_size, **self.augment)  # a bad option fails here, before any data is read
         self.on_error = on_error
         self.generate = dict(generate) if generate is not None else None
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)

@@ -15,6 +15,10 @@ bilinear resampling of the texture in the right view.
 A Hydra command (conf/synthetic.yaml); without arguments it generates the tree training uses::
 
     python -m stereo.data.synthetic [root=data/synthetic num_train=200 num_test=20 height=320 width=640 max_disp=96 seed=0 workers=2]
+    python -m stereo.data.synthetic style.texture_dir=packaged style.natural_fraction=0.6 style.thin_probability=0.1
+
+The scene style (``style.*``, :class:`SceneStyle`) is recorded in the tree's marker with the other
+parameters, so a changed style regenerates the tree.
 """
 
 from __future__ import annotations
@@ -22,16 +26,16 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
+import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from stereo.cli import command
@@ -51,30 +55,66 @@ Mask = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class SceneStyle:
-    """Knobs of the scene distribution beyond size and disparity range."""
+    """Knobs of the scene distribution beyond size and disparity range (``data.generate.style``).
+
+    The defaults are the original generator's; every knob that is off draws no random number, so a
+    tree generated with the defaults is the same, pixel for pixel, as before the knob existed.
+    """
 
     min_objects: int = 6
     max_objects: int = 16
+    min_object_size: float = 0.05  # object radius, a fraction of min(height, width), log-uniform between
+    max_object_size: float = 0.45
+    thin_probability: float = 0.0  # an object is a thin bar or pole (1-6 px wide): fences, wires, legs
     max_slant: float = 0.12  # largest |a|, |b| of a plane, in disparity pixels per pixel
     fronto_parallel_fraction: float = 0.3
     ground_probability: float = 0.4  # a floor plane (road-like slant) below a horizon
+    # Disparity distribution over (0, max_disp): each scene's own range is max_disp times a fraction
+    # drawn from scene_range (real pairs range from 16 px to the whole range; Watson et al. draw the
+    # maximum per image), and an object's disparity is lo + (hi - lo)·u^disparity_exponent (< 1: more near).
+    scene_range: tuple[float, float] = (1.0, 1.0)
+    disparity_exponent: float = 0.8
+    # A large, weakly textured surface close to the camera (a plank, a wall, a table top): where
+    # matching is ambiguous and the disparity is large, the failure case of light networks.
+    near_surface_probability: float = 0.0
     noise_std: float = 1.5  # camera noise, grey levels (0-255), drawn in [0, noise_std] per view
     blur_probability: float = 0.3
     max_blur_sigma: float = 0.8
     texture_kinds: tuple[str, ...] = tuple(PROCEDURAL_KINDS)
-    texture_dir: str | None = None  # natural-image textures instead of procedural ones
+    texture_dir: str | None = None  # natural images: a folder, or "packaged" (textures.PACKAGED_IMAGES)
+    natural_fraction: float = 1.0  # with texture_dir: the share of layers painted with natural images
+
+    def __post_init__(self) -> None:
+        checks = {
+            "min_objects/max_objects": 0 <= self.min_objects <= self.max_objects,
+            "min_object_size/max_object_size": 0 < self.min_object_size <= self.max_object_size,
+            "scene_range": len(self.scene_range) == 2 and 0 < self.scene_range[0] <= self.scene_range[1] <= 1,
+            "disparity_exponent": self.disparity_exponent > 0,
+            "natural_fraction": 0 <= self.natural_fraction <= 1,
+            **{name: 0 <= getattr(self, name) <= 1 for name in (
+                "thin_probability", "fronto_parallel_fraction", "ground_probability", "near_surface_probability",
+                "blur_probability")},
+            "noise_std/max_blur_sigma/max_slant": min(self.noise_std, self.max_blur_sigma, self.max_slant) >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"data.generate.style: invalid {', '.join(bad)} in {self}")
 
     def texture_sources(self) -> tuple[TextureSource, TextureSource]:
         """(objects, background): periodic or flat backgrounds would make whole scenes ambiguous."""
-        objects = make_texture_source(self.texture_dir, self.texture_kinds)
+        objects = make_texture_source(self.texture_dir, self.texture_kinds, self.natural_fraction)
         calm = [kind for kind in self.texture_kinds if kind in BACKGROUND_KINDS] or list(self.texture_kinds)
-        return objects, make_texture_source(self.texture_dir, calm)
+        return objects, make_texture_source(self.texture_dir, calm, self.natural_fraction)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> SceneStyle:
         values = dict(values or {})
-        if "texture_kinds" in values:
-            values["texture_kinds"] = tuple(values["texture_kinds"])
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"data.generate.style: unknown keys {unknown}; known: {[f.name for f in fields(cls)]}")
+        for key in ("texture_kinds", "scene_range"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -206,6 +246,8 @@ def _ground(rng: np.random.Generator, height: int, bg_w: int, bg_h: int, lo: flo
 def sample_scene(rng: np.random.Generator, height: int, width: int, max_disp: float, style: SceneStyle,
                  textures: tuple[TextureSource, TextureSource]) -> list[Layer]:
     """Background first, then objects; all in left-view coordinates."""
+    if style.scene_range != (1.0, 1.0):
+        max_disp = max(4.0, max_disp * rng.uniform(*style.scene_range))
     lo, hi = 0.5, max_disp - 1.0
     light = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 1.0])
     light /= np.linalg.norm(light)
@@ -221,16 +263,60 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, max_disp: fl
 
     size = min(height, width)
     for _ in range(int(rng.integers(style.min_objects, style.max_objects + 1))):
-        radius = float(np.exp(rng.uniform(np.log(0.05 * size), np.log(0.45 * size))))
+        radius = float(np.exp(rng.uniform(np.log(style.min_object_size * size), np.log(style.max_object_size * size))))
         cx, cy = rng.uniform(-0.15 * width, 1.15 * width), rng.uniform(-0.1 * height, 1.1 * height)
-        mask, extent = _random_shape(rng, cx, cy, radius)
-        x0, y0 = int(np.floor(cx - extent)) - 2, int(np.floor(cy - extent)) - 2
-        x1, y1 = int(np.ceil(cx + extent)) + 3, int(np.ceil(cy + extent)) + 3
-        centre_disparity = lo + (hi - lo) * rng.random() ** 0.8
-        a, b, c = _fit_plane(rng, style, cx, cy, extent + 3, extent + 3, lo, hi, centre_disparity)
-        texture = np.clip(object_textures(rng, y1 - y0, x1 - x0) * _shade(rng, a, b, light), 0, 1)
-        layers.append(Layer(a, b, c, mask, x0, y0, texture))
+        if style.thin_probability and rng.random() < style.thin_probability:
+            mask, extent = _thin_shape(rng, cx, cy, radius)
+        else:
+            mask, extent = _random_shape(rng, cx, cy, radius)
+        centre_disparity = lo + (hi - lo) * rng.random() ** style.disparity_exponent
+        layers.append(_object_layer(rng, style, cx, cy, mask, extent, lo, hi, centre_disparity, object_textures, light))
+    if style.near_surface_probability and rng.random() < style.near_surface_probability:
+        layers.append(_near_surface(rng, style, height, width, lo, hi, background_textures, light))
     return layers
+
+
+def _object_layer(rng: np.random.Generator, style: SceneStyle, cx: float, cy: float, mask: Mask, extent: float,
+                  lo: float, hi: float, centre_disparity: float, textures: TextureSource, light: np.ndarray,
+                  contrast: float = 1.0) -> Layer:
+    """A planar layer around (cx, cy) painted with ``textures`` (its contrast scaled by ``contrast``)."""
+    x0, y0 = int(np.floor(cx - extent)) - 2, int(np.floor(cy - extent)) - 2
+    x1, y1 = int(np.ceil(cx + extent)) + 3, int(np.ceil(cy + extent)) + 3
+    a, b, c = _fit_plane(rng, style, cx, cy, extent + 3, extent + 3, lo, hi, centre_disparity)
+    texture = textures(rng, y1 - y0, x1 - x0)
+    if contrast != 1.0:
+        mean = texture.mean(axis=(0, 1), keepdims=True)
+        texture = mean + contrast * (texture - mean)
+    texture = np.clip(texture * _shade(rng, a, b, light), 0, 1)
+    return Layer(a, b, c, mask, x0, y0, texture)
+
+
+def _thin_shape(rng: np.random.Generator, cx: float, cy: float, length: float) -> tuple[Mask, float]:
+    """A bar 1-6 px wide and ``length`` long at any angle (poles, wires, table legs, fence slats)."""
+    angle = rng.uniform(0, np.pi)
+    half_width = rng.uniform(0.5, 3.0)
+
+    def mask(x, y):
+        u, v = _local(x, y, cx, cy, angle)
+        return (np.abs(u) <= length) & (np.abs(v) <= half_width)
+
+    return mask, float(np.hypot(length, half_width))
+
+
+def _near_surface(rng: np.random.Generator, style: SceneStyle, height: int, width: int, lo: float, hi: float,
+                  textures: TextureSource, light: np.ndarray) -> Layer:
+    """A large rectangle at 55-100 % of the scene's range, with its texture's contrast cut to 5-35 %."""
+    cx, cy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.2, 1.0) * height
+    half_w, half_h = rng.uniform(0.2, 0.5) * width, rng.uniform(0.15, 0.4) * height
+    angle = rng.uniform(-0.3, 0.3)
+
+    def mask(x, y):
+        u, v = _local(x, y, cx, cy, angle)
+        return (np.abs(u) <= half_w) & (np.abs(v) <= half_h)
+
+    centre = lo + (hi - lo) * rng.uniform(0.55, 1.0)
+    return _object_layer(rng, style, cx, cy, mask, float(np.hypot(half_w, half_h)), lo, hi, centre, textures, light,
+                         contrast=rng.uniform(0.05, 0.35))
 
 
 # ---------------------------------------------------------------- rendering
@@ -337,8 +423,10 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def _parameters(num_train: int, num_test: int, height: int, width: int, max_disp: float, seed: int,
                 style: SceneStyle) -> dict:
-    return {"num_train": int(num_train), "num_test": int(num_test), "height": int(height), "width": int(width),
-            "max_disp": float(max_disp), "seed": int(seed), "style": asdict(style) | {"texture_kinds": list(style.texture_kinds)}}
+    """What the marker records, as JSON reads it back (lists, not tuples), so that it compares equal."""
+    return json.loads(json.dumps({"num_train": int(num_train), "num_test": int(num_test), "height": int(height),
+                                  "width": int(width), "max_disp": float(max_disp), "seed": int(seed),
+                                  "style": asdict(style)}))
 
 
 def _validate(num_train: int, num_test: int, height: int, width: int, max_disp: float) -> None:
@@ -428,14 +516,38 @@ def _complete(root: Path, params: dict) -> bool:
                for index in range(count) for path in sample_paths(root, split, index).values())
 
 
+# Every file the generator writes, relative to the tree (sample_paths): nothing else is ever deleted.
+GENERATED_FILE = re.compile(r"(frames_cleanpass|disparity)/(TRAIN|TEST)/A/\d{4}/(left|right)/\d{4}\.(png|pfm)")
+
+
+def _remove_generated_files(tree: Path) -> None:
+    """Delete the files an earlier generation wrote (their paths are the generator's layout) and the
+    folders left empty; a file the generator never writes (a user's note, an extra image) is kept and
+    named, so that regenerating with another style never loses anyone's data."""
+    kept = []
+    for path in sorted(tree.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        relative = path.relative_to(tree).as_posix()
+        if path.is_symlink() or path.is_file():
+            if GENERATED_FILE.fullmatch(relative) and not path.is_symlink():
+                path.unlink()
+            else:
+                kept.append(relative)
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    if kept:
+        print(f"{tree}: regenerating; kept {len(kept)} file(s) the generator did not write: "
+              f"{', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''}")
+
+
 def ensure_generated(root: str | Path, num_train: int, num_test: int, height: int, width: int, max_disp: float,
                      seed: int = 0, style: SceneStyle | dict | None = None, progress: bool = True,
                      workers: int | None = None) -> bool:
     """Generate unless ``root`` already holds a complete tree made with the same parameters.
 
     Returns True when it generated. A tree this generator made earlier (marker present, complete or
-    not) with other parameters is deleted and regenerated; a ``FlyingThings3D`` folder without our
-    marker is someone else's data and is never touched (FileExistsError).
+    not) with other parameters is regenerated: the files it wrote are deleted, anything else in the
+    tree is kept and named; a ``FlyingThings3D`` folder without our marker is someone else's data and
+    is never touched (FileExistsError).
     """
     style = style if isinstance(style, SceneStyle) else SceneStyle.from_dict(style)
     _validate(num_train, num_test, height, width, max_disp)
@@ -448,7 +560,7 @@ def ensure_generated(root: str | Path, num_train: int, num_test: int, height: in
             raise FileExistsError(
                 f"{tree} exists but was not made by stereo.data.synthetic (no {MARKER_NAME}); "
                 "refusing to overwrite it: choose another root or remove the folder")
-        shutil.rmtree(tree)
+        _remove_generated_files(tree)
     generate(root, num_train, num_test, height, width, max_disp, seed, style, progress, workers)
     return True
 
@@ -457,6 +569,7 @@ def run(cfg: DictConfig) -> bool:
     """Generate the tree ``cfg`` describes unless it is already complete; True when it generated."""
     keys = ("root", "num_train", "num_test", "height", "width", "max_disp", "seed", "workers")
     options = {key: cfg[key] for key in keys}
+    options["style"] = OmegaConf.to_container(cfg.style, resolve=True) if cfg.get("style") is not None else None
     generated = ensure_generated(**options)
     print(f"{options['root']}: {'generated' if generated else 'already complete, nothing to do'}")
     return generated

@@ -4,11 +4,22 @@ A texture source is any callable ``source(rng, height, width) -> float32 H×W×3
 generator paints every scene layer with one, in the layer's own (left-view) coordinates, so the same
 texture appears in both views and the disparity stays exact. Procedural textures need nothing on
 disk; :class:`ImageTextures` paints with crops of natural photographs, which is what models need to
-transfer to real pairs.
+transfer to real pairs (SPEC 8: natural-image statistics matter more than the network).
+
+Natural images come from a folder of the user's, or (``texture_dir: packaged``) from the photographs
+that installed packages ship inside their wheels (:data:`PACKAGED_IMAGES`: scikit-image, scikit-learn,
+matplotlib; ``pip install -e ".[textures]"``), nothing downloaded at run time. No image of a
+benchmark may become a texture: the packaged set is an allow-list that names every file (scikit-image
+also ships the Middlebury 2014 Motorcycle pair, an evaluation pair), and every candidate file, from
+any folder, is refused when its name is a benchmark's or its bytes are a known evaluation image's
+(:data:`BENCHMARK_IMAGE_SHA256`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -135,22 +146,109 @@ class ProceduralTextures:
         return np.clip(texture, 0.0, 1.0).astype(np.float32)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".ppm", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".ppm", ".pgm", ".bmp")
+PACKAGED = "packaged"
+
+# Photographs and scans inside installed wheels: (package, folder inside it, files). Only these are
+# used; synthetic drawings, masks and binary images of the same folders are left out (no natural
+# statistics), and so is everything a benchmark owns.
+PACKAGED_IMAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("skimage", "data", ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
+                         "color.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
+                         "page.png", "retina.jpg", "rocket.jpg", "text.png")),
+    ("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
+    ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg",)),
+)
+
+# Names of benchmark images (stereo evaluation sets): a file whose name matches is never a texture.
+BENCHMARK_NAME = re.compile(
+    r"motorcycle|tsukuba|venus|cones|teddy|reindeer|wood2|middlebury|kitti|eth3d|sceneflow|flyingthings|"
+    r"monkaa|driving|scene1\.row|^im[0-8]\.|^view[0-6]\.|^disp[0-8]", re.IGNORECASE)
+
+# SHA-256 of the evaluation images this project scores on (../shared/data/real, compare_real) and of the
+# Middlebury pair scikit-image ships: a copy under any name is refused.
+BENCHMARK_IMAGE_SHA256 = frozenset({
+    "ea45bf9ac8e0fe3b22b2bd9218d8ae5a57be7d954f460a9843d800020525d7c1",  # flyingthings3d/A-0032-0006 left
+    "0ce052e62d981fd79182e781baa3cd502155af36df3fe55c5210c47676535a60",  # flyingthings3d/A-0032-0006 right
+    "fd14fa89b443fffb712db3b47ab7e3196ae930b41a81bcd2f0daa99d615599de",  # flyingthings3d/TEST/A/0000/0006 left
+    "952b0752dc649da9733d24f8c82dc6467616f84d91a44fdd781f06610b737649",  # flyingthings3d/TEST/A/0000/0006 right
+    "7109d4635d996c9cfece994798fceac411565076a712c0f76f06fad7004c6b0b",  # kitti2012/000000_10 left
+    "3be5c5cc460ee1f0435987a76c9844a2665e12411698ba6adbf2f9f0126bd893",  # kitti2012/000000_10 right
+    "1bd9d1630c7e4960f573abc3657dd9431e1f29b5cd971041ee154cbdf2bad639",  # kitti2015/000046_10 left
+    "165a81149d82f5ec22b95262f05d7242a083fb581ec8ec56f78b7f89e2c40af5",  # kitti2015/000046_10 right
+    "1d326401c70e4bce95f0415a612dd00fa2984db89754f28d490b816aa731361a",  # middlebury2001/tsukuba left
+    "c8048c2e0d834488adfae1c2525f4c004907b369dc90730ca11bf1f6dd8d925d",  # middlebury2001/tsukuba right
+    "fef870c1e2471fe5b3b2bac9ca71810e8503e1489e4203288a982b40355b9172",  # middlebury2001/venus left
+    "b2fca7b6f3aa7e1a34bc5eac2d99cbbc5dfc77ce531777b71153e2ed73290004",  # middlebury2001/venus right
+    "e9875cec273b9c7a36ab8a0556b5c8451dd90cf50b5c8f30f4ab3bc8f201da92",  # middlebury2003/cones left
+    "a3795d564445b1e041a88fec490d4140efec87c9a4c64c1b56f7240c3a4fc727",  # middlebury2003/cones right
+    "9d1a9e5dc2d002f0fe7990c89ea3e39df432df347f17155c066a3257311c3277",  # middlebury2003/teddy left
+    "cbdd9b989d840c0af8d3b56941f97f8df898e4f16fdfb005d862fb32e61bad74",  # middlebury2003/teddy right
+    "5ea5e4a8d8a75973d4d2159866c94f2e22580b70e280a801381d1389afea5d09",  # middlebury2005/Reindeer left
+    "ffa20d76a2afe7f56a29f6b165d3486b2290dfa896b3954ac5f671d64bec518c",  # middlebury2005/Reindeer right
+    "eb8d705af79de608b3f54db9d6fd35b695b14b579ed0d662aa45d2bfa2c7a343",  # middlebury2006/Wood2 left
+    "aefa4cdfe2a858667ac48f8cd12d57c558012a12e5950bc703391778f57a37c4",  # middlebury2006/Wood2 right
+    "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179",  # Middlebury 2014 Motorcycle left (scikit-image)
+    "5fc913ae870e42a4b662314bc904d1786bcad8e2f0b9b67dba5a229406357797",  # Middlebury 2014 Motorcycle right (scikit-image)
+})
+
+
+def packaged_image_files() -> list[Path]:
+    """The allow-listed images of :data:`PACKAGED_IMAGES` that the installed packages hold (a package is
+    located without importing it)."""
+    files = []
+    for package, folder, names in PACKAGED_IMAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        base = Path(list(spec.submodule_search_locations)[0]) / folder
+        files += [base / name for name in names if (base / name).is_file()]
+    return files
+
+
+def benchmark_reason(path: Path) -> str | None:
+    """Why ``path`` must not become a texture (a benchmark's name or bytes), or None."""
+    if BENCHMARK_NAME.search(path.name):
+        return f"its name looks like a benchmark image's ({BENCHMARK_NAME.search(path.name).group(0)!r})"
+    if hashlib.sha256(path.read_bytes()).hexdigest() in BENCHMARK_IMAGE_SHA256:
+        return "it is an evaluation image (its bytes match one this project scores on)"
+    return None
 
 
 class ImageTextures:
-    """Paints layers with random crops of natural images from a folder (searched recursively)."""
+    """Paints layers with random crops of natural images from a folder (searched recursively), or from
+    the packaged images (``folder="packaged"``). Benchmark images are refused (:func:`benchmark_reason`)."""
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
-            raise FileNotFoundError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found for textures")
+        if str(folder) == PACKAGED:
+            self.folder = Path(PACKAGED)
+            self.files = packaged_image_files()
+            if not self.files:
+                raise FileNotFoundError("texture_dir=packaged: none of the packaged images is installed; "
+                                        "pip install -e '.[textures]' (scikit-image, scikit-learn)")
+        else:
+            self.folder = Path(folder)
+            self.files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise FileNotFoundError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found for textures")
+        for path in self.files:
+            reason = benchmark_reason(path)
+            if reason:
+                raise ValueError(f"{path}: refusing it as a training texture: {reason}; remove it from "
+                                 f"{self.folder} (training on evaluation images makes every score meaningless)")
 
-    def __call__(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        self._decoded: dict[Path, np.ndarray] = {}
+
+    def _image(self, path: Path) -> np.ndarray:
+        """Decoded once per process: a scene paints many layers from a few photographs."""
         from stereo.data.io import read_image  # local: io is only needed when natural textures are used
 
-        image = read_image(self.files[int(rng.integers(len(self.files)))])
+        if path not in self._decoded:
+            self._decoded[path] = read_image(path)
+        return self._decoded[path]
+
+    def __call__(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        image = self._image(self.files[int(rng.integers(len(self.files)))])
         scale = rng.uniform(0.5, 1.5) * max(height / image.shape[0], width / image.shape[1], 1e-3)
         scale = max(scale, height / image.shape[0], width / image.shape[1])  # the crop must fit
         resized = cv2.resize(image, (max(width, round(image.shape[1] * scale)), max(height, round(image.shape[0] * scale))),
@@ -160,6 +258,25 @@ class ImageTextures:
         return resized[y0:y0 + height, x0:x0 + width].astype(np.float32) / 255.0
 
 
-def make_texture_source(texture_dir: str | Path | None = None, kinds: Sequence[str] = tuple(PROCEDURAL_KINDS)) -> TextureSource:
-    """Natural-image textures from ``texture_dir`` when given, procedural ones otherwise."""
-    return ImageTextures(texture_dir) if texture_dir else ProceduralTextures(kinds)
+class MixedTextures:
+    """Each texture from ``natural`` with probability ``fraction``, else from ``procedural``."""
+
+    def __init__(self, natural: TextureSource, procedural: TextureSource, fraction: float) -> None:
+        self.natural, self.procedural, self.fraction = natural, procedural, fraction
+
+    def __call__(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        source = self.natural if rng.random() < self.fraction else self.procedural
+        return source(rng, height, width)
+
+
+def make_texture_source(texture_dir: str | Path | None = None, kinds: Sequence[str] = tuple(PROCEDURAL_KINDS),
+                        natural_fraction: float = 1.0) -> TextureSource:
+    """Procedural textures, or with ``texture_dir`` (a folder or ``packaged``) natural images for a
+    ``natural_fraction`` of the layers (1: all of them) and procedural ones for the rest."""
+    if not 0.0 <= natural_fraction <= 1.0:
+        raise ValueError(f"natural_fraction must lie in [0, 1], got {natural_fraction}")
+    if not texture_dir or natural_fraction == 0.0:
+        return ProceduralTextures(kinds)
+    if natural_fraction == 1.0:
+        return ImageTextures(texture_dir)
+    return MixedTextures(ImageTextures(texture_dir), ProceduralTextures(kinds), natural_fraction)
