@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .attention import DotProductAttention, EfficientAttention, dot_product_attention, efficient_attention
 from .network import MIN_INPUT_SIZE, SIZE_DIVISOR, PSMNet, StereoNetwork
-from . import aggregations, cost_volumes, features, regression  # noqa: F401,I001 (registers the components)
+from . import aggregations, cost_volumes, features, refinements, regression  # noqa: F401,I001 (registers the components)
 from .checkpoints import CheckpointError, load_model, load_psmnet_checkpoint
 from .padding import Padder
 from .performance import fold_batchnorm, optimize_for_inference

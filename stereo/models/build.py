@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import CONFIG_DIR
 from . import legacy
 from .components import KINDS, component_class, registered
-from .network import COMPONENTS, NETWORK_TARGET, StereoNetwork
+from .network import COMPONENTS, NETWORK_TARGET, OPTIONAL_COMPONENTS, StereoNetwork
 
 
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def build_network(config: Mapping[str, Any] | DictConfig, import_targets: bool =
         raise ValueError(f"model._target_ must be {NETWORK_TARGET} (a network of components), "
                          f"got {config.get('_target_')!r}")
     if import_targets:
-        for kind in COMPONENTS:
+        for kind in COMPONENTS + OPTIONAL_COMPONENTS:
             component = config.get(kind)
             if isinstance(component, Mapping):
                 _import_component(kind, component.get("_target_"))

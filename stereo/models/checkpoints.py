@@ -28,7 +28,7 @@ from ..data.io import atomic_write
 from . import legacy
 from .attention import _AttentionBlock
 from .components import component_class
-from .network import ATTENTION_KEYS, COMPONENTS, NETWORK_TARGET, PSMNet, StereoNetwork
+from .network import ATTENTION_KEYS, COMPONENTS, NETWORK_TARGET, OPTIONAL_COMPONENTS, PSMNet, StereoNetwork
 
 _AUTHORS_PREFIX = "module."
 _LIGHTNING_PREFIX = "model."
@@ -38,7 +38,8 @@ _LISTED = 20  # keys shown per category in error messages
 NETWORK_TARGETS = (NETWORK_TARGET, "stereo.models.network.StereoNetwork")
 # Top-level arguments and the plain types each may hold (values are checked by the network).
 NETWORK_ARGUMENTS: dict[str, tuple[type, ...]] = {
-    "max_disp": (int,), **{kind: (Mapping,) for kind in COMPONENTS}, "attention": (list, tuple, type(None)),
+    "max_disp": (int,), **{kind: (Mapping,) for kind in COMPONENTS},
+    **{kind: (Mapping, type(None)) for kind in OPTIONAL_COMPONENTS}, "attention": (list, tuple, type(None)),
 }
 LEGACY_ARGUMENTS: dict[str, tuple[type, ...]] = {
     "max_disp": (int,), "aggregation": (str,), "attention": (Mapping, type(None)), "align_corners": (bool,),
@@ -205,7 +206,9 @@ def validated_config(config: Any, path: Path | str) -> dict[str, Any]:
     for key, value in config.items():
         if key == "_target_" or key in LEGACY_SPEED_OPTIONS:
             continue
-        if key in COMPONENTS:
+        if key in OPTIONAL_COMPONENTS and value is None:
+            continue
+        if key in COMPONENTS + OPTIONAL_COMPONENTS:
             try:
                 component_class(key, value.get("_target_"))
             except ValueError as err:

@@ -66,13 +66,16 @@ class FeatureExtractor(Component):
 
 
 class CostVolume(Component):
-    """Left and right features -> N x ``out_channels`` x levels x h x w volume (no parameters needed).
+    """Left and right features -> N x ``out_channels`` x levels/``pool`` x h/``pool`` x w/``pool`` volume.
 
-    Built with ``in_channels`` (the features') and ``levels`` (max_disp / stride) by the network.
+    Built with ``in_channels`` (the features') and ``levels`` (max_disp / the features' stride) by the
+    network. ``pool`` > 1: the volume is coarser than the features (``pooled_correlation.py``); the
+    network's stride is then the features' times ``pool``.
     """
 
     kind = "cost_volume"
     out_channels: int
+    pool: int = 1
 
 
 class Aggregation(Component):
@@ -89,7 +92,16 @@ class Regression(Component):
     kind = "regression"
 
 
-KINDS = {base.kind: base for base in (FeatureExtractor, CostVolume, Aggregation, Regression)}
+class Refinement(Component):
+    """Optional last stage: (N x H x W disparity, left image, left and right features) -> refined N x H x W.
+
+    Built with the features' ``feature_channels`` and ``stride`` by the network. Training adds its
+    output after the regression's (the loss weighs both)."""
+
+    kind = "refinement"
+
+
+KINDS = {base.kind: base for base in (FeatureExtractor, CostVolume, Aggregation, Regression, Refinement)}
 
 
 def registered(kind: str) -> dict[str, type[Component]]:

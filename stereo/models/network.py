@@ -37,6 +37,7 @@ NETWORK_TARGET = "stereo.models.StereoNetwork"
 ATTENTION_KINDS = {"efficient": EfficientAttention, "dot_product": DotProductAttention}
 ATTENTION_KEYS = ("at", "kind", "key_channels", "value_channels", "heads", "normalization", "zero_init")
 COMPONENTS = ("features", "cost_volume", "aggregation", "regression")
+OPTIONAL_COMPONENTS = ("refinement",)
 SIZE_DIVISOR = 16
 # PSMNet's SPP coarsest branch average-pools 64×64 cells of the 1/4-resolution map.
 MIN_INPUT_SIZE = 256
@@ -106,16 +107,24 @@ class StereoNetwork(nn.Module):
         regression: Mapping[str, Any],
         max_disp: int = 192,
         attention: Sequence[Mapping[str, Any]] | None = None,
+        refinement: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _check_max_disp(max_disp, SIZE_DIVISOR)
         self.feature_extraction, features = _component("features", features)
-        stride = self.feature_extraction.stride
-        _check_max_disp(max_disp, stride)
+        feature_stride = self.feature_extraction.stride
+        _check_max_disp(max_disp, feature_stride)
         self.cost_volume, cost_volume = _component(
-            "cost_volume", cost_volume, in_channels=self.feature_extraction.out_channels, levels=max_disp // stride)
+            "cost_volume", cost_volume, in_channels=self.feature_extraction.out_channels,
+            levels=max_disp // feature_stride)
+        self.stride = feature_stride * self.cost_volume.pool  # the volume's resolution
+        _check_max_disp(max_disp, self.stride)
         self.aggregation, aggregation = _component("aggregation", aggregation, in_channels=self.cost_volume.out_channels)
-        self.regression, regression = _component("regression", regression, max_disp=max_disp, stride=stride)
+        self.regression, regression = _component("regression", regression, max_disp=max_disp, stride=self.stride)
+        self.refinement = None
+        if refinement is not None:
+            self.refinement, refinement = _component(
+                "refinement", refinement, feature_channels=self.feature_extraction.out_channels, stride=feature_stride)
         init_authors_weights(self)
         self.attention_config = [attention_spec(spec) for spec in (attention or [])]
         for spec in self.attention_config:
@@ -124,6 +133,8 @@ class StereoNetwork(nn.Module):
         self.config = {"_target_": NETWORK_TARGET, "max_disp": max_disp, "features": features,
                        "cost_volume": cost_volume, "aggregation": aggregation, "regression": regression,
                        "attention": [dict(spec) for spec in self.attention_config]}
+        if refinement is not None:
+            self.config["refinement"] = refinement
         self.checkpoint_features = False
         self.release_volume = False
         self._channels_last = False
@@ -155,7 +166,7 @@ class StereoNetwork(nn.Module):
     @max_disp.setter
     def max_disp(self, max_disp: int) -> None:
         _check_max_disp(max_disp, SIZE_DIVISOR)
-        _check_max_disp(max_disp, self.feature_extraction.stride)
+        _check_max_disp(max_disp, self.stride)
         self._max_disp = max_disp
         self.cost_volume.levels = max_disp // self.feature_extraction.stride
         self.regression.max_disp = max_disp
@@ -216,9 +227,13 @@ class StereoNetwork(nn.Module):
         ~40 stored 2-D activations per view are recomputed: ~300 MB per view at 256×512)."""
         return maybe_checkpoint(self.checkpoint_features, self.feature_extraction, self.feature_extraction, image)
 
-    def _volume(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor | VolumeHandoff:
-        volume = self.cost_volume(self._features(left), self._features(right))
-        return VolumeHandoff(volume) if self.release_volume else volume
+    def _volume(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor | VolumeHandoff, tuple | None]:
+        """The cost volume (handed over when ``release_volume``) and the features when the refinement
+        reads them again (otherwise they are freed here, before the 3-D head's peak)."""
+        features = (self._features(left), self._features(right))
+        volume = self.cost_volume(*features)
+        return (VolumeHandoff(volume) if self.release_volume else volume,
+                features if self.refinement is not None else None)
 
     def forward(
         self, left: torch.Tensor, right: torch.Tensor, return_confidence: bool = False
@@ -232,11 +247,21 @@ class StereoNetwork(nn.Module):
         if self.channels_last:
             left = left.contiguous(memory_format=torch.channels_last)
             right = right.contiguous(memory_format=torch.channels_last)
-        costs = self.aggregation(self._volume(left, right))
+        volume, features = self._volume(left, right)
+        costs = self.aggregation(volume)
+        del volume
         if self.training:
-            return tuple(maybe_checkpoint(self.checkpoint_aggregation, self.aggregation, self.regression,
-                                          cost, height, width) for cost in costs)
-        return self.regression(costs[-1], height, width, return_confidence)
+            disparities = tuple(maybe_checkpoint(self.checkpoint_aggregation, self.aggregation, self.regression,
+                                                 cost, height, width) for cost in costs)
+            if features is not None:
+                disparities += (self.refinement(disparities[-1], left, *features),)
+            return disparities
+        result = self.regression(costs[-1], height, width, return_confidence)
+        if features is None:
+            return result
+        if return_confidence:  # the confidence stays the regression's: the refinement has no distribution
+            return self.refinement(result[0], left, *features), result[1]
+        return self.refinement(result, left, *features)
 
 
 def _check_max_disp(max_disp: Any, divisor: int) -> None:

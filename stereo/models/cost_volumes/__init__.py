@@ -8,5 +8,6 @@ disparity levels at the features' resolution, and says how many channels it prod
 from .concatenation import ConcatenationVolume
 from .correlation import CorrelationVolume
 from .group_correlation import GroupCorrelationVolume
+from .pooled_correlation import PooledCorrelationVolume
 
-__all__ = ["ConcatenationVolume", "CorrelationVolume", "GroupCorrelationVolume"]
+__all__ = ["PooledCorrelationVolume", "ConcatenationVolume", "CorrelationVolume", "GroupCorrelationVolume"]

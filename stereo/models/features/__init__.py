@@ -2,5 +2,6 @@
 
 from .light import LightFeatures
 from .psmnet import PSMNetFeatures
+from .census import CensusFeatures
 
-__all__ = ["LightFeatures", "PSMNetFeatures"]
+__all__ = ["CensusFeatures", "LightFeatures", "PSMNetFeatures"]
