@@ -45,11 +45,24 @@ def sgbm_method(params: SGBMParams | None = None) -> DisparityMethod:
     return run
 
 
-def network_method(predictor: Any) -> DisparityMethod:
-    """A :class:`stereo.inference.Predictor` as a :data:`DisparityMethod` (search range set per sample)."""
+SEARCH_RANGES = ("pair", "network")
+
+
+def network_method(predictor: Any, search_range: str = "pair") -> DisparityMethod:
+    """A :class:`stereo.inference.Predictor` as a :data:`DisparityMethod`.
+
+    ``search_range``: ``pair`` runs the network over the sample's own range (what the protocol scores);
+    ``network`` never runs it over less than the range it was built with (its ``max_disp`` when
+    this method is made) and more only when the sample needs it: a network that regresses at 1/8
+    keeps its levels on a 16-px pair instead of having two (docs/evaluation.md). Scoring masks at the
+    sample's range either way.
+    """
+    if search_range not in SEARCH_RANGES:
+        raise ValueError(f"search_range must be one of {SEARCH_RANGES}, got {search_range!r}")
+    built = predictor.max_disp
 
     def run(left: np.ndarray, right: np.ndarray, max_disp: int) -> tuple[np.ndarray, None]:
-        predictor.set_max_disp(max_disp)
+        predictor.set_max_disp(max(max_disp, built) if search_range == "network" else max_disp)
         return predictor.predict(left, right).disparity, None
 
     return run
