@@ -22,7 +22,7 @@ from stereo import output_dirs
 from stereo.cli import OutputDirError, command
 from stereo.evaluation import protocols
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
-from stereo.models.build import build_training_network
+from stereo.models.build import architecture, build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
 from stereo.training.init_from import init_from_weights
@@ -116,7 +116,8 @@ def training_producer(cfg: DictConfig) -> dict[str, Any]:
     """What a run folder's checkpoints come from: the weights started from (init_from) and the settings
     that define the training problem. Trainer settings (steps, devices) may change when resuming."""
     settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg.get(key), DictConfig) else cfg.get(key)
-                for key in ("model", "data", "optim", "loss", "seed")}
+                for key in ("data", "optim", "loss", "seed")}
+    settings["model"] = architecture(cfg.model)  # as checkpoints record it (Hydra's instantiate keys dropped)
     init_from = cfg.get("init_from")
     return output_dirs.producer("stereo.train", Path(str(init_from)) if init_from else None, settings)
 
@@ -167,7 +168,7 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str,
         scheduler=hydra.utils.instantiate(scheduler_cfg) if scheduler_cfg else None,
         scheduler_interval=str(cfg.optim.get("interval", "epoch")),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        model_config=OmegaConf.to_container(cfg.model, resolve=True),
+        model_config=architecture(cfg.model),
         run_config=OmegaConf.to_container(cfg, resolve=True),
         seed=int(cfg.seed),
         **OmegaConf.to_container(cfg.module, resolve=True),
