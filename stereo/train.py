@@ -7,6 +7,7 @@ Thin on purpose: composes data, model, module, callbacks, loggers and trainer fr
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,8 @@ def report(cfg: DictConfig, results: dict[str, Any], trainer: pl.Trainer) -> str
         lines.append(f"  TensorBoard logs:  {output_dir / 'tensorboard'}")
         lines.append(f"  open with:         tensorboard --logdir {output_dir / 'tensorboard'}   (then http://localhost:6006)")
     if results.get("resume_checkpoint"):  # the file this run actually wrote (last.ckpt, or last-v1.ckpt ...)
-        lines.append(f"  resume with:       python -m stereo.train {' '.join(_overrides())} hydra.run.dir={output_dir} "
-                     f"ckpt_path={Path(results['resume_checkpoint']).resolve()}")
+        arguments = [*_overrides(), f"hydra.run.dir={output_dir}", f"ckpt_path={Path(results['resume_checkpoint']).resolve()}"]
+        lines.append(f"  resume with:       python -m stereo.train {shlex.join(arguments)}")
     lines.append("=" * 72)
     return "\n".join(lines)
 
@@ -251,12 +252,17 @@ def _example_pair(cfg: DictConfig) -> tuple[str, str]:
 
 
 def _overrides() -> list[str]:
+    """The command line to repeat when resuming: the config search path (the user's own config folders,
+    e.g. docs/models.md's ``hydra.searchpath=[file://my_conf]``) and every override but the two the
+    resume command sets itself."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "paths.output_dir="))]
+        given = HydraConfig.get().overrides
     except ValueError:  # called outside @hydra.main (tests)
         return []
+    search = [o for o in given.hydra if o.lstrip("+~").startswith("hydra.searchpath=")]
+    return search + [o for o in given.task if not o.startswith(("ckpt_path=", "paths.output_dir="))]
 
 
 @command("train")
