@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from stereo.config import compose  # noqa: F401  (tests compose real configs: from conftest import compose)
+from stereo.config import CONFIG_DIR, compose  # noqa: F401  (tests compose real configs: from conftest import compose)
 from stereo.data.real_samples import default_real_data_dir
 
 # The GPU kit's modules (gpu_checks, sync_counter) live with the kit in scripts/; their tests import them.
@@ -36,6 +36,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
 
+
+# Every model config (conf/model/*.yaml): tests loop over the folder, so a new file is covered without edits.
+MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 SYNTHETIC = {"num_train": 4, "num_test": 2, "height": 256, "width": 256, "max_disp": 32, "seed": 0}
 

@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import hydra
 import pytest
 import torch
+from conftest import MODEL_CONFIGS
 
 from stereo.config import CONFIG_DIR
 from stereo.models import StereoNetwork
 from stereo.models.build import INSTANTIATE_KEYS, architecture, build_network
 
-MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)

@@ -5,20 +5,18 @@ cost volume (one file + one YAML) training without other edits."""
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import MODEL_CONFIGS
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from stereo.config import CONFIG_DIR
 from stereo.models import StereoNetwork
 from stereo.models.build import build_network, model_config
 from stereo.models.cost_volumes import CorrelationVolume, GroupCorrelationVolume
 from stereo.training.losses import PSMNetLoss
 
-MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 
 def _gwc_definition(left: torch.Tensor, right: torch.Tensor, levels: int, groups: int) -> torch.Tensor:

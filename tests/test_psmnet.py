@@ -9,6 +9,7 @@ import hydra
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import MODEL_CONFIGS
 from psmnet_reference import (
     random_authors_state,
     reference_cost_volume,
@@ -19,13 +20,12 @@ from psmnet_reference import (
 )
 
 from stereo.config import CONFIG_DIR
-from stereo.models import EfficientAttention, PSMNet, StereoNetwork, load_psmnet_checkpoint
+from stereo.models import EfficientAttention, PSMNet, load_psmnet_checkpoint
 from stereo.models.attention import _AttentionBlock
 from stereo.models.build import build_network, build_training_network, model_config
 from stereo.models.cost_volumes.concatenation import concatenation_volume
 from stereo.models.regression import regress_disparity
 
-MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 # The authors' two networks (conf/model/psmnet*.yaml, checked against their code below) and their
 # parameter counts.
 AUTHORS_PARAMETERS = {"psmnet": 5_224_768, "psmnet_basic": 3_672_896}

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR
-from stereo.models.network import DEFAULT_MAX_DISP, check_max_disp
+from stereo.models import DEFAULT_MAX_DISP, MIN_INPUT_SIZE, SIZE_DIVISOR, check_max_disp
 from stereo.models.padding import Padder
 from stereo.evaluation import metrics
 

@@ -29,7 +29,7 @@ from stereo.data.io import atomic_write, write_image, write_pfm
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
 from stereo.evaluation.protocols import Protocol
-from stereo.models.network import DEFAULT_MAX_DISP
+from stereo.models import DEFAULT_MAX_DISP
 from stereo.visualize import colorize_disparity, colorize_error
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stereo.inference.predictor import check_pair
-from stereo.models.network import check_max_disp
+from stereo.models import check_max_disp
 
 MODES = ("sgbm", "sgbm_3way", "hh", "hh4")
 

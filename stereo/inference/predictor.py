@@ -23,8 +23,7 @@ import torch
 
 from stereo.data.normalize import normalize_image
 from stereo.devices import resolve_device
-from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR, Padder, optimize_for_inference
-from stereo.models.network import check_max_disp
+from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR, Padder, check_max_disp, optimize_for_inference
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", "full", "tiled", "downscale")
