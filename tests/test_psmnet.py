@@ -29,15 +29,15 @@ from stereo.models.regression import regress_disparity
 # The authors' two networks (conf/model/psmnet*.yaml, checked against their code below) and their
 # parameter counts.
 AUTHORS_PARAMETERS = {"psmnet": 5_224_768, "psmnet_basic": 3_672_896}
-COMPONENTS = ("features", "cost_volume", "aggregation", "regression")
+COMPONENTS = ("features", "cost_volume", "aggregation", "regression", "refinement")
 
 
 def _psmnet_head(name: str) -> str | None:
-    """Which of the authors' networks a model config is built of (the same four components; attention
-    and max_disp aside), or None: found from the file's content, so a new model file needs no edit here."""
+    """Which of the authors' networks a model config is built of (the same components; attention and
+    max_disp aside), or None: found from the file's content, so a new model file needs no edit here."""
     config = model_config(name)
     return next((authors for authors, components in _AUTHORS_COMPONENTS.items()
-                 if all(config[k] == components[k] for k in COMPONENTS)), None)
+                 if all(config.get(k) == components.get(k) for k in COMPONENTS)), None)
 
 
 _AUTHORS_COMPONENTS = {name: model_config(name) for name in AUTHORS_PARAMETERS}
