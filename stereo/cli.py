@@ -166,12 +166,15 @@ def check_command_line(config_name: str, arguments: list[str], module: str = "st
             return f"cannot read the override {argument!r}: {_quoting_hint(arguments, index)}"
     overrides = parser.parse_overrides(arguments)
     own = [(a, o) for a, o in zip(arguments, overrides) if not o.key_or_group.lstrip("+~").startswith("hydra")]
-    groups = [a for a, o in own if _is_group(CONFIG_DIR, o.key_or_group)]
+    # Hydra's own settings are left to Hydra, except the search path: the user's config folders
+    # (docs/models.md: model=my_model 'hydra.searchpath=[file://my_conf]') are part of every composition.
+    search = [a for a, o in zip(arguments, overrides) if o.key_or_group.lstrip("+~") == "hydra.searchpath"]
+    groups = [*search, *(a for a, o in own if _is_group(CONFIG_DIR, o.key_or_group))]
     try:
         with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
             base = compose(config_name, overrides=groups)
             try:
-                compose(config_name, overrides=[a for a, _ in own])
+                compose(config_name, overrides=[*search, *(a for a, _ in own)])
             except (HydraException, OmegaConfBaseException):
                 for argument, _ in own:  # which one: compose each alone
                     try:

@@ -7,6 +7,7 @@ Thin on purpose: composes data, model, module, callbacks, loggers and trainer fr
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from stereo import output_dirs
 from stereo.cli import OutputDirError, command
 from stereo.evaluation import protocols
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
-from stereo.models.build import build_training_network
+from stereo.models.build import architecture, build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
 from stereo.training.init_from import init_from_weights
@@ -116,7 +117,8 @@ def training_producer(cfg: DictConfig) -> dict[str, Any]:
     """What a run folder's checkpoints come from: the weights started from (init_from) and the settings
     that define the training problem. Trainer settings (steps, devices) may change when resuming."""
     settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg.get(key), DictConfig) else cfg.get(key)
-                for key in ("model", "data", "optim", "loss", "seed")}
+                for key in ("data", "optim", "loss", "seed")}
+    settings["model"] = architecture(cfg.model)  # as checkpoints record it (Hydra's instantiate keys dropped)
     init_from = cfg.get("init_from")
     return output_dirs.producer("stereo.train", Path(str(init_from)) if init_from else None, settings)
 
@@ -167,7 +169,7 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str,
         scheduler=hydra.utils.instantiate(scheduler_cfg) if scheduler_cfg else None,
         scheduler_interval=str(cfg.optim.get("interval", "epoch")),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        model_config=OmegaConf.to_container(cfg.model, resolve=True),
+        model_config=architecture(cfg.model),
         run_config=OmegaConf.to_container(cfg, resolve=True),
         seed=int(cfg.seed),
         **OmegaConf.to_container(cfg.module, resolve=True),
@@ -234,8 +236,8 @@ def report(cfg: DictConfig, results: dict[str, Any], trainer: pl.Trainer) -> str
         lines.append(f"  TensorBoard logs:  {output_dir / 'tensorboard'}")
         lines.append(f"  open with:         tensorboard --logdir {output_dir / 'tensorboard'}   (then http://localhost:6006)")
     if results.get("resume_checkpoint"):  # the file this run actually wrote (last.ckpt, or last-v1.ckpt ...)
-        lines.append(f"  resume with:       python -m stereo.train {' '.join(_overrides())} hydra.run.dir={output_dir} "
-                     f"ckpt_path={Path(results['resume_checkpoint']).resolve()}")
+        arguments = [*_overrides(), f"hydra.run.dir={output_dir}", f"ckpt_path={Path(results['resume_checkpoint']).resolve()}"]
+        lines.append(f"  resume with:       python -m stereo.train {shlex.join(arguments)}")
     lines.append("=" * 72)
     return "\n".join(lines)
 
@@ -250,12 +252,17 @@ def _example_pair(cfg: DictConfig) -> tuple[str, str]:
 
 
 def _overrides() -> list[str]:
+    """The command line to repeat when resuming: the config search path (the user's own config folders,
+    e.g. docs/models.md's ``hydra.searchpath=[file://my_conf]``) and every override but the two the
+    resume command sets itself."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "paths.output_dir="))]
+        given = HydraConfig.get().overrides
     except ValueError:  # called outside @hydra.main (tests)
         return []
+    search = [o for o in given.hydra if o.lstrip("+~").startswith("hydra.searchpath=")]
+    return search + [o for o in given.task if not o.startswith(("ckpt_path=", "paths.output_dir="))]
 
 
 @command("train")

@@ -11,6 +11,9 @@ Two tiers:
   ``@pytest.mark.slow``: longer training runs (overfitting, every model config, resume after kill -9,
   two-process DDP, the ablation), full-size training-mode equality checks of the speed paths and the
   SGBM tuning grid. Mark a test slow when it takes more than ~20 s and a quicker test covers its module.
+
+Every run lists its 20 slowest tests (``--durations=20`` in pyproject.toml). ``@pytest.mark.gpu``: the
+test needs CUDA and is skipped without it.
 """
 
 from __future__ import annotations
@@ -19,11 +22,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from stereo.config import compose  # noqa: F401  (tests compose real configs: from conftest import compose)
+from stereo.config import CONFIG_DIR, compose  # noqa: F401  (tests compose real configs: from conftest import compose)
 from stereo.data.real_samples import default_real_data_dir
 
 # The GPU kit's modules (gpu_checks, sync_counter) live with the kit in scripts/; their tests import them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.gpu`` tests need CUDA: skipped, saying so, where torch sees no GPU."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
+
+
+# Every model config (conf/model/*.yaml): tests loop over the folder, so a new file is covered without edits.
+MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 SYNTHETIC = {"num_train": 4, "num_test": 2, "height": 256, "width": 256, "max_disp": 32, "seed": 0}
 

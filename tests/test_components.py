@@ -5,23 +5,18 @@ cost volume (one file + one YAML) training without other edits."""
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
-import hydra
 import pytest
 import torch
-from conftest import compose
+from conftest import MODEL_CONFIGS
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from stereo.config import CONFIG_DIR
 from stereo.models import StereoNetwork
 from stereo.models.build import build_network, model_config
 from stereo.models.cost_volumes import CorrelationVolume, GroupCorrelationVolume
-from stereo.train import train
 from stereo.training.losses import PSMNetLoss
 
-MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
 
 
 def _gwc_definition(left: torch.Tensor, right: torch.Tensor, levels: int, groups: int) -> torch.Tensor:
@@ -144,9 +139,20 @@ def test_the_device_watch_sees_a_cpu_operand_that_meta_kernels_let_through():
     assert watch.offenders
 
 
-def test_a_new_cost_volume_in_one_file_and_one_yaml_trains_for_two_steps(tmp_path, train_overrides, monkeypatch):
-    """What docs/models.md tells a researcher to write: a component file and a model config in their
-    own config folder (Hydra search path), nothing else edited."""
+@pytest.mark.slow  # ~7 s on 2 cores: the command's start (torch, Lightning) and two training steps
+def test_a_new_cost_volume_in_one_file_and_one_yaml_trains_through_the_command_as_documented(tmp_path, synthetic_root):
+    """docs/models.md's workflow as a researcher types it: a component file and a model config in their
+    own folder, ``python -m stereo.train model=abs_light 'hydra.searchpath=[file://my_conf]'`` (plus
+    tiny-run overrides) in a subprocess, through the command-line check; the checkpoint records the
+    researcher's class and loads; the printed resume command keeps the search path and passes the check."""
+    import importlib
+    import shlex
+
+    from bad_input.conftest import run_cli
+
+    from stereo.cli import check_command_line
+    from stereo.models.checkpoints import load_model
+
     package = tmp_path / "my_research"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -170,26 +176,42 @@ def test_a_new_cost_volume_in_one_file_and_one_yaml_trains_for_two_steps(tmp_pat
                     planes.append(F.pad((left[..., d:] - right[..., :-d]).abs(), (d, 0)))
                 return torch.stack(planes, dim=2)
     '''))
-    (tmp_path / "conf" / "model").mkdir(parents=True)
-    (tmp_path / "conf" / "model" / "abs_light.yaml").write_text(textwrap.dedent('''
+    (tmp_path / "my_conf" / "model").mkdir(parents=True)
+    (tmp_path / "my_conf" / "model" / "abs_light.yaml").write_text(textwrap.dedent('''
         _target_: stereo.models.StereoNetwork
-        max_disp: 32
-        features: {_target_: stereo.models.features.LightFeatures, channels: [8, 16], out_channels: 16}
+        max_disp: 192
+        features: {_target_: stereo.models.features.LightFeatures, channels: [16, 32, 64], out_channels: 16}
         cost_volume: {_target_: my_research.abs_difference.AbsDifferenceVolume}
         aggregation: {_target_: stereo.models.aggregations.LightAggregation, channels: 16}
         regression: {_target_: stereo.models.regression.LowResolutionSoftArgmax}
-        attention:
-          - {at: aggregation.dres1}
+        attention: [{at: aggregation.dres1}]
     '''))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = compose("train", train_overrides("model=abs_light", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-                                           "trainer.max_steps=2", "trainer.limit_val_batches=0",
-                                           "evaluate_before=false", "evaluate_after=false", "logger=none"))
-    results = train(cfg)
-    assert results["global_step"] == 2
-    checkpoint = torch.load(results["resume_checkpoint"], weights_only=True)
-    assert checkpoint["hyper_parameters"]["model_config"]["cost_volume"]["_target_"] == \
-        "my_research.abs_difference.AbsDifferenceVolume"
+    documented = ["model=abs_light", "hydra.searchpath=[file://my_conf]"]
+    tiny = ["data.generate=null", f"data.train.root={synthetic_root}", f"data.val.root={synthetic_root}",
+            "data.crop_size=[256,256]", "data.batch_size=2", "data.num_workers=0", "model.max_disp=32",
+            "trainer=cpu", "trainer.max_steps=2", "trainer.limit_val_batches=0", "evaluate_before=false",
+            "evaluate_after=false", "logger=none", f"paths.log_dir={tmp_path / 'logs'}", "hydra.run.dir=run"]
+    done = run_cli("train", *documented, *tiny, cwd=tmp_path)  # my_research importable from there, as documented
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    recorded = torch.load(checkpoint, weights_only=True)
+    assert recorded["global_step"] == 2
+    config = recorded["hyper_parameters"]["model_config"]
+    assert config["cost_volume"] == {"_target_": "my_research.abs_difference.AbsDifferenceVolume"}
+    assert config["max_disp"] == 32 and not any(key in config for key in ("_recursive_", "_convert_"))
+
+    resume = next(line for line in done.stdout.splitlines() if "resume with:" in line).split("resume with:")[1]
+    args = shlex.split(resume)
+    assert args[:3] == ["python", "-m", "stereo.train"] and documented[1] in args, resume
+    assert f"ckpt_path={checkpoint.resolve()}" in args
+    with pytest.MonkeyPatch.context() as patch:  # as the shell would run it: from the same folder
+        patch.chdir(tmp_path)
+        patch.syspath_prepend(str(tmp_path))
+        importlib.import_module("my_research.abs_difference")  # what loading a checkpoint of it needs (docs)
+        assert check_command_line("train", args[3:]) is None
+        assert check_command_line("train", [a for a in args[3:] if a != documented[1]]) is not None
+        model = load_model(checkpoint)  # the registry knows the class once its module is imported
+    assert type(model.cost_volume).__name__ == "AbsDifferenceVolume"
 
 
 def test_a_config_naming_a_class_of_the_wrong_kind_is_refused():
@@ -200,12 +222,3 @@ def test_a_config_naming_a_class_of_the_wrong_kind_is_refused():
     config["cost_volume"] = {"_target_": "collections.OrderedDict"}
     with pytest.raises(ValueError, match="not a CostVolume subclass"):
         build_network(config)
-
-
-def test_hydra_searchpath_composes(tmp_path):
-    """The search-path override the test above relies on is honoured by compose (guards a Hydra change)."""
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "extra.yaml").write_text("defaults:\n  - psmnet\n  - _self_\nmax_disp: 32\n")
-    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = hydra.compose("train", overrides=["model=extra", f"hydra.searchpath=[file://{tmp_path}]"])
-    assert cfg.model.max_disp == 32 and cfg.model.features._target_.endswith("PSMNetFeatures")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import hydra
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import MODEL_CONFIGS
 from psmnet_reference import (
     random_authors_state,
     reference_cost_volume,
@@ -18,14 +20,28 @@ from psmnet_reference import (
 )
 
 from stereo.config import CONFIG_DIR
-from stereo.models import EfficientAttention, PSMNet, StereoNetwork, load_psmnet_checkpoint
+from stereo.models import EfficientAttention, PSMNet, load_psmnet_checkpoint
 from stereo.models.attention import _AttentionBlock
-from stereo.models.build import build_network
+from stereo.models.build import build_network, build_training_network, model_config
 from stereo.models.cost_volumes.concatenation import concatenation_volume
 from stereo.models.regression import regress_disparity
 
-PSMNET_CONFIGS = ["psmnet", "psmnet_basic", "ea_psmnet", "ea_psmnet_feature", "ea_psmnet_volume", "dp_psmnet_hourglass"]
-MODEL_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+# The authors' two networks (conf/model/psmnet*.yaml, checked against their code below) and their
+# parameter counts.
+AUTHORS_PARAMETERS = {"psmnet": 5_224_768, "psmnet_basic": 3_672_896}
+COMPONENTS = ("features", "cost_volume", "aggregation", "regression", "refinement")
+
+
+def _psmnet_head(name: str) -> str | None:
+    """Which of the authors' networks a model config is built of (the same components; attention and
+    max_disp aside), or None: found from the file's content, so a new model file needs no edit here."""
+    config = model_config(name)
+    return next((authors for authors, components in _AUTHORS_COMPONENTS.items()
+                 if all(config.get(k) == components.get(k) for k in COMPONENTS)), None)
+
+
+_AUTHORS_COMPONENTS = {name: model_config(name) for name in AUTHORS_PARAMETERS}
+PSMNET_CONFIGS = [name for name in MODEL_CONFIGS if _psmnet_head(name)]
 
 
 def _count(module: torch.nn.Module, skip_attention: bool = False) -> int:
@@ -221,54 +237,80 @@ def test_constructor_and_call_errors():
         model.train()(torch.zeros(1, 3, 256, 256), torch.zeros(1, 3, 256, 256), return_confidence=True)
 
 
-def test_psmnet_configs_are_all_the_model_configs_but_the_light_network():
-    assert set(MODEL_CONFIGS) - set(PSMNET_CONFIGS) == {"ea_light"}
+@pytest.mark.parametrize("value", [0, -16, 8, 100, 64.0, True, "64"])
+def test_every_search_range_is_refused_by_the_one_rule_with_one_message(value):
+    """max_disp is checked by stereo.models.network.check_max_disp wherever it enters: the network (built
+    and set), the predictor and StereoSGBM give the same message."""
+    from stereo.evaluation.sgbm import SGBMMatcher
+    from stereo.inference.predictor import Predictor
+
+    message = rf"^max_disp must be a positive multiple of 16, got {re.escape(repr(value))}$"
+    model = PSMNet(16, "basic")
+    for enter in (lambda: PSMNet(value, "basic"), lambda: setattr(model, "max_disp", value),
+                  lambda: Predictor(model, device="cpu", max_disp=value, optimize=False), lambda: SGBMMatcher(value)):
+        with pytest.raises(ValueError, match=message):
+            enter()
+    assert model.max_disp == 16
 
 
 @pytest.mark.parametrize("name", PSMNET_CONFIGS)
-def test_hydra_model_configs_compose_and_instantiate(name):
+def test_every_psmnet_config_has_the_authors_parameters_and_its_attention_where_it_says(name):
+    """Every config built of PSMNet's components: the authors' parameter count for its head, and one
+    attention block in the state dict at each insertion point its ``attention`` names."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={name}"])
     model = build_network(cfg.model)
-    assert isinstance(model, StereoNetwork) and model.max_disp == 192
-    expected = 3_672_896 if name == "psmnet_basic" else 5_224_768
-    assert _count(model, skip_attention=True) == expected
-    hourglasses = {f"aggregation.dres{i}.bottleneck" for i in (2, 3, 4)}
-    points = {
-        "psmnet": set(), "psmnet_basic": set(), "ea_psmnet": {"feature_extraction.layer4", "aggregation.dres1"},
-        "ea_psmnet_feature": {"feature_extraction.layer4"}, "ea_psmnet_volume": {"aggregation.dres1"},
-        "dp_psmnet_hourglass": hourglasses,
-    }[name]
-    assert {point for spec in model.attention_config for point in spec["at"]} == points
+    assert _count(model, skip_attention=True) == AUTHORS_PARAMETERS[_psmnet_head(name)]
+    points = [point for spec in cfg.model.attention for point in ([spec.at] if isinstance(spec.at, str) else spec.at)]
+    blocks = {module for module, m in model.named_modules() if isinstance(m, _AttentionBlock)}
+    assert blocks == {".inserted.".join(point.rsplit(".", 1)) for point in points}
+    assert len(points) == len(blocks)
 
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
 # A PSMNet-sized training step at 256x256 takes ~10-30 s on 2 cores: those cases are in the full tier
-# (the experiments' cases cover the same networks' layers in the quick tier).
-RECIPES = [pytest.param(f"model={m}", marks=[pytest.mark.slow] if m in PSMNET_CONFIGS else [])
-           for m in MODEL_CONFIGS] + [f"experiment={e}" for e in EXPERIMENTS]
+# (the other model configs cover the same kinds of layers in the quick tier).
+RECIPES = [pytest.param(m, marks=[pytest.mark.slow] if m in PSMNET_CONFIGS else []) for m in MODEL_CONFIGS]
 
 
-@pytest.mark.parametrize("override", RECIPES)
-def test_every_recipe_builds_only_torch_nn_convolutions(override):
-    """cfg.model of every model config and every experiment: plain torch.nn layers, nothing subclassed;
-    every model config also runs a training forward + backward at a tiny size (max_disp 16, batch 2,
-    the smallest input its features take)."""
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_model_config_builds_only_torch_nn_convolutions(name):
+    """Every model config: plain torch.nn layers, nothing subclassed, and a training forward + backward
+    at a tiny size (max_disp 16, batch 2, the smallest input its features take)."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = hydra.compose("train", overrides=[override, "model.max_disp=16"])
+        cfg = hydra.compose("train", overrides=[f"model={name}", "model.max_disp=16"])
     model = build_network(cfg.model)
     convs = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
     assert {torch.nn.Conv2d, torch.nn.Conv3d} <= convs
     assert all(t.__module__ == "torch.nn.modules.conv" for t in convs), convs
-    if override.startswith("model="):
-        size = max(64, model.feature_extraction.min_input_size)
-        left, right = torch.randn(2, 2, 3, size, size).unbind(0)
-        outputs = model.train()(left, right)
-        assert all(o.shape == (2, size, size) and torch.isfinite(o).all() for o in outputs)
-        sum(o.mean() for o in outputs).backward()
-        assert all(p.grad is not None for p in model.parameters())
+    size = max(64, model.feature_extraction.min_input_size)
+    left, right = torch.randn(2, 2, 3, size, size).unbind(0)
+    outputs = model.train()(left, right)
+    assert all(o.shape == (2, size, size) and torch.isfinite(o).all() for o in outputs)
+    sum(o.mean() for o in outputs).backward()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_trains_its_plain_network_switched_only_by_the_backend_it_names(experiment):
+    """What a recipe trains (build_training_network): its model config's torch.nn network, with only the
+    layers its ``model_backend`` switches (plain: none; cpu: 2-D/3-D convolutions, each a subclass of
+    the plain layer from stereo.accel.cpu); same state-dict keys."""
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = hydra.compose("train", overrides=[f"experiment={experiment}", "model.max_disp=16"])
+    plain, trained = build_network(cfg.model), build_training_network(cfg)
+    assert all(type(m).__module__ == "torch.nn.modules.conv"
+               for m in plain.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+    kinds = {name: type(m) for name, m in plain.named_modules()}
+    switched = {name: type(m) for name, m in trained.named_modules() if type(m) is not kinds[name]}
+    assert list(trained.state_dict()) == list(plain.state_dict())
+    if cfg.model_backend == "plain":
+        assert not switched, switched
+    else:
+        assert switched and all(t.__module__ == f"stereo.accel.{cfg.model_backend}" and issubclass(t, kinds[name])
+                                for name, t in switched.items()), switched
+        assert not any(type(m) in (torch.nn.Conv2d, torch.nn.Conv3d) for m in trained.modules())
 
 
 def test_training_graph_is_plain_autograd(stereo_pair):

@@ -29,7 +29,7 @@ def test_max_disp_is_rounded_strictly_above_the_gt_maximum_to_a_multiple_of_16_a
     pairs = get_protocol("pairs")
     assert pairs.sample_max_disp(gt, np.array([[True, False], [True, False]])) == 48  # invalid 300 ignored
     assert pairs.with_cap(32).sample_max_disp(gt, np.ones_like(gt, bool)) == 32
-    with pytest.raises(ValueError, match="per-sample search range needs max_disp"):
+    with pytest.raises(ValueError, match="per-sample search range.s cap max_disp must be a positive multiple of 16, got 40"):
         pairs.with_cap(40)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR
+from stereo.models import DEFAULT_MAX_DISP, MIN_INPUT_SIZE, SIZE_DIVISOR, check_max_disp
 from stereo.models.padding import Padder
 from stereo.evaluation import metrics
 
@@ -33,9 +33,7 @@ def round_max_disp(value: float, multiple: int = SIZE_DIVISOR, cap: int | None =
         raise ValueError(f"max disparity must be a finite value >= 0, got {value}")
     rounded = (math.floor(value / multiple) + 1) * multiple
     if cap is not None:
-        if cap <= 0 or cap % multiple:
-            raise ValueError(f"cap must be a positive multiple of {multiple}, got {cap}")
-        rounded = min(rounded, cap)
+        rounded = min(rounded, check_max_disp(cap, multiple, name="cap"))
     return int(rounded)
 
 
@@ -53,7 +51,7 @@ class Protocol:
     files: str = "all"  # "standard" = the 4,370-frame list (13 sequences removed), "all" = every file on disk
     passes: str = "clean"
     min_disp: float | None = 0.0  # scored pixels: min_disp < gt < max_disp (None = unbounded)
-    max_disp: float | None = 192.0
+    max_disp: float | None = float(DEFAULT_MAX_DISP)
     # "fixed": max_disp as given; "per_sample": each sample's search range (and mask bound) is its largest
     # valid GT disparity rounded up past a multiple of 16, capped at max_disp (sample_max_disp)
     max_disp_rule: str = "fixed"
@@ -73,9 +71,9 @@ class Protocol:
             raise ValueError(f"protocol {self.name}: resize='crop' needs crop_size")
         if self.max_disp_rule not in MAX_DISP_RULES:
             raise ValueError(f"protocol {self.name}: max_disp_rule must be one of {MAX_DISP_RULES}")
-        if self.max_disp_rule == "per_sample" and (not self.max_disp or self.max_disp % SIZE_DIVISOR):
-            raise ValueError(f"protocol {self.name}: a per-sample search range needs max_disp (the cap) "
-                             f"to be a positive multiple of {SIZE_DIVISOR}, got {self.max_disp}")
+        if self.max_disp_rule == "per_sample":  # the cap is a search range (192.0 reads as 192)
+            cap = int(self.max_disp) if isinstance(self.max_disp, float) and self.max_disp.is_integer() else self.max_disp
+            check_max_disp(cap, name=f"protocol {self.name}: a per-sample search range's cap max_disp")
         if self.averaging not in metrics.AVERAGING_MODES:
             raise ValueError(f"protocol {self.name}: averaging must be one of {metrics.AVERAGING_MODES}")
 

@@ -29,6 +29,7 @@ from stereo.data.io import atomic_write, write_image, write_pfm
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
 from stereo.evaluation.protocols import Protocol
+from stereo.models import DEFAULT_MAX_DISP
 from stereo.visualize import colorize_disparity, colorize_error
 
 
@@ -91,7 +92,7 @@ def evaluate_model(
     loader = DataLoader(Subset(dataset, indices), batch_size=1, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model = model.to(device).eval()
-    max_disp = float(getattr(model, "max_disp", protocol.max_disp or 192.0))
+    max_disp = float(getattr(model, "max_disp", protocol.max_disp or DEFAULT_MAX_DISP))
     rows: list[dict[str, Any]] = []
     for index, batch in zip(indices, tqdm(loader, desc=desc, disable=rank != 0, unit="img")):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

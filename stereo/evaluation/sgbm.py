@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stereo.inference.predictor import check_pair
-from stereo.models import SIZE_DIVISOR
+from stereo.models import check_max_disp
 
 MODES = ("sgbm", "sgbm_3way", "hh", "hh4")
 
@@ -104,9 +104,7 @@ class SGBMMatcher:
     """OpenCV StereoSGBM on uint8 RGB pairs; ``predict`` returns (dense disparity, raw-valid mask)."""
 
     def __init__(self, max_disp: int, params: SGBMParams | None = None) -> None:
-        if max_disp <= 0 or max_disp % SIZE_DIVISOR:  # OpenCV's numDisparities, like the networks' max_disp
-            raise ValueError(f"max_disp must be a positive multiple of {SIZE_DIVISOR}, got {max_disp}")
-        self.max_disp = int(max_disp)
+        self.max_disp = check_max_disp(max_disp)  # OpenCV's numDisparities, like the networks' max_disp
         self.params = params or SGBMParams()
 
     def _matcher(self):

@@ -23,7 +23,7 @@ import torch
 
 from stereo.data.normalize import normalize_image
 from stereo.devices import resolve_device
-from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR, Padder, optimize_for_inference
+from stereo.models import MIN_INPUT_SIZE, SIZE_DIVISOR, Padder, check_max_disp, optimize_for_inference
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", "full", "tiled", "downscale")
@@ -186,9 +186,7 @@ class Predictor:
 
     def set_max_disp(self, max_disp: int) -> None:
         """Change the disparity search range; the weights do not depend on it (3-D convolutions)."""
-        if max_disp <= 0 or max_disp % DIVISOR:
-            raise ValueError(f"max_disp must be a positive multiple of {DIVISOR}, got {max_disp}")
-        self.model.max_disp = int(max_disp)
+        self.model.max_disp = check_max_disp(max_disp)
 
     # ------------------------------------------------------------------ public API
 

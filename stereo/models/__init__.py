@@ -4,7 +4,7 @@ attention, checkpoint loading, padding helpers."""
 from __future__ import annotations
 
 from .attention import DotProductAttention, EfficientAttention, dot_product_attention, efficient_attention
-from .network import MIN_INPUT_SIZE, SIZE_DIVISOR, PSMNet, StereoNetwork
+from .network import DEFAULT_MAX_DISP, MIN_INPUT_SIZE, SIZE_DIVISOR, PSMNet, StereoNetwork, check_max_disp
 from . import aggregations, cost_volumes, features, refinements, regression  # noqa: F401,I001 (registers the components)
 from .checkpoints import CheckpointError, load_model, load_psmnet_checkpoint
 from .padding import Padder
@@ -12,6 +12,7 @@ from .performance import fold_batchnorm, optimize_for_inference
 
 __all__ = [
     "CheckpointError",
+    "DEFAULT_MAX_DISP",
     "DotProductAttention",
     "EfficientAttention",
     "MIN_INPUT_SIZE",
@@ -19,6 +20,7 @@ __all__ = [
     "Padder",
     "SIZE_DIVISOR",
     "StereoNetwork",
+    "check_max_disp",
     "dot_product_attention",
     "fold_batchnorm",
     "efficient_attention",

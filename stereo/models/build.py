@@ -10,6 +10,12 @@ aggregation, regression, attention}``, each component ``{_target_: <class>, **se
 network resolves component classes from the registry only; a Hydra config (code the user wrote
 or chose, like any Hydra ``_target_``) may name a component in a module not imported yet:
 :func:`build_network` imports it first (``import_targets``), and it must subclass its kind's base.
+
+``hydra.utils.instantiate(cfg.model)`` (lightning-hydra-template's convention) builds the same network:
+the model configs set ``_recursive_: false`` and ``_convert_: all`` (:data:`INSTANTIATE_KEYS`), so Hydra
+calls ``StereoNetwork`` with the components as plain dicts, as :func:`build_network` does. Those keys
+say how Hydra calls the network, not what it is: :func:`architecture` drops them, so they are never
+passed to the network nor recorded in a checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +29,18 @@ from ..config import CONFIG_DIR
 from . import legacy
 from .components import KINDS, component_class, registered
 from .network import COMPONENTS, NETWORK_TARGET, OPTIONAL_COMPONENTS, StereoNetwork
+
+
+# How hydra.utils.instantiate calls the network (set in conf/model): not part of the architecture.
+INSTANTIATE_KEYS = ("_recursive_", "_convert_")
+
+
+def architecture(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """A model config as plain data (interpolations resolved) without Hydra's :data:`INSTANTIATE_KEYS`:
+    what :func:`build_network` builds and what a checkpoint records (``stereo.train``)."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    return {key: value for key, value in config.items() if key not in INSTANTIATE_KEYS}
 
 
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
@@ -40,7 +58,7 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     else:
         with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
             composed = hydra.compose(f"model/{name}")
-    config = OmegaConf.to_container(composed.model, resolve=True)
+    config = architecture(composed.model)
     config.update(overrides)
     return config
 
@@ -51,9 +69,7 @@ def build_network(config: Mapping[str, Any] | DictConfig, import_targets: bool =
     ``import_targets`` imports the module of a component ``_target_`` that is not registered yet
     (configs only; checkpoints are built with it off, after ``checkpoints.validated_config``).
     """
-    if isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=True)
-    config = dict(config)
+    config = architecture(config)
     if legacy.is_legacy(config):
         config = legacy.upgrade_config(config)
     if config.get("_target_") not in (NETWORK_TARGET, "stereo.models.network.StereoNetwork"):

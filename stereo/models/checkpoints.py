@@ -28,7 +28,7 @@ from ..data.io import atomic_write
 from . import legacy
 from .attention import _AttentionBlock
 from .components import component_class
-from .network import ATTENTION_KEYS, COMPONENTS, NETWORK_TARGET, OPTIONAL_COMPONENTS, PSMNet, StereoNetwork
+from .network import ATTENTION_KEYS, COMPONENTS, DEFAULT_MAX_DISP, NETWORK_TARGET, OPTIONAL_COMPONENTS, PSMNet, StereoNetwork
 
 _AUTHORS_PREFIX = "module."
 _LIGHTNING_PREFIX = "model."
@@ -255,7 +255,7 @@ def model_from_config(config: Any, path: Path | str) -> nn.Module:
         raise CheckpointError(f"{path}: model_config does not describe a valid network: {err}") from err
 
 
-def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = 192) -> nn.Module:
+def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = DEFAULT_MAX_DISP) -> nn.Module:
     """Build and load a network from one of our Lightning checkpoints or an authors' checkpoint.
 
     Ours carry ``hyper_parameters.model_config`` (``_target_`` naming an allow-listed class + plain

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .network import psmnet_config
+from .network import DEFAULT_MAX_DISP, psmnet_config
 
 LEGACY_TARGETS = ("stereo.models.PSMNet", "stereo.models.psmnet.PSMNet")
 LEGACY_KEYS = ("_target_", "max_disp", "aggregation", "attention", "align_corners")
@@ -38,7 +38,7 @@ def upgrade_config(config: Mapping[str, Any]) -> dict[str, Any]:
     attention = config.get("attention") or {}
     if not isinstance(attention, Mapping):
         raise ValueError(f"model_config.attention = {attention!r} is not a mapping of placements")
-    return psmnet_config(config.get("max_disp", 192), config.get("aggregation", "stackhourglass"),
+    return psmnet_config(config.get("max_disp", DEFAULT_MAX_DISP), config.get("aggregation", "stackhourglass"),
                          dict(attention), config.get("align_corners", False))
 
 

@@ -41,6 +41,19 @@ OPTIONAL_COMPONENTS = ("refinement",)
 SIZE_DIVISOR = 16
 # PSMNet's SPP coarsest branch average-pools 64×64 cells of the 1/4-resolution map.
 MIN_INPUT_SIZE = 256
+# The disparity search range wherever none is given: PSMNet's, with which the authors trained their
+# checkpoints and which Scene Flow's evaluation convention (0 < gt < 192) follows.
+DEFAULT_MAX_DISP = 192
+
+
+def check_max_disp(max_disp: Any, divisor: int = SIZE_DIVISOR, name: str = "max_disp") -> int:
+    """The one rule for a disparity search range (networks, the predictor, StereoSGBM, protocols): a
+    whole number (an int, not a bool) of ``divisor``-pixel steps, at least one. 16 is the networks'
+    size divisor and OpenCV's ``numDisparities`` step; a network also needs a multiple of its volume's
+    stride. Returns ``max_disp``; raises ValueError naming ``name``."""
+    if not isinstance(max_disp, int) or isinstance(max_disp, bool) or max_disp < divisor or max_disp % divisor:
+        raise ValueError(f"{name} must be a positive multiple of {divisor}, got {max_disp!r}")
+    return max_disp
 
 
 def attention_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,20 +118,20 @@ class StereoNetwork(nn.Module):
         cost_volume: Mapping[str, Any],
         aggregation: Mapping[str, Any],
         regression: Mapping[str, Any],
-        max_disp: int = 192,
+        max_disp: int = DEFAULT_MAX_DISP,
         attention: Sequence[Mapping[str, Any]] | None = None,
         refinement: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _check_max_disp(max_disp, SIZE_DIVISOR)
+        check_max_disp(max_disp)
         self.feature_extraction, features = _component("features", features)
         feature_stride = self.feature_extraction.stride
-        _check_max_disp(max_disp, feature_stride)
+        check_max_disp(max_disp, feature_stride)
         self.cost_volume, cost_volume = _component(
             "cost_volume", cost_volume, in_channels=self.feature_extraction.out_channels,
             levels=max_disp // feature_stride)
         self.stride = feature_stride * self.cost_volume.pool  # the volume's resolution
-        _check_max_disp(max_disp, self.stride)
+        check_max_disp(max_disp, self.stride)
         self.aggregation, aggregation = _component("aggregation", aggregation, in_channels=self.cost_volume.out_channels)
         self.regression, regression = _component("regression", regression, max_disp=max_disp, stride=self.stride)
         self.refinement = None
@@ -165,8 +178,8 @@ class StereoNetwork(nn.Module):
 
     @max_disp.setter
     def max_disp(self, max_disp: int) -> None:
-        _check_max_disp(max_disp, SIZE_DIVISOR)
-        _check_max_disp(max_disp, self.stride)
+        check_max_disp(max_disp)
+        check_max_disp(max_disp, self.stride)
         self._max_disp = max_disp
         self.cost_volume.levels = max_disp // self.feature_extraction.stride
         self.regression.max_disp = max_disp
@@ -264,11 +277,6 @@ class StereoNetwork(nn.Module):
         return self.refinement(result, left, *features)
 
 
-def _check_max_disp(max_disp: Any, divisor: int) -> None:
-    if not isinstance(max_disp, int) or isinstance(max_disp, bool) or max_disp < divisor or max_disp % divisor:
-        raise ValueError(f"max_disp must be a positive multiple of {divisor}, got {max_disp!r}")
-
-
 # EA-PSMNet's classic placement names (also what checkpoints written before the component network
 # recorded as ``attention``) -> insertion points.
 PLACEMENTS = {
@@ -293,7 +301,7 @@ def placement_insertions(placements: Mapping[str, Any]) -> list[dict[str, Any]]:
     return insertions
 
 
-def psmnet_config(max_disp: int = 192, aggregation: str = "stackhourglass",
+def psmnet_config(max_disp: int = DEFAULT_MAX_DISP, aggregation: str = "stackhourglass",
                   attention: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
                   align_corners: bool = False) -> dict[str, Any]:
     """The component config of PSMNet / EA-PSMNet (what conf/model/psmnet*.yaml spell out)."""
@@ -311,7 +319,7 @@ def psmnet_config(max_disp: int = 192, aggregation: str = "stackhourglass",
             "attention": list(attention or [])}
 
 
-def PSMNet(max_disp: int = 192, aggregation: str = "stackhourglass",  # noqa: N802 (reads as the class it was)
+def PSMNet(max_disp: int = DEFAULT_MAX_DISP, aggregation: str = "stackhourglass",  # noqa: N802 (reads as the class it was)
            attention: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
            align_corners: bool = False) -> StereoNetwork:
     """PSMNet (``stackhourglass`` or ``basic``) with optional attention: the authors' parameters, keys
