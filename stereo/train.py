@@ -29,7 +29,8 @@ from stereo.training.init_from import init_from_weights
 from stereo.training.module import StereoModule
 
 # Sub-folders a training run fills through Lightning (checkpoints, loggers) and its evaluations: a run
-# that creates one owns everything in it (stereo.output_dirs.Run.own_folders), also when killed.
+# that creates one records it (stereo.output_dirs.Run.own_folders) and removes it with its files once
+# empty; a file in it counts as the run's only when recorded (checkpoints as written, the rest at the end).
 TRAINING_FOLDERS = ("checkpoints", "tensorboard", "csv", "eval", "eval_untrained")
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")
 
@@ -149,12 +150,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dirs.write_hydra_record(record, cfg)
         record.own_folders(output_dir / name for name in TRAINING_FOLDERS)
         try:
-            return _fit(cfg, output_dir, ckpt_path)
+            return _fit(cfg, output_dir, ckpt_path, record)
         finally:
             record.adopt_new_files()
 
 
-def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
+def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None,
+         record: output_dirs.Run | None = None) -> dict[str, Any]:
+    """Build and fit. ``record``: the run folder's record (rank 0), through which Lightning's
+    checkpoints are recorded as written and deleted only when they are the run's (AtomicCheckpointIO)."""
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_training_network(cfg)
@@ -177,7 +181,7 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str,
     if not loggers:  # logger=none: the LR monitor has nowhere to write (Lightning would refuse to start)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                  plugins=[AtomicCheckpointIO()])
+                                                  plugins=[AtomicCheckpointIO(record)])
 
     results: dict[str, Any] = {}
     no_export = {"max_images": 0}
