@@ -224,6 +224,9 @@ def claim(directory: str | Path, option: str = "output_dir", lock_name: str = LO
     except OSError as error:
         raise OutputDirError(f"{option}={directory}: cannot create the folder: {_no_space_hint(error)}") from None
     lock = directory / lock_name
+    if lock.is_symlink():  # this module creates plain files only: never read, judge or take over a link
+        raise OutputDirError(f"{option}={directory}: the lock file {lock} is a symbolic link (to {os.readlink(lock)}), "
+                             "not a lock of this project: remove the link or choose another folder")
     for _ in range(3):  # retries after taking over a dead run's lock
         if _create_lock(lock):
             break
@@ -501,15 +504,17 @@ class Run:
                 raise OutputDirError(f"{self.manifest_path}: {hint}; the run ended with status {status!r}, written "
                                      "in place in its manifest, but the sizes and hashes of its last files are not "
                                      "recorded (a later overwrite=true keeps those files)") from None
-            raise OutputDirError(f"{self.manifest_path}: cannot write the manifest ({hint}); it still describes the "
-                                 f"run as it was at its last update (status {self._status_on_disk()!r}), not "
-                                 f"{status!r}") from None
+            earlier = self._status_on_disk()
+            said = f"; it still says {earlier!r}, not {status!r}" if earlier is not None else ""
+            raise OutputDirError(f"{self.manifest_path}: cannot write the manifest: {hint}{said}") from None
 
-    def _status_on_disk(self) -> str:
+    def _status_on_disk(self) -> str | None:
         try:
             return str(json.loads(self.manifest_path.read_bytes()).get("status"))
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError, AttributeError):
-            return "unreadable"
+            return "(unreadable)"
 
     def fail(self) -> None:
         """Record that the run failed. A run that wrote no result (only its ``.hydra/`` record, empty
@@ -588,7 +593,7 @@ def _say_kept(option: str, folder: Path, kept: Mapping[str, list[str]]) -> None:
                "unverified": "no size and hash recorded for them (a manifest of an older version, or a run killed "
                              "before it recorded them), so they cannot be verified",
                "foreign": "in the earlier run's folders but not written by it"}
-    parts = [f"{reasons[key]}: {_names(names)}" for key, names in kept.items() if names]
+    parts = [f"{reasons[key]}: {_names(sorted(names))}" for key, names in kept.items() if names]
     if parts:
         count = sum(len(names) for names in kept.values())
         print(f"warning: {option}={folder}: kept {count} file(s) not deleted with the earlier run's results, "

@@ -314,3 +314,47 @@ def test_a_nested_setting_difference_names_the_key_path_and_both_values():
     assert output_dirs.differences(earlier, now) == ["optim.optimizer.lr=0.001 there, 0.0005 now"]
     assert output_dirs.differences({"settings": {"a": [1, 2]}}, {"settings": {"a": [1, 3], "b": 1}}) == \
         ["a[1]=2 there, 3 now", "b=(not set) there, 1 now"]
+
+
+def test_lightning_may_delete_only_an_unchanged_checkpoint_the_run_wrote(tmp_path, capsys):
+    """AtomicCheckpointIO records each checkpoint as written; Lightning's rotation (remove_checkpoint)
+    deletes through the run's record, whatever path a resumed checkpoint's state names."""
+    from stereo.training.checkpoint_io import AtomicCheckpointIO
+
+    folder, victim = tmp_path / "run", tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    with output_dirs.open_run(folder, "paths.output_dir", made_by(tmp_path)) as run:
+        io = AtomicCheckpointIO(run)
+        ours = folder / "checkpoints" / "best.ckpt"
+        io.save_checkpoint({"global_step": 1}, ours)
+        users = folder / "checkpoints" / "mine.ckpt"
+        users.write_bytes(b"the user's")
+        for path in (f"{folder / 'checkpoints'}/../../victim.txt", users, victim, folder):
+            io.remove_checkpoint(path)
+        assert victim.read_bytes() == b"precious" and users.read_bytes() == b"the user's"
+        assert capsys.readouterr().err.count("kept, not deleted for Lightning's checkpoint rotation") == 4
+        io.remove_checkpoint(ours)
+        assert not ours.exists() and "checkpoints/best.ckpt" not in run.files
+
+
+def test_a_resume_checkpoints_callback_state_naming_paths_outside_the_run_is_not_restored(tmp_path):
+    from stereo.training.checkpoint_io import drop_foreign_paths
+
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "out").symlink_to(tmp_path)
+    inside = str(folder / "checkpoints" / "best.ckpt")
+
+    def state(**changes):
+        return {"dirpath": str(folder / "checkpoints"), "best_model_path": inside, "last_model_path": "",
+                "kth_best_model_path": inside, "best_k_models": {inside: torch.tensor(1.0)},
+                "best_model_score": torch.tensor(1.0), "kth_value": torch.tensor(1.0), "current_score": None, **changes}
+
+    hostile = {"dotdot": state(last_model_path=f"{folder / 'checkpoints'}/../../victim.txt"),
+               "absolute": state(best_k_models={"/etc/hostname": torch.tensor(0.0)}),
+               "through a link": state(kth_best_model_path=str(folder / "checkpoints" / "out" / "victim.txt")),
+               "another folder": state(dirpath=str(tmp_path)), "not a path": state(best_model_path=3),
+               "not a score": state(best_model_score="low"), "not a mapping": [1]}
+    checkpoint = {"callbacks": {"good": state(), **hostile}}
+    assert sorted(drop_foreign_paths(checkpoint, "last.ckpt", folder)) == sorted(hostile)
+    assert list(checkpoint["callbacks"]) == ["good"]
