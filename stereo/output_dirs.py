@@ -11,10 +11,20 @@ and the list of files that run wrote. :func:`open_run` applies one policy to an 
   others (infer, evaluate, export) redo them: the earlier run's files are deleted and written again;
 - another producer: refused in one line naming the difference (checkpoint hash, a setting); a
   manifest another command or tool wrote is refused even with ``overwrite=true`` (never trusted to delete);
-- ``overwrite=true``: the files the earlier manifest lists are deleted first. Only those: every entry
-  must be a relative path inside the folder that is neither the lock nor the manifest (a manifest
-  listing ``../x`` or the lock is treated as tampered and nothing is deleted), and only while this run
-  holds the folder's lock.
+- ``overwrite=true``: the files the earlier run wrote are deleted first. Only those: every manifest
+  entry must be a relative path inside the folder that is neither the lock nor the manifest (a manifest
+  listing ``../x`` or the lock is treated as tampered and nothing is deleted), only while this run
+  holds the folder's lock, and only a file whose size and sha256 are still those the manifest
+  recorded when the run wrote it. A listed file that changed since, or that has no recorded hash (a
+  manifest of an older version, a run killed before it recorded the file), and anything else in the
+  folders the run created (a user's file copied into ``checkpoints/``) is kept and named in one line;
+  the folders themselves are removed only when empty. The same producer redoing its results may write
+  over a listed file without a hash (a killed run's partial file) but not over one that changed.
+
+A run that fails before it wrote a result (only its own ``.hydra/`` record) removes what it wrote
+and its manifest, so a corrected rerun is not refused as another producer; a run that wrote results
+records ``failed``. When the disk is full the final status is written in place of the old one, and the
+error says what the manifest holds.
 
 The lock (``.stereo-run.lock``: host, pid, start time) is created complete in one step (written to a
 temporary file, then hard-linked into place), so a crash or a full disk never leaves an empty lock
@@ -33,6 +43,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -79,7 +90,9 @@ def producer(command: str, checkpoint: str | Path | None, settings: Mapping[str,
 
 
 def differences(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two producers of one command (empty when equal)."""
+    """Human-readable differences between two producers of one command (empty when equal): for a nested
+    setting, the first key path that differs and both values there (``optim.optimizer.lr=0.001 there,
+    0.0002 now``), not the whole setting cut off before the difference."""
     found = []
     if earlier.get("checkpoint_sha256") != now.get("checkpoint_sha256"):
         def describe(p: Mapping[str, Any]) -> str:
@@ -87,14 +100,35 @@ def differences(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]
             return f"{p.get('checkpoint')} (sha256 {digest[:12]})" if digest else str(p.get("checkpoint"))
         found.append(f"checkpoint {describe(earlier)} there, {describe(now)} now")
     old, new = earlier.get("settings") or {}, now.get("settings") or {}
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            found.append(f"{key}={_short(old.get(key))} there, {_short(new.get(key))} now")
+    if not isinstance(old, Mapping):
+        return [*found, f"settings={_short(old)} there (not a mapping)"]
+    for key in sorted(set(old) | set(new), key=str):
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT):
+            where, there, here = _first_difference(str(key), old.get(key, _ABSENT), new.get(key, _ABSENT))
+            found.append(f"{where}={_short(there)} there, {_short(here)} now")
     return found
 
 
-def _short(value: Any, limit: int = 48) -> str:
-    text = json.dumps(value)
+_ABSENT = object()  # a key one producer has and the other lacks
+
+
+def _first_difference(where: str, old: Any, new: Any) -> tuple[str, Any, Any]:
+    """The first key path below ``where`` at which ``old`` and ``new`` differ, and both values there."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key, _ABSENT) != new.get(key, _ABSENT):
+                return _first_difference(f"{where}.{key}", old.get(key, _ABSENT), new.get(key, _ABSENT))
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new)):
+            if a != b:
+                return _first_difference(f"{where}[{index}]", a, b)
+    return where, old, new
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if value is _ABSENT:
+        return "(not set)"
+    text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -190,6 +224,9 @@ def claim(directory: str | Path, option: str = "output_dir", lock_name: str = LO
     except OSError as error:
         raise OutputDirError(f"{option}={directory}: cannot create the folder: {_no_space_hint(error)}") from None
     lock = directory / lock_name
+    if lock.is_symlink():  # this module creates plain files only: never read, judge or take over a link
+        raise OutputDirError(f"{option}={directory}: the lock file {lock} is a symbolic link (to {os.readlink(lock)}), "
+                             "not a lock of this project: remove the link or choose another folder")
     for _ in range(3):  # retries after taking over a dead run's lock
         if _create_lock(lock):
             break
@@ -255,13 +292,25 @@ def _is_orphan(path: Path) -> bool:
 
 # --------------------------------------------------------------------------- manifests
 
+MAX_MANIFEST_BYTES = 256 << 20  # far above any run's manifest (a hundred thousand files take ~20 MB)
+HYDRA_RECORD = ".hydra"  # write_hydra_record's folder: the run's own bookkeeping, not a result
+_STATUS_WIDTH = len('"complete"')  # the status is padded to this width: it can be rewritten in place
+
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
+    """An earlier run's manifest (None when there is none), refused in one line when it cannot be one."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OutputDirError(f"{path} is not a plain file (a link or a folder), so it is not a manifest of this "
+                             "project; move it, or choose another folder")
     if not path.is_file():
         return None
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise OutputDirError(f"{path}: {size} bytes, too large for a manifest of this project; move or delete it and "
+                             "the results beside it by hand")
     try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise OutputDirError(f"{path}: unreadable manifest of an earlier run; move or delete it and the results "
                              "beside it by hand") from None
     if not isinstance(manifest, dict):
@@ -281,7 +330,7 @@ def _listed_files(manifest: Mapping[str, Any], folder: Path, manifest_path: Path
     protected = {(root / name) for name in protected}
     checked = []
     for name in files:
-        path = Path(name) if isinstance(name, str) else None
+        path = Path(name) if isinstance(name, str) and name not in ("", ".") and "\0" not in name else None
         target = (root / path).resolve() if path is not None and not path.is_absolute() and ".." not in path.parts else None
         inside = target is not None and root in target.parents
         if not inside or target in protected or (root / path) in protected:
@@ -293,23 +342,54 @@ def _listed_files(manifest: Mapping[str, Any], folder: Path, manifest_path: Path
     return checked
 
 
+def _fingerprint(path: Path) -> dict[str, Any] | None:
+    """Size and sha256 of a plain file; None for a link, a folder or nothing."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _unchanged(path: Path, recorded: Any) -> bool:
+    """``path`` is a plain file with the size and sha256 a manifest ``recorded`` for it."""
+    if not isinstance(recorded, Mapping) or path.is_symlink() or not path.is_file():
+        return False
+    return path.stat().st_size == recorded.get("size") and file_sha256(path) == recorded.get("sha256")
+
+
+def _remember_hash(path: Path, digest: str) -> None:
+    """Seed :func:`file_sha256`'s cache with the digest of bytes just written to ``path``."""
+    path = path.resolve()
+    stat = path.stat()
+    _HASH_CACHE[(str(path), stat.st_size, stat.st_mtime_ns)] = digest
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 class Run:
-    """One run's record in its folder: the producer, every file it writes, its status."""
+    """One run's record in its folder: the producer, every file it writes (with its size and sha256 once
+    written), the folders it created, its status."""
 
     def __init__(self, folder: Path, option: str, manifest_path: Path, record: dict[str, Any],
-                 files: list[str], overwrite: bool, resumed: bool) -> None:
+                 files: list[str], overwrite: bool, resumed: bool, hashes: Mapping[str, Any] | None = None,
+                 replaceable: Iterable[str] = ()) -> None:
         self.folder, self.option, self.manifest_path = folder, option, manifest_path
         self.record, self.overwrite, self.resumed = record, overwrite, resumed
         self.files: list[str] = list(files)
+        self.hashes: dict[str, Any] = {name: value for name, value in (hashes or {}).items() if name in self.files}
         self.folders: list[str] = []
-        self._known = set(self.files)
+        self._known = set(self.files) | set(replaceable)
+        self._written: set[str] = set()  # planned by this run: hashed again by the final save
+        self._unhashed: set[str] = set()  # planned since they were last hashed: hashed once they exist
         self._before = _all_files(folder)
 
     def name_of(self, path: str | Path) -> str:
         """``path`` relative to the folder, refusing one that would write through a link or outside it."""
         path = Path(path)
         relative = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.folder)))
-        if relative.is_absolute() or ".." in relative.parts:
+        if relative.is_absolute() or ".." in relative.parts or relative == Path("."):
             raise OutputDirError(f"{path}: not inside {self.option}={self.folder}")
         current = self.folder
         for part in relative.parts:
@@ -330,23 +410,61 @@ class Run:
             name = self.name_of(path)
             if name not in self._known and (self.folder / name).exists() and not self.overwrite:
                 raise OutputDirError(f"{self.folder / name} exists and no recorded run of {self.option}={self.folder} wrote "
-                                     f"it: move it, choose another {self.option}, or pass overwrite=true to replace it")
+                                     f"it (or it changed since): move it, choose another {self.option}, or pass "
+                                     "overwrite=true to replace it")
             names.append(name)
         return names
 
     def plan(self, paths: Iterable[str | Path], written: bool = False) -> None:
         """Record files before writing them (a killed run's manifest then names its partial files), each
-        checked by :meth:`check_free` first. ``written``: files this run has just written (no check)."""
+        checked by :meth:`check_free` first. ``written``: files this run has just written (no check).
+        Their sizes and hashes are recorded by the next :meth:`save` that finds them written."""
         paths = list(paths)
         for name in ([self.name_of(p) for p in paths] if written else self.check_free(paths)):
-            if name not in self._known:
-                self._known.add(name)
+            if name not in self.files:
                 self.files.append(name)
+            self._known.add(name)
+            self._written.add(name)
+            self._unhashed.add(name)
+
+    def record_written(self, path: str | Path, data: bytes | None = None) -> None:
+        """Record a file that a writer this module does not drive has just written (Lightning's
+        checkpoints), with its size and hash at once: a killed run's checkpoints stay verifiable.
+        ``data``: the bytes written (hashed from memory). A file outside the folder is not in its record."""
+        try:
+            name = self.name_of(path)
+        except OutputDirError:
+            return
+        if data is not None:
+            _remember_hash(self.folder / name, hashlib.sha256(data).hexdigest())
+        self.plan([self.folder / name], written=True)
+        self.save("running")
+
+    def delete_written(self, path: str | Path, who: str) -> bool:
+        """Delete ``path`` for ``who`` (e.g. Lightning's checkpoint rotation) only if it is a file this run,
+        or the run it resumes, wrote and it is unchanged since; otherwise keep it and say so in one line."""
+        try:
+            name = self.name_of(path)
+        except OutputDirError:
+            name = None
+        target = self.folder / name if name is not None else Path(path)
+        if name is not None and name in self.files and _unchanged(target, self.hashes.get(name)):
+            target.unlink()
+            self.files.remove(name)
+            self.hashes.pop(name, None)
+            self._known.discard(name)
+            self._written.discard(name)
+            self._unhashed.discard(name)
+            self.save("running")
+            return True
+        print(f"warning: {path}: kept, not deleted for {who}: it is not a file this run (or the run it resumes) "
+              f"wrote inside {self.option}={self.folder}, or it changed since", file=sys.stderr)
+        return False
 
     def own_folders(self, paths: Iterable[str | Path]) -> None:
-        """Sub-folders this run creates and fills through writers this module does not drive (Lightning's
-        checkpoints and loggers): everything under them is the run's, also after a kill -9. Only
-        folders that do not exist yet are claimed."""
+        """Sub-folders this run creates, which writers this module does not drive fill (Lightning's
+        checkpoints and loggers): recorded so that they are removed with the run's files once empty.
+        Only folders that do not exist yet are claimed; files in them count only once recorded."""
         for path in paths:
             name = self.name_of(path)
             if name not in self.folders and not (self.folder / name).exists():
@@ -355,25 +473,131 @@ class Run:
 
     def adopt_new_files(self) -> None:
         """List every file that appeared in the folder during this run (writers this module does not
-        drive, e.g. Lightning's checkpoints and loggers)."""
+        drive, e.g. Lightning's loggers)."""
         lock_names = {LOCK_NAME, self.manifest_path.name}
         fresh = sorted(_all_files(self.folder) - self._before)
         self.plan([self.folder / name for name in fresh if Path(name).name not in lock_names
                    and not _TEMPORARY.match(Path(name).name)], written=True)
 
+    def _hash(self, names: Iterable[str]) -> None:
+        for name in list(names):
+            fingerprint = _fingerprint(self.folder / name)
+            if fingerprint is not None:
+                self.hashes[name] = fingerprint
+                self._unhashed.discard(name)
+
     def save(self, status: str, **extra: Any) -> None:
-        """Atomically write the manifest (the producer, extra fields, status and the file list)."""
-        body = {**self.record, **extra, "status": status, "files": sorted(self.files), "folders": sorted(self.folders)}
+        """Atomically write the manifest (the producer, extra fields, the files with their sizes and
+        hashes, the folders, the status). A final status is hashed over every file this run wrote; when
+        the disk is full it is written in place of the old status (which needs no new disk space)."""
+        self._hash(self._written if status != "running" else self._unhashed)
+        body = {**self.record, **extra, "files": sorted(self.files),
+                "hashes": {name: self.hashes[name] for name in sorted(self.hashes)},
+                "folders": sorted(self.folders), "status": status}
+        text = json.dumps(body, indent=2)
+        text = text[:-2] + " " * (_STATUS_WIDTH - len(json.dumps(status))) + "\n}\n"
         try:
-            atomic_write(self.manifest_path, (json.dumps(body, indent=2) + "\n").encode())
+            atomic_write(self.manifest_path, text.encode())
         except OSError as error:
-            raise OutputDirError(f"{self.manifest_path}: cannot write the manifest: {_no_space_hint(error)}") from None
+            hint = _no_space_hint(error)
+            if status != "running" and _set_status_in_place(self.manifest_path, status):
+                raise OutputDirError(f"{self.manifest_path}: {hint}; the run ended with status {status!r}, written "
+                                     "in place in its manifest, but the sizes and hashes of its last files are not "
+                                     "recorded (a later overwrite=true keeps those files)") from None
+            earlier = self._status_on_disk()
+            said = f"; it still says {earlier!r}, not {status!r}" if earlier is not None else ""
+            raise OutputDirError(f"{self.manifest_path}: cannot write the manifest: {hint}{said}") from None
+
+    def _status_on_disk(self) -> str | None:
+        try:
+            return str(json.loads(self.manifest_path.read_bytes()).get("status"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, AttributeError):
+            return "(unreadable)"
+
+    def fail(self) -> None:
+        """Record that the run failed. A run that wrote no result (only its ``.hydra/`` record, empty
+        folders) removes what it wrote and its manifest instead: a corrected rerun then starts afresh
+        rather than being refused as another producer."""
+        self._hash(self._written)
+        results = [name for name in self.files if not name.startswith(f"{HYDRA_RECORD}/")
+                   and ((self.folder / name).exists() or (self.folder / name).is_symlink())]
+        results += [name for name in self.folders
+                    if any(p.is_file() or p.is_symlink() for p in (self.folder / name).rglob("*"))]
+        if self.resumed or results:
+            self.save("failed")
+            return
+        root = self.folder.resolve()
+        for name in self.files:
+            path = root / name
+            if _unchanged(path, self.hashes.get(name)):
+                path.unlink()
+                _remove_empty_parents(path.parent, root)
+        for name in self.folders:
+            _remove_empty_folders(root / name)
+        self.manifest_path.unlink(missing_ok=True)
+
+
+def _set_status_in_place(manifest: Path, status: str) -> bool:
+    """Overwrite the padded status at the end of a manifest :meth:`Run.save` wrote, in place."""
+    try:
+        with manifest.open("r+b") as handle:
+            text = handle.read()
+            start = text.rfind(b'"status": ') + len(b'"status": ')
+            end = text.rfind(b"\n}")
+            if start < len(b'"status": ') or end - start != _STATUS_WIDTH:
+                return False
+            handle.seek(start)
+            handle.write(json.dumps(status).ljust(_STATUS_WIDTH).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+    except OSError:
+        return False
 
 
 def _all_files(folder: Path) -> set[str]:
     if not folder.is_dir():
         return set()
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def _clear_earlier(earlier: Mapping[str, Any], folder: Path, files: list[Path], folders: list[Path]) -> dict[str, list[str]]:
+    """Delete the earlier run's files that are unchanged since it wrote them, then the folders it created
+    once empty. Returns what was kept, by reason: ``changed`` (since it wrote them), ``unverified``
+    (listed without a recorded hash: an older version's manifest, a killed run's last files) and
+    ``foreign`` (in its folders, not listed: not written by it)."""
+    hashes = earlier.get("hashes") if isinstance(earlier.get("hashes"), Mapping) else {}
+    root = folder.resolve()
+    kept: dict[str, list[str]] = {"changed": [], "unverified": [], "foreign": []}
+    for path in files:
+        name = path.relative_to(root).as_posix()
+        if _unchanged(path, hashes.get(name)):
+            path.unlink()
+            _remove_empty_parents(path.parent, root)
+        elif path.exists() or path.is_symlink():
+            kept["changed" if name in hashes else "unverified"].append(name)
+    listed = set(kept["changed"]) | set(kept["unverified"])
+    for path in folders:
+        _remove_empty_folders(path)
+        if path.is_dir() and not path.is_symlink():
+            kept["foreign"] += [p.relative_to(root).as_posix() for p in sorted(path.rglob("*"))
+                                if (p.is_file() or p.is_symlink()) and p.relative_to(root).as_posix() not in listed]
+    return kept
+
+
+def _say_kept(option: str, folder: Path, kept: Mapping[str, list[str]]) -> None:
+    """One line naming the files an overwrite or redo did not delete, and why."""
+    reasons = {"changed": "changed since the earlier run wrote them",
+               "unverified": "no size and hash recorded for them (a manifest of an older version, or a run killed "
+                             "before it recorded them), so they cannot be verified",
+               "foreign": "in the earlier run's folders but not written by it"}
+    parts = [f"{reasons[key]}: {_names(sorted(names))}" for key, names in kept.items() if names]
+    if parts:
+        count = sum(len(names) for names in kept.values())
+        print(f"warning: {option}={folder}: kept {count} file(s) not deleted with the earlier run's results, "
+              f"{'; '.join(parts)}; move or delete them by hand if they are not needed", file=sys.stderr)
 
 
 @contextmanager
@@ -396,11 +620,29 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
     else:
         folder, lock_name, manifest_path = target, LOCK_NAME, target / MANIFEST_NAME
     record = {**produced_by, **(extra or {})}
+    created = not folder.exists()
+    try:
+        with _open_claimed(target, folder, option, lock_name, manifest_path, produced_by, record, overwrite,
+                           resumable, is_file, check, will_write) as run:
+            yield run
+    finally:
+        if created:  # a run that failed before it wrote anything leaves no empty folder behind
+            _rmdir_if_empty(folder)
+
+
+@contextmanager
+def _open_claimed(target: Path, folder: Path, option: str, lock_name: str, manifest_path: Path,
+                  produced_by: Mapping[str, Any], record: dict[str, Any], overwrite: bool, resumable: bool,
+                  is_file: bool, check: Callable[[], None] | None, will_write: Iterable[str | Path]) -> Iterator[Run]:
+    """:func:`open_run` once its arguments are checked: the policy, under the folder's lock."""
     with claim(folder, option, lock_name) as folder:
         remove_orphan_temporaries(folder) if not is_file else _remove_orphans_of(target)
         earlier = read_manifest(manifest_path)
         files: list[str] = []
         folders: list[str] = []
+        hashes: Mapping[str, Any] = {}
+        kept: dict[str, list[str]] = {}
+        found: list[str] = []
         resumed = False
         if is_file and earlier is not None and target.exists() and earlier.get("file_sha256") != file_sha256(target):
             earlier = None  # the file changed after its manifest was written: it is not that run's result
@@ -418,24 +660,25 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
             listed_folders = _listed_files(earlier, folder, manifest_path, protected, "folders") if not is_file else []
             if found and not overwrite:
                 shown = "; ".join(found)
-                raise OutputDirError(f"{option}={target} holds results of another producer ({manifest_path}): {shown}. "
-                                     f"Choose another {option} or pass overwrite=true to replace them")
+                status = earlier.get("status")
+                state = f", a run that ended {status!r}" if status != "complete" else ""
+                raise OutputDirError(f"{option}={target} holds results of another producer ({manifest_path}{state}): "
+                                     f"{shown}. Choose another {option} or pass overwrite=true to replace them")
             if resumable and not found:
                 root = folder.resolve()  # the listed paths are resolved; the folder may be given relative
                 files, resumed = [p.relative_to(root).as_posix() for p in listed], True
                 folders = [p.relative_to(root).as_posix() for p in listed_folders]
+                hashes = earlier.get("hashes") if isinstance(earlier.get("hashes"), Mapping) else {}
             else:  # overwrite, or the same producer redoing its own results
-                for path in listed:
-                    path.unlink(missing_ok=True)
-                for path in listed_folders:
-                    _delete_tree(path)
+                kept = _clear_earlier(earlier, folder, listed, listed_folders)
                 manifest_path.unlink(missing_ok=True)
         if check is not None:
             check()
         run = Run(folder, option, manifest_path, record, files or ([target.name] if is_file else []),
-                  overwrite, resumed)
+                  overwrite, resumed, hashes, replaceable=kept.get("unverified", ()))
         run.folders = folders
-        run.check_free(will_write)
+        rewritten = set(run.check_free(will_write))
+        _say_kept(option, folder, {reason: [n for n in names if n not in rewritten] for reason, names in kept.items()})
         if is_file:  # the manifest describes the file in place: written once the new file is there
             yield run
             run.save("complete", file_sha256=file_sha256(target))
@@ -444,29 +687,39 @@ def open_run(target: str | Path, option: str, produced_by: Mapping[str, Any], *,
         try:
             yield run
         except BaseException:
-            run.save("failed")
+            try:
+                run.fail()
+            except OutputDirError as error:  # the run's own error is the one to report; this one is a note
+                print(f"warning: {error}", file=sys.stderr)
             raise
         run.save("complete")
 
 
-def _delete_tree(folder: Path) -> None:
-    """Delete the files (and links, never what they point to) under ``folder``, then its empty folders."""
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and the folders under it that hold nothing (never a link, never a file)."""
     if folder.is_symlink() or not folder.is_dir():
         return
-    for root, dirs, names in os.walk(folder, topdown=False, followlinks=False):
-        for name in names:
-            Path(root, name).unlink(missing_ok=True)
+    for root, dirs, _ in os.walk(folder, topdown=False, followlinks=False):
         for name in dirs:
-            path = Path(root, name)
-            path.unlink() if path.is_symlink() else _rmdir_if_empty(path)
+            if not Path(root, name).is_symlink():
+                _rmdir_if_empty(Path(root, name))
     _rmdir_if_empty(folder)
 
 
-def _rmdir_if_empty(path: Path) -> None:
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents up to (not including) ``root`` while they are empty."""
+    while folder != root and root in folder.parents:
+        if not _rmdir_if_empty(folder):
+            return
+        folder = folder.parent
+
+
+def _rmdir_if_empty(path: Path) -> bool:
     try:
         path.rmdir()
+        return True
     except OSError:
-        pass
+        return False
 
 
 def _remove_orphans_of(target: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shlex
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from stereo.training.init_from import init_from_weights
 from stereo.training.module import StereoModule
 
 # Sub-folders a training run fills through Lightning (checkpoints, loggers) and its evaluations: a run
-# that creates one owns everything in it (stereo.output_dirs.Run.own_folders), also when killed.
+# that creates one records it (stereo.output_dirs.Run.own_folders) and removes it with its files once
+# empty; a file in it counts as the run's only when recorded (checkpoints as written, the rest at the end).
 TRAINING_FOLDERS = ("checkpoints", "tensorboard", "csv", "eval", "eval_untrained")
 RESUME_KEYS = ("state_dict", "loops", "optimizer_states", "global_step", "epoch")
 
@@ -51,12 +53,40 @@ def validate_resume_checkpoint(path: str | Path) -> Path:
             f"{path}: not a Lightning training checkpoint of this project (missing {missing}); "
             "to start a new run from its weights use init_from=PATH instead of ckpt_path"
         )
+    _check_resume_types(checkpoint, path)
     if not any(key.startswith("model.") for key in checkpoint["state_dict"]):
         raise ValueError(f"{path}: state_dict has no 'model.*' keys, it was not written by StereoModule")
     config = model_config_of(checkpoint, path)
     if config is not None:  # the network is built from cfg.model; the recorded one must still be plain data
         model_arguments(config, path)
     return path
+
+
+def _check_resume_types(checkpoint: dict[str, Any], path: Path) -> None:
+    """The training state Lightning restores has the types Lightning expects: anything else would fail
+    deep inside it with a stack trace (a checkpoint is data, written by anyone)."""
+    def wrong(key: str, expected: str) -> ValueError:
+        value = checkpoint.get(key)
+        found = repr(value)[:40] if isinstance(value, (int, float, str)) else f"a {type(value).__name__}"
+        return ValueError(f"{path}: {key} is not {expected} (found {found}): not a training checkpoint of this "
+                          "project (edited or corrupt); resume from another checkpoint")
+
+    state = checkpoint["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise wrong("state_dict", "a mapping of names to tensors")
+    for key in ("global_step", "epoch"):
+        if not isinstance(checkpoint[key], int) or isinstance(checkpoint[key], bool) or checkpoint[key] < 0:
+            raise wrong(key, "a whole number >= 0")
+    if not isinstance(checkpoint["loops"], Mapping):
+        raise wrong("loops", "a mapping")
+    for key, required in (("optimizer_states", True), ("lr_schedulers", False)):
+        value = checkpoint.get(key)
+        if (value is not None or required) and (not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value)):
+            raise wrong(key, "a list of mappings")
+    for index, optimizer in enumerate(checkpoint["optimizer_states"]):
+        if not isinstance(optimizer.get("state"), Mapping) or not isinstance(optimizer.get("param_groups"), list):
+            raise ValueError(f"{path}: optimizer_states[{index}] lacks its 'state' mapping or 'param_groups' list: not "
+                             "a training checkpoint of this project (edited or corrupt); resume from another checkpoint")
 
 
 def check_run_dir(output_dir: Path, ckpt_path: Path | None) -> None:
@@ -151,12 +181,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dirs.write_hydra_record(record, cfg)
         record.own_folders(output_dir / name for name in TRAINING_FOLDERS)
         try:
-            return _fit(cfg, output_dir, ckpt_path)
+            return _fit(cfg, output_dir, ckpt_path, record)
         finally:
             record.adopt_new_files()
 
 
-def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
+def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None,
+         record: output_dirs.Run | None = None) -> dict[str, Any]:
+    """Build and fit. ``record``: the run folder's record (rank 0), through which Lightning's
+    checkpoints are recorded as written and deleted only when they are the run's (AtomicCheckpointIO)."""
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_training_network(cfg)
@@ -179,7 +212,7 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None) -> dict[str,
     if not loggers:  # logger=none: the LR monitor has nowhere to write (Lightning would refuse to start)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                  plugins=[AtomicCheckpointIO()])
+                                                  plugins=[AtomicCheckpointIO(record)])
 
     results: dict[str, Any] = {}
     no_export = {"max_images": 0}

@@ -67,22 +67,27 @@ def train_overrides(synthetic_root: Path, tmp_path: Path):
     """Overrides that make conf/train.yaml run on the tiny tree, on CPU, writing under tmp_path."""
 
     def make(*extra: str) -> list[str]:
-        return [
-            "data.generate=null",
-            f"data.train.root={synthetic_root}",
-            f"data.val.root={synthetic_root}",
-            "data.crop_size=[256,256]",
-            "data.batch_size=2",  # PSMNet's SPP BatchNorm needs > 1 value per channel at 256×256
-            "data.num_workers=0",
-            "data.augment.color=false",
-            "model.max_disp=32",
-            "trainer=cpu",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"paths.output_dir={tmp_path / 'run'}",
-            *extra,
-        ]
+        return training_overrides(synthetic_root, tmp_path, *extra)
 
     return make
+
+
+def training_overrides(synthetic_root: Path, folder: Path, *extra: str) -> list[str]:
+    """:func:`train_overrides` for a given folder (module-scoped fixtures)."""
+    return [
+        "data.generate=null",
+        f"data.train.root={synthetic_root}",
+        f"data.val.root={synthetic_root}",
+        "data.crop_size=[256,256]",
+        "data.batch_size=2",  # PSMNet's SPP BatchNorm needs > 1 value per channel at 256×256
+        "data.num_workers=0",
+        "data.augment.color=false",
+        "model.max_disp=32",
+        "trainer=cpu",
+        f"paths.log_dir={folder / 'logs'}",
+        f"paths.output_dir={folder / 'run'}",
+        *extra,
+    ]
 
 
 TINY_MODEL_CONFIG = {"_target_": "stereo.models.PSMNet", "max_disp": 16, "aggregation": "basic", "attention": None}

@@ -210,18 +210,151 @@ def test_a_manifest_another_tool_wrote_is_never_used_to_delete(tmp_path):
     assert snapshot(folder) == before
 
 
-def test_files_in_a_folder_the_run_created_are_its_own_also_when_it_was_killed(tmp_path):
+def test_a_killed_runs_unrecorded_files_and_a_users_file_in_its_folders_are_kept_and_named(tmp_path, capsys):
     folder = tmp_path / "run"
     producer = made_by(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         with output_dirs.open_run(folder, "paths.output_dir", producer, resumable=True) as run:
-            run.own_folders([folder / "tensorboard"])
-            (folder / "tensorboard" / "version_0").mkdir(parents=True)
-            (folder / "tensorboard" / "version_0" / "events.1").write_bytes(b"killed run's events")
+            run.own_folders([folder / "checkpoints", folder / "tensorboard"])
+            run.record_written(folder / "checkpoints" / "last.ckpt", _write(folder / "checkpoints" / "last.ckpt"))
+            _write(folder / "tensorboard" / "version_0" / "events.1")  # a logger's file, not yet recorded
             raise KeyboardInterrupt
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "keep").write_text("not the run's")
     (folder / "tensorboard" / "link").symlink_to(tmp_path / "elsewhere")
-    with output_dirs.open_run(folder, "paths.output_dir", producer) as run:  # not resuming: redone
-        assert not (folder / "tensorboard").exists()
+    (folder / "checkpoints" / "notes.txt").write_text("the user's")
+    capsys.readouterr()
+    with output_dirs.open_run(folder, "paths.output_dir", producer):  # not resuming: redone
+        assert not (folder / "checkpoints" / "last.ckpt").exists()  # recorded as written: deleted
+    kept = capsys.readouterr().err
+    assert kept.count("\n") == 1 and "kept 3 file(s)" in kept
+    assert "checkpoints/notes.txt" in kept and "tensorboard/version_0/events.1" in kept and "tensorboard/link" in kept
+    assert (folder / "checkpoints" / "notes.txt").read_text() == "the user's"
+    assert (folder / "tensorboard" / "version_0" / "events.1").exists()
     assert (tmp_path / "elsewhere" / "keep").read_text() == "not the run's"
+
+
+def _write(path: Path, data: bytes = b"written by the run") -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def test_the_manifest_records_size_and_hash_and_overwrite_deletes_only_unchanged_files(tmp_path, capsys):
+    folder = tmp_path / "out"
+    write_run(folder, made_by(tmp_path), ["a.pfm", "b.pfm", "sub/c.pfm"])
+    manifest = json.loads((folder / output_dirs.MANIFEST_NAME).read_text())
+    assert manifest["hashes"]["a.pfm"] == {"size": len((folder / "a.pfm").read_bytes()),
+                                          "sha256": output_dirs.file_sha256(folder / "a.pfm")}
+    (folder / "b.pfm").write_text("edited by the user")
+    capsys.readouterr()
+    write_run(folder, made_by(tmp_path, b"weights B"), ["d.pfm"], overwrite=True)
+    err = capsys.readouterr().err
+    assert "kept 1 file(s)" in err and "changed since the earlier run wrote them: b.pfm" in err
+    assert sorted(snapshot(folder)) == ["b.pfm", "d.pfm", "manifest.json"]  # sub/ went with its file
+    assert (folder / "b.pfm").read_text() == "edited by the user"
+
+
+def test_a_manifest_without_hashes_deletes_nothing_and_says_so(tmp_path, capsys):
+    folder = tmp_path / "out"
+    write_run(folder, made_by(tmp_path), ["a.pfm"])
+    manifest = json.loads((folder / output_dirs.MANIFEST_NAME).read_text())
+    del manifest["hashes"]  # as an older version wrote it
+    manifest["files"].append("notes.txt")
+    (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps(manifest))
+    (folder / "notes.txt").write_text("the user's")
+    before = snapshot(folder)
+    capsys.readouterr()
+    write_run(folder, made_by(tmp_path, b"weights B"), ["b.pfm"], overwrite=True)
+    err = capsys.readouterr().err
+    assert "no size and hash recorded" in err and "a.pfm, notes.txt" in err
+    assert {k: v for k, v in snapshot(folder).items() if k in ("a.pfm", "notes.txt")} == \
+        {k: v for k, v in before.items() if k in ("a.pfm", "notes.txt")}
+
+
+def test_a_run_that_fails_before_writing_a_result_leaves_nothing_behind(tmp_path):
+    folder = tmp_path / "out"
+    with pytest.raises(ValueError):
+        with output_dirs.open_run(folder, "output_dir", made_by(tmp_path)) as run:
+            run.plan([folder / ".hydra" / "config.yaml"])
+            run.save("running")
+            _write(folder / ".hydra" / "config.yaml")
+            raise ValueError("refused")
+    assert not folder.exists()  # a corrected rerun (another producer) is not refused
+    write_run(folder, made_by(tmp_path, b"weights B"), ["a.pfm"])
+    with pytest.raises(ValueError):  # a run that wrote a result records its failure
+        with output_dirs.open_run(folder, "output_dir", made_by(tmp_path, b"weights B")) as run:
+            run.plan([folder / "b.pfm"])
+            _write(folder / "b.pfm")
+            raise ValueError("failed half-way")
+    assert json.loads((folder / output_dirs.MANIFEST_NAME).read_text())["status"] == "failed"
+
+
+def test_a_full_disk_at_the_end_writes_the_status_in_place_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    folder = tmp_path / "out"
+    real = output_dirs.atomic_write
+    with pytest.raises(OutputDirError, match=r"the disk is full.*status 'complete', written in place"):
+        with output_dirs.open_run(folder, "output_dir", made_by(tmp_path)) as run:
+            run.plan([folder / "a.pfm"])
+            _write(folder / "a.pfm")
+
+            def full(path, data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(output_dirs, "atomic_write", full)
+    monkeypatch.setattr(output_dirs, "atomic_write", real)
+    assert json.loads((folder / output_dirs.MANIFEST_NAME).read_text())["status"] == "complete"
+
+
+def test_a_nested_setting_difference_names_the_key_path_and_both_values():
+    earlier = {"settings": {"optim": {"optimizer": {"_target_": "torch.optim.AdamW" + "x" * 60, "lr": 0.001}}}}
+    now = {"settings": {"optim": {"optimizer": {"_target_": "torch.optim.AdamW" + "x" * 60, "lr": 0.0005}}}}
+    assert output_dirs.differences(earlier, now) == ["optim.optimizer.lr=0.001 there, 0.0005 now"]
+    assert output_dirs.differences({"settings": {"a": [1, 2]}}, {"settings": {"a": [1, 3], "b": 1}}) == \
+        ["a[1]=2 there, 3 now", "b=(not set) there, 1 now"]
+
+
+def test_lightning_may_delete_only_an_unchanged_checkpoint_the_run_wrote(tmp_path, capsys):
+    """AtomicCheckpointIO records each checkpoint as written; Lightning's rotation (remove_checkpoint)
+    deletes through the run's record, whatever path a resumed checkpoint's state names."""
+    from stereo.training.checkpoint_io import AtomicCheckpointIO
+
+    folder, victim = tmp_path / "run", tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    with output_dirs.open_run(folder, "paths.output_dir", made_by(tmp_path)) as run:
+        io = AtomicCheckpointIO(run)
+        ours = folder / "checkpoints" / "best.ckpt"
+        io.save_checkpoint({"global_step": 1}, ours)
+        users = folder / "checkpoints" / "mine.ckpt"
+        users.write_bytes(b"the user's")
+        for path in (f"{folder / 'checkpoints'}/../../victim.txt", users, victim, folder):
+            io.remove_checkpoint(path)
+        assert victim.read_bytes() == b"precious" and users.read_bytes() == b"the user's"
+        assert capsys.readouterr().err.count("kept, not deleted for Lightning's checkpoint rotation") == 4
+        io.remove_checkpoint(ours)
+        assert not ours.exists() and "checkpoints/best.ckpt" not in run.files
+
+
+def test_a_resume_checkpoints_callback_state_naming_paths_outside_the_run_is_not_restored(tmp_path):
+    from stereo.training.checkpoint_io import drop_foreign_paths
+
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "out").symlink_to(tmp_path)
+    inside = str(folder / "checkpoints" / "best.ckpt")
+
+    def state(**changes):
+        return {"dirpath": str(folder / "checkpoints"), "best_model_path": inside, "last_model_path": "",
+                "kth_best_model_path": inside, "best_k_models": {inside: torch.tensor(1.0)},
+                "best_model_score": torch.tensor(1.0), "kth_value": torch.tensor(1.0), "current_score": None, **changes}
+
+    hostile = {"dotdot": state(last_model_path=f"{folder / 'checkpoints'}/../../victim.txt"),
+               "absolute": state(best_k_models={"/etc/hostname": torch.tensor(0.0)}),
+               "through a link": state(kth_best_model_path=str(folder / "checkpoints" / "out" / "victim.txt")),
+               "another folder": state(dirpath=str(tmp_path)), "not a path": state(best_model_path=3),
+               "not a score": state(best_model_score="low"), "not a mapping": [1]}
+    checkpoint = {"callbacks": {"good": state(), **hostile}}
+    assert sorted(drop_foreign_paths(checkpoint, "last.ckpt", folder)) == sorted(hostile)
+    assert list(checkpoint["callbacks"]) == ["good"]

@@ -51,11 +51,14 @@ def test_missing_image(workspace, run_command):
     assert not (workspace / "out").exists()
 
 
-def test_corrupt_image_ends_the_run_and_leaves_no_result(workspace, run_command):
+def test_corrupt_image_ends_the_run_leaves_nothing_and_the_corrected_rerun_runs(workspace, run_command):
+    """A run that failed before writing a result leaves no manifest that would refuse the corrected
+    rerun (another producer: other input) as "another producer"."""
     (workspace / "corrupt.png").write_bytes((workspace / "right.png").read_bytes()[:200])
     infer(run_command, "right=corrupt.png").error_line("corrupt.png")
-    assert not list((workspace / "out").glob("*.pfm"))
-    assert json.loads((workspace / "out" / "manifest.json").read_text())["status"] == "failed"
+    assert not (workspace / "out").exists()
+    assert infer(run_command).status == 0
+    assert json.loads((workspace / "out" / "manifest.json").read_text())["status"] == "complete"
 
 
 def test_random_bytes_checkpoint_does_not_suggest_weights_only_false(workspace, run_command):
@@ -149,10 +152,14 @@ def test_results_of_another_checkpoint_are_refused_naming_it_and_overwrite_repla
     assert snapshot(out) != before
 
 
-def test_a_rerun_of_the_same_producer_redoes_its_results(workspace, run_command, earlier_out):
+def test_a_rerun_of_the_same_producer_redoes_its_results_but_not_over_a_changed_one(workspace, run_command, earlier_out):
     out = copy_of(earlier_out, workspace)
-    (out / "left_disp.pfm").write_bytes(b"truncated by a crash")
     assert infer(run_command).status == 0
+    assert (out / "left_disp.pfm").read_bytes() == (earlier_out / "left_disp.pfm").read_bytes()
+    (out / "left_disp.pfm").write_bytes(b"edited since the run wrote it")  # its size and hash no longer match
+    infer(run_command).error_line("left_disp.pfm", "changed since", "overwrite=true")
+    assert (out / "left_disp.pfm").read_bytes() == b"edited since the run wrote it"
+    assert infer(run_command, "overwrite=true").status == 0
     assert (out / "left_disp.pfm").read_bytes() == (earlier_out / "left_disp.pfm").read_bytes()
 
 
@@ -173,6 +180,26 @@ def test_a_manifest_edited_to_list_the_lock_and_an_outside_file_deletes_nothing(
     before = snapshot(workspace)
     infer(run_command, f"ckpt_path={other_weights}", "overwrite=true").error_line("manifest was edited", "nothing was deleted")
     assert snapshot(workspace) == before
+
+
+def test_a_manifest_edited_to_list_a_users_file_and_folder_deletes_neither(workspace, run_command, other_weights,
+                                                                          earlier_out):
+    """Only files whose size and sha256 are those recorded when the run wrote them are deleted."""
+    out = copy_of(earlier_out, workspace)
+    (out / "notes.txt").write_text("the user's")
+    (out / "mine").mkdir()
+    (out / "mine" / "data.bin").write_bytes(b"the user's data")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"] += ["notes.txt", "mine/data.bin"]
+    manifest["folders"] = ["mine"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    users = snapshot(out / "notes.txt", out / "mine")
+    result = infer(run_command, f"ckpt_path={other_weights}", "overwrite=true")
+    assert result.status == 0, result.stderr
+    kept = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(kept) == 1 and "kept 2 file(s)" in kept[0] and "mine/data.bin, notes.txt" in kept[0], kept
+    assert snapshot(out / "notes.txt", out / "mine") == users
+    assert json.loads((out / "manifest.json").read_text())["files"] == ["left_disp.pfm"]
 
 
 def test_a_symlink_in_the_output_folder_is_named(workspace, run_command, tmp_path_factory):
@@ -204,7 +231,7 @@ def test_a_full_disk_gives_what_to_do_and_leaves_no_lock(workspace, run_command,
     monkeypatch.setattr(output_dirs, "atomic_write", full)
     line = infer(run_command).error_line("manifest.json", "disk is full", "free space")
     assert "[Errno" not in line
-    assert snapshot(workspace / "out") == {}
+    assert not (workspace / "out").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

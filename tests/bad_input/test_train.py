@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from bad_input.conftest import run_cli, snapshot
 from conftest import compose
@@ -94,3 +96,132 @@ def torch_step(path: Path) -> int:
     import torch
 
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+# ---------------------------------------------------------------- resume checkpoints and overwrite
+# Lightning's ModelCheckpoint restores the paths of its saved state and deletes them when it rotates
+# checkpoints; overwrite=true deletes what the earlier run recorded. Neither may touch a file no run wrote.
+
+TINY_TRAINING = ("model=psmnet_basic", "model.max_disp=16", "logger=csv", "trainer.limit_val_batches=1",
+                 "callbacks.last_checkpoint.every_n_train_steps=1")
+PRECIOUS = b"precious data, not written by any run\n"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, synthetic_root) -> Path:
+    """A finished one-step training run (checkpoints/last.ckpt, csv/, .hydra/, manifest), copied per test."""
+    from conftest import training_overrides
+
+    base = tmp_path_factory.mktemp("trained")
+    result = run_cli("train", *training_overrides(synthetic_root, base, *TINY_TRAINING, "trainer.max_steps=1"), cwd=base)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base / "run"
+
+
+def copy_run(trained_run: Path, folder: Path) -> Path:
+    shutil.copytree(trained_run, folder / "run")
+    return folder / "run"
+
+
+def edit_callback_states(checkpoint: Path, dirpath: Path, named: Path, score: float) -> None:
+    """Make every ModelCheckpoint state of ``checkpoint`` name ``named`` as its last, best and k-th best file."""
+    state = torch.load(checkpoint, weights_only=True)
+    for callback in state["callbacks"].values():
+        callback.update(dirpath=str(dirpath), last_model_path=str(named), best_model_path=str(named),
+                        kth_best_model_path=str(named), best_k_models={str(named): torch.tensor(score)})
+    torch.save(state, checkpoint)
+
+
+@pytest.mark.slow  # two real trainings (a few seconds each on an idle machine)
+@pytest.mark.parametrize("into", ["its own folder", "a fresh folder"])
+def test_a_resume_checkpoint_naming_a_file_outside_the_run_deletes_nothing(trained_run, tmp_path, run_command,
+                                                                         train_overrides, into):
+    run = copy_run(trained_run, tmp_path)
+    target = run if into == "its own folder" else tmp_path / "fresh"
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(PRECIOUS)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    # as in the issue: <its dirpath>/../../victim.txt, with the dirpath the resumed run's own, as Lightning checks
+    edit_callback_states(checkpoint, target / "checkpoints", Path(f"{target / 'checkpoints'}/../../victim.txt"), 1e9)
+    result = run_command("train", *train_overrides(*TINY_TRAINING, "trainer.max_steps=3"),
+                         f"paths.output_dir={target}", f"ckpt_path={checkpoint}")
+    assert result.status == 0, result.stderr[-3000:]
+    assert victim.read_bytes() == PRECIOUS
+    assert "names files outside this run's folder" in result.stderr and "not restored" in result.stderr
+
+
+@pytest.mark.slow  # two real trainings (a few seconds each on an idle machine)
+def test_a_resume_checkpoint_naming_a_users_file_inside_the_checkpoints_folder_deletes_nothing(
+        trained_run, tmp_path, run_command, train_overrides):
+    run = copy_run(trained_run, tmp_path)
+    users = run / "checkpoints" / "my-best.ckpt"  # copied there by the user: no run recorded it
+    users.write_bytes(PRECIOUS)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    edit_callback_states(checkpoint, run / "checkpoints", users, 1e9)  # a score every new checkpoint beats
+    result = run_command("train", *train_overrides(*TINY_TRAINING, "trainer.max_steps=3"), f"ckpt_path={checkpoint}")
+    assert result.status == 0, result.stderr[-3000:]
+    assert users.read_bytes() == PRECIOUS
+    assert f"warning: {users}: kept, not deleted for Lightning's checkpoint rotation" in result.stderr
+
+
+@pytest.mark.slow  # two real trainings (a few seconds each on an idle machine)
+def test_overwrite_deletes_only_the_files_the_earlier_run_wrote(trained_run, tmp_path, run_command, train_overrides):
+    run = copy_run(trained_run, tmp_path)
+    users = [run / "checkpoints" / "notes.txt", run / "csv" / "my_plot.png"]
+    for path in users:
+        path.write_bytes(PRECIOUS)
+    earlier = json.loads((run / "manifest.json").read_text())
+    result = run_command("train", *train_overrides(*TINY_TRAINING, "trainer.max_steps=1", "seed=2"), "overwrite=true")
+    assert result.status == 0, result.stderr[-3000:]
+    assert all(path.read_bytes() == PRECIOUS for path in users)
+    kept = [line for line in result.stderr.splitlines() if "not deleted with the earlier run's results" in line]
+    assert len(kept) == 1 and "checkpoints/notes.txt" in kept[0] and "csv/my_plot.png" in kept[0]
+    now = json.loads((run / "manifest.json").read_text())
+    assert now["settings"]["seed"] == 2 and "checkpoints/last.ckpt" in earlier["hashes"]
+    assert not {"checkpoints/notes.txt", "csv/my_plot.png"} & set(now["files"])
+
+
+@pytest.mark.slow  # two real trainings (a few seconds each on an idle machine)
+def test_a_manifest_edited_to_list_a_users_file_and_folder_deletes_neither(trained_run, tmp_path, run_command,
+                                                                          train_overrides):
+    run = copy_run(trained_run, tmp_path)
+    (run / "notes.txt").write_bytes(PRECIOUS)
+    (run / "mine").mkdir()
+    (run / "mine" / "data.bin").write_bytes(PRECIOUS)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["files"] += ["notes.txt", "mine/data.bin"]
+    manifest["folders"] += ["mine"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = run_command("train", *train_overrides(*TINY_TRAINING, "trainer.max_steps=1", "seed=2"), "overwrite=true")
+    assert result.status == 0, result.stderr[-3000:]
+    assert (run / "notes.txt").read_bytes() == PRECIOUS and (run / "mine" / "data.bin").read_bytes() == PRECIOUS
+    assert "no size and hash recorded for them" in result.stderr and "mine/data.bin, notes.txt" in result.stderr
+
+
+def test_a_nested_setting_difference_is_named_by_its_key_path(workspace, run_command, train_overrides):
+    """The difference is shown at the first key path that differs, not cut off inside the setting."""
+    from stereo.train import training_producer
+
+    overrides = train_overrides(*TINY_TRAINING)
+    earlier = training_producer(compose("train", overrides))
+    lr = earlier["settings"]["optim"]["optimizer"]["lr"]
+    earlier["settings"]["optim"]["optimizer"]["lr"] = lr * 2
+    (workspace / "run").mkdir()
+    (workspace / "run" / "manifest.json").write_text(json.dumps({**earlier, "status": "complete", "files": []}))
+    before = snapshot(workspace / "run")
+    result = run_command("train", *overrides)
+    result.error_line("another producer", f"optim.optimizer.lr={lr * 2} there, {lr} now", "overwrite=true")
+    assert snapshot(workspace / "run") == before
+
+
+@pytest.mark.slow  # two real trainings (a few seconds each on an idle machine)
+def test_a_run_that_fails_before_training_does_not_block_the_corrected_rerun(workspace, run_command, train_overrides,
+                                                                             synthetic_root):
+    """The first run fails inside the training (no data at data.train.root) after claiming the folder; the
+    corrected rerun (another producer: other data) runs instead of being refused as another producer."""
+    missing = workspace / "no_data"
+    failed = run_command("train", *train_overrides(*TINY_TRAINING, "trainer.max_steps=1"), f"data.train.root={missing}")
+    failed.error_line(str(missing))
+    assert not (workspace / "run").exists()
+    result = run_command("train", *train_overrides(*TINY_TRAINING, "trainer.max_steps=1"))
+    assert result.status == 0, result.stderr[-3000:]
