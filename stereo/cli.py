@@ -166,6 +166,11 @@ def check_command_line(config_name: str, arguments: list[str], module: str = "st
             return f"cannot read the override {argument!r}: {_quoting_hint(arguments, index)}"
     overrides = parser.parse_overrides(arguments)
     own = [(a, o) for a, o in zip(arguments, overrides) if not o.key_or_group.lstrip("+~").startswith("hydra")]
+    for argument, override in own:  # without -m (--multirun), a comma list is a sweep Hydra refuses as ambiguous
+        if override.is_sweep_override() and not _is_group(CONFIG_DIR, override.key_or_group):
+            key, value = argument.split("=", 1)
+            return (f"cannot read the override {argument!r}: a comma makes Hydra read several values (a sweep); "
+                    f"a value with a comma must be quoted for Hydra and the argument for the shell: '{key}=\"{value}\"'")
     groups = [a for a, o in own if _is_group(CONFIG_DIR, o.key_or_group)]
     try:
         with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):

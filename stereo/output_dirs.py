@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from stereo.cli import OutputDirError
-from stereo.data.io import atomic_write
+from stereo.data.io import atomic_write, json_bytes
 
 LOCK_NAME = ".stereo-run.lock"
 MANIFEST_NAME = "manifest.json"
@@ -365,7 +365,7 @@ class Run:
         """Atomically write the manifest (the producer, extra fields, status and the file list)."""
         body = {**self.record, **extra, "status": status, "files": sorted(self.files), "folders": sorted(self.folders)}
         try:
-            atomic_write(self.manifest_path, (json.dumps(body, indent=2) + "\n").encode())
+            atomic_write(self.manifest_path, json_bytes(body))
         except OSError as error:
             raise OutputDirError(f"{self.manifest_path}: cannot write the manifest: {_no_space_hint(error)}") from None
 

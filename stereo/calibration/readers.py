@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,18 @@ def require_calibration_files(calib: PathLike | Sequence[PathLike], key: str = "
 
 def read_calibration(path: PathLike | Sequence[PathLike], *, kitti_cameras: tuple[str, str] = KITTI_CAMERAS,
                      kitti_raw: bool = False) -> StereoRig:
-    """The stereo calibration in ``path`` (any supported format), or in two ROS camera_info files."""
+    """The stereo calibration in ``path`` (any supported format), or in two ROS camera_info files;
+    ``files`` of the rig lists the file(s) read."""
+    rig = _read_calibration(path, kitti_cameras, kitti_raw)
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    return replace(rig, files=tuple(str(p) for p in paths))
+
+
+def _read_calibration(path: PathLike | Sequence[PathLike], kitti_cameras: tuple[str, str], kitti_raw: bool) -> StereoRig:
     if not isinstance(path, (str, Path)):
         paths = [Path(str(p)) for p in path]
         if len(paths) == 1:
-            return read_calibration(paths[0], kitti_cameras=kitti_cameras, kitti_raw=kitti_raw)
+            return _read_calibration(paths[0], kitti_cameras, kitti_raw)
         if len(paths) != 2:
             raise CalibrationError(f"calib={[str(p) for p in paths]}: give one calibration file, two ROS "
                                    "camera_info files (left, right) or OpenCV's intrinsics and extrinsics files")

@@ -134,6 +134,7 @@ class StereoRig:
     source: str = "calibration"
     needs_remap: bool = True
     alpha: float = 0.0  # stereoRectify's free scaling: 0 = valid pixels only, 1 = every source pixel kept
+    files: tuple[str, ...] = ()  # the file(s) it was read from (``source`` joins them with commas, for messages)
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod

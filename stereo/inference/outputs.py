@@ -163,6 +163,10 @@ class OutputWriter:
         unknown = sorted(set(self.formats) - set(FORMATS))
         if unknown:
             raise ValueError(f"unknown output format(s) {unknown}; choose from {list(FORMATS)}")
+        if self.max_depth is not None and (isinstance(self.max_depth, bool) or not isinstance(self.max_depth, (int, float))
+                                           or not 0 < self.max_depth < np.inf):
+            raise ValueError(f"max_depth={self.max_depth}: must be a positive number (depth beyond it, in the baseline's "
+                             "unit, is dropped) or null to keep all")
         if self.confidence_format not in ("png16", "pfm"):
             raise ValueError(f"confidence_format must be 'png16' or 'pfm', got {self.confidence_format!r}")
         if self.color_range is not None:
