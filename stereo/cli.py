@@ -242,6 +242,35 @@ def _target_takes_text(base: DictConfig, key: str) -> bool:
     return "str" in annotation or "Any" in annotation or re.search(r"Literal\[[^\]]*'", annotation) is not None
 
 
+class RunFolderCheck:
+    """A Hydra callback (``hydra.callbacks`` in conf/train.yaml, conf/eval.yaml): creates the run folder
+    ``hydra.run.dir`` before Hydra does, so that a folder that cannot be created (read-only disk, no
+    permission, a file in the way) is one ``error:`` line and exit status 2 instead of Hydra's stack
+    trace. The resolved path is written back into the config, so Hydra's own ``mkdir`` right after
+    uses the same folder (``${now:...}`` would otherwise be evaluated again)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import open_dict, read_write
+
+        folder = str(OmegaConf.select(config, "hydra.run.dir"))
+        with read_write(config.hydra.run), open_dict(config.hydra.run):
+            config.hydra.run.dir = folder
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            if _full_error():
+                raise
+            print(f"error: hydra.run.dir={folder}: cannot create the run folder ({error.strerror or error}); choose a "
+                  "writable folder (hydra.run.dir=... or paths.log_dir=...) "
+                  f"(set {FULL_ERROR_VARIABLE}=1 for the traceback)", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    def __getattr__(self, name: str) -> Callable[..., None]:  # Hydra calls every on_* hook
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
 def _module_name(task: Callable[..., Any]) -> str:
     """``stereo.train`` also when run as ``python -m stereo.train`` (module ``__main__``)."""
     if task.__module__ == "__main__":
