@@ -69,7 +69,7 @@ def same_images(pairs: list[tuple[Path, Path]]) -> None:
 def checked(value: object, key: str, kind: type = float, least: float = 0.0) -> float:
     """A user-typed number: of ``kind`` (an int is a float too) and above ``least``, or one line naming ``key``."""
     allowed = (int, float) if kind is float else (int,)
-    if isinstance(value, bool) or not isinstance(value, allowed) or value <= least:
+    if isinstance(value, bool) or not isinstance(value, allowed) or not least < value < float("inf"):  # NaN too
         raise ValueError(f"{key}={value}: must be {'a whole number' if kind is int else 'a number'} above {least:g}")
     return value
 

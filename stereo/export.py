@@ -218,6 +218,9 @@ def export(
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     verify_sizes = check_sizes(verify_sizes)
+    if isinstance(tolerance_factor, bool) or not isinstance(tolerance_factor, (int, float)) or not 0 < tolerance_factor < float("inf"):
+        raise ValueError(f"tolerance_factor={tolerance_factor}: must be a positive number (the exported error may be at "
+                         "most this many times PyTorch float32's own)")
     output = Path(output)
     if output.is_dir():
         raise OutputDirError(f"output={output} is a folder; give the file to write, e.g. output={output / ('model.' + fmt)}")

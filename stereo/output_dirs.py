@@ -74,7 +74,7 @@ def producer(command: str, checkpoint: str | Path | None, settings: Mapping[str,
     if checkpoint is not None:
         record["checkpoint"] = str(Path(checkpoint).resolve())
         record["checkpoint_sha256"] = file_sha256(checkpoint)
-    record["settings"] = json.loads(json.dumps(dict(settings), default=str))
+    record["settings"] = json.loads(json_bytes(dict(settings)))  # as the manifest stores them (inf -> null)
     return record
 
 

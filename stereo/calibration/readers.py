@@ -212,8 +212,11 @@ def _data_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _quaternion_matrix(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
-    q = np.array([qw, qx, qy, qz]) / np.linalg.norm([qw, qx, qy, qz])
+def _quaternion_matrix(qw: float, qx: float, qy: float, qz: float, source: Path) -> np.ndarray:
+    norm = np.linalg.norm([qw, qx, qy, qz])
+    if not 0 < norm < np.inf:
+        raise CalibrationError(f"{source}: quaternion {[qw, qx, qy, qz]} is not a rotation (its length must be above 0)")
+    q = np.array([qw, qx, qy, qz]) / norm
     w, x, y, z = q
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
@@ -232,7 +235,10 @@ def read_eth3d_cameras(path: PathLike, text: str | None = None) -> StereoRig:
         if parts[1] != "PINHOLE" or len(parts) != 8:
             raise CalibrationError(f"{path}: camera {parts[0]} field MODEL={parts[1]} with {len(parts) - 4} "
                                    "parameters: a rectified pair has PINHOLE fx fy cx cy cameras")
-        fx, fy, cx, cy = (float(v) for v in parts[4:])
+        try:
+            fx, fy, cx, cy = (float(v) for v in parts[4:])
+        except ValueError:
+            raise CalibrationError(f"{path}: camera {parts[0]}: PINHOLE parameters {parts[4:]} are not numbers") from None
         cameras[parts[0]] = (np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), (float(parts[2]), float(parts[3])))
     images_file = path.with_name("images.txt")
     if not images_file.is_file():
@@ -247,7 +253,7 @@ def read_eth3d_cameras(path: PathLike, text: str | None = None) -> StereoRig:
                 qw, qx, qy, qz, tx, ty, tz = (float(v) for v in parts[1:8])
             except ValueError:
                 continue  # a POINTS2D line
-            poses.append((parts[9], parts[8], _quaternion_matrix(qw, qx, qy, qz), np.array([[tx], [ty], [tz]])))
+            poses.append((parts[9], parts[8], _quaternion_matrix(qw, qx, qy, qz, images_file), np.array([[tx], [ty], [tz]])))
     if len(poses) != 2:
         raise CalibrationError(f"{images_file}: {len(poses)} image poses, expected 2 (im0 and im1)")
     (_, cam_left, R_left, t_left), (_, cam_right, R_right, t_right) = sorted(poses, key=lambda p: p[0])

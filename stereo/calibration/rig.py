@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stereo.data.io import Calibration, DataError
+from stereo.data.io import MAX_IMAGE_PIXELS, Calibration, DataError
 
 
 class CalibrationError(DataError):
@@ -185,6 +185,8 @@ class StereoRig:
             check_projection(getattr(self, name), name, source)
         check_baseline(self.baseline, "P1 and P2", self.unit, source)
         as_matrix(self.Q, (4, 4), "Q", source)
+        if not (0 <= self.alpha <= 1 or self.alpha == -1):  # stereoRectify's range (-1: OpenCV's default scaling)
+            raise CalibrationError(f"{source}: alpha={self.alpha} is not a number from 0 to 1; {FIX}")
         as_size(self.image_size, "image_size", source)
         as_size(self.rectified_size, "rectified_size", source)
 
@@ -230,10 +232,13 @@ def as_size(value, name: str, source: str) -> tuple[int, int]:
     """(width, height) from two numbers, or one line naming ``source`` and the field."""
     try:
         width, height = (int(round(float(v))) for v in np.asarray(value).ravel())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite size
         raise CalibrationError(f"{source}: {name} must be two numbers (width height), got {value!r}") from None
     if width <= 0 or height <= 0:
         raise CalibrationError(f"{source}: {name} {width}x{height} is not a positive size")
+    if width * height > MAX_IMAGE_PIXELS:  # rectification maps of that size would not fit in memory
+        raise CalibrationError(f"{source}: {name} {width}x{height} is larger than any image this program reads "
+                               f"({MAX_IMAGE_PIXELS:,} pixels)")
     return width, height
 
 

@@ -212,8 +212,9 @@ def _umask() -> int:
 
 def json_bytes(value: Any) -> bytes:
     """``value`` as indented JSON text that every JSON reader accepts: NaN and infinities, which
-    Python would write as the bare words ``NaN``/``Infinity`` (not JSON), become null."""
-    return (json.dumps(_json_safe(value), indent=2, allow_nan=False) + "\n").encode("utf-8")
+    Python would write as the bare words ``NaN``/``Infinity`` (not JSON), become null; what JSON has
+    no type for (a path) becomes its text."""
+    return (json.dumps(_json_safe(value), indent=2, allow_nan=False, default=str) + "\n").encode("utf-8")
 
 
 def _json_safe(value: Any) -> Any:

@@ -62,6 +62,9 @@ def make_calibration(
         if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
             raise ValueError(f"{key}={value}: must be a positive number ({'pixels' if key == 'focal' else 'the unit of depth'}); "
                              "depth = focal * baseline / (disparity + doffs)")
+    for key, value in (("doffs", doffs), ("cx", cx), ("cy", cy)):
+        if value is not None and not np.isfinite(float(value)):
+            raise ValueError(f"{key}={value}: must be a finite number of pixels, or null")
     if calib is not None:
         require_calibration_files(calib)
     base = read_depth_geometry(calib) if calib is not None else None
@@ -171,7 +174,7 @@ class OutputWriter:
             raise ValueError(f"confidence_format must be 'png16' or 'pfm', got {self.confidence_format!r}")
         if self.color_range is not None:
             vmin, vmax = (float(v) for v in self.color_range)
-            if vmax <= vmin:
+            if not vmin < vmax or not np.isfinite([vmin, vmax]).all():
                 raise ValueError(f"color_range must be [vmin, vmax] with vmax > vmin, got {self.color_range}")
             self.color_range = (vmin, vmax)
 

@@ -144,6 +144,8 @@ class Predictor:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(downscale, bool) or not isinstance(downscale, (int, float)) or not 1.0 <= downscale < float("inf"):
             raise ValueError(f"downscale must be >= 1 (a reduction factor), got {downscale}")
+        if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or not max_memory_gb > 0:
+            raise ValueError(f"max_memory_gb={max_memory_gb}: must be a positive number of GB (inf: no budget)")
         if tile_overlap % DIVISOR or tile_overlap < 0:
             raise ValueError(f"tile_overlap must be a non-negative multiple of {DIVISOR}, got {tile_overlap}")
         self.device = resolve_device(device)
