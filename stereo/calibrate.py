@@ -51,7 +51,8 @@ def check_file_destination(path: Path, key: str) -> None:
     """Refuse, before the calibration runs, a destination that cannot become a file: a folder, or a
     path below an existing file."""
     if path.is_dir():
-        raise IsADirectoryError(f"{key}={path}: is a folder; give the file to write, e.g. {key}={path / 'rig.yaml'}")
+        example = path / ("rig.yaml" if key == "output" else "rig_report.json")
+        raise IsADirectoryError(f"{key}={path}: is a folder; give the file to write, e.g. {key}={example}")
     parent = next(p for p in path.absolute().parents if p.exists())
     if not parent.is_dir():
         raise NotADirectoryError(f"{key}={path}: {parent} is a file, not a folder; choose another path")
@@ -87,10 +88,10 @@ def run(cfg: DictConfig) -> dict:
         check_file_destination(path, key)
         if path.exists() and not cfg.overwrite:
             raise FileExistsError(f"{key}={path}: exists; choose another path or set overwrite=true")
+    min_pairs, max_rms = checked(cfg.min_pairs, "min_pairs", int), checked(cfg.max_rms, "max_rms")
     pairs = calibration_pairs(cfg)
-    rig, report = calibrate_pairs(pairs, board, unit=str(cfg.unit), read=read_image,
-                                  min_pairs=checked(cfg.min_pairs, "min_pairs", int), max_rms=checked(cfg.max_rms, "max_rms"),
-                                  alpha=float(alpha), source=str(output))
+    rig, report = calibrate_pairs(pairs, board, unit=str(cfg.unit), read=read_image, min_pairs=min_pairs,
+                                  max_rms=max_rms, alpha=float(alpha), source=str(output))
     write_opencv(output, rig)
     result = report.to_dict() | {"calibration": str(output)}
     atomic_write(report_path, json_bytes(result))

@@ -175,7 +175,7 @@ class OutputWriter:
         if self.color_range is not None:
             vmin, vmax = (float(v) for v in self.color_range)
             if not vmin < vmax or not np.isfinite([vmin, vmax]).all():
-                raise ValueError(f"color_range must be [vmin, vmax] with vmax > vmin, got {self.color_range}")
+                raise ValueError(f"color_range must be [vmin, vmax], finite numbers with vmax > vmin, got {self.color_range}")
             self.color_range = (vmin, vmax)
 
     def path(self, fmt: str, stem: str) -> Path:
