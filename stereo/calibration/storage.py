@@ -27,9 +27,10 @@ ALIASES = {"K1": ("K1", "M1", "cameraMatrix1", "camera_matrix_left"), "K2": ("K2
            "D1": ("D1", "distCoeffs1", "dist_coeffs_left"), "D2": ("D2", "distCoeffs2", "dist_coeffs_right")}
 
 
-def render_opencv(rig: StereoRig) -> str:
-    """The FileStorage YAML text of ``rig``."""
-    storage = cv2.FileStorage("calibration.yaml", cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY)
+def render_opencv(rig: StereoRig, suffix: str = ".yaml") -> str:
+    """The FileStorage text of ``rig``: XML for ``suffix`` ``.xml``, YAML otherwise."""
+    name = "calibration.xml" if suffix.lower() == ".xml" else "calibration.yaml"
+    storage = cv2.FileStorage(name, cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY)
     storage.write("image_width", int(rig.image_size[0]))
     storage.write("image_height", int(rig.image_size[1]))
     for name in MATRICES:
@@ -43,8 +44,8 @@ def render_opencv(rig: StereoRig) -> str:
 
 
 def write_opencv(path: str | Path, rig: StereoRig) -> None:
-    """Write ``rig`` to ``path`` (OpenCV FileStorage YAML), atomically."""
-    atomic_write(path, render_opencv(rig).encode("utf-8"))
+    """Write ``rig`` to ``path`` (OpenCV FileStorage: XML for a ``.xml`` path, YAML otherwise), atomically."""
+    atomic_write(path, render_opencv(rig, Path(path).suffix).encode("utf-8"))
 
 
 def _open(path: str | Path) -> cv2.FileStorage:

@@ -188,9 +188,10 @@ def test_odd_sized_pairs_are_named_and_the_others_calibrate(ximea_copy, run_comm
         for view in ("left", "right"):
             path = ximea_copy / view / f"{view}{index:02d}.jpg"
             cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path)), (320, 256)))
-    result = calibrate(run_command, "left=left", "right=right", "output=rig.yaml")
+    result = calibrate(run_command, "left=left", "right=right", "output=rig.xml")
     assert result.status == 0, result.stderr[-2000:]
     assert "warning: 2 of 12 pairs are not 640x512 like the others and are rejected: left01, left02" in result.stderr
+    assert (ximea_copy / "rig.xml").read_text().startswith("<?xml")  # the format the suffix names
     report = json.loads((ximea_copy / "rig_report.json").read_text())
     assert report["pairs_used"] == 10 and report["image_size"] == [640, 512]
     # with too few left, the refusal counts why pairs were rejected
