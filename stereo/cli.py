@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import hydra
 from hydra.errors import HydraException, InstantiationException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
@@ -242,7 +243,7 @@ def _target_takes_text(base: DictConfig, key: str) -> bool:
     return "str" in annotation or "Any" in annotation or re.search(r"Literal\[[^\]]*'", annotation) is not None
 
 
-class RunFolderCheck:
+class RunFolderCheck(Callback):
     """A Hydra callback (``hydra.callbacks`` in conf/train.yaml, conf/eval.yaml): creates the run folder
     ``hydra.run.dir`` before Hydra does, so that a folder that cannot be created (read-only disk, no
     permission, a file in the way) is one ``error:`` line and exit status 2 instead of Hydra's stack
@@ -264,11 +265,6 @@ class RunFolderCheck:
                   "writable folder (hydra.run.dir=... or paths.log_dir=...) "
                   f"(set {FULL_ERROR_VARIABLE}=1 for the traceback)", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
-
-    def __getattr__(self, name: str) -> Callable[..., None]:  # Hydra calls every on_* hook
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
 
 def _module_name(task: Callable[..., Any]) -> str:
