@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import hydra
 from hydra.errors import HydraException, InstantiationException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
@@ -166,6 +167,11 @@ def check_command_line(config_name: str, arguments: list[str], module: str = "st
             return f"cannot read the override {argument!r}: {_quoting_hint(arguments, index)}"
     overrides = parser.parse_overrides(arguments)
     own = [(a, o) for a, o in zip(arguments, overrides) if not o.key_or_group.lstrip("+~").startswith("hydra")]
+    for argument, override in own:  # without -m (--multirun), a comma list is a sweep Hydra refuses as ambiguous
+        if override.is_sweep_override() and not _is_group(CONFIG_DIR, override.key_or_group):
+            key, value = argument.split("=", 1)
+            return (f"cannot read the override {argument!r}: a comma makes Hydra read several values (a sweep); "
+                    f"a value with a comma must be quoted for Hydra and the argument for the shell: '{key}=\"{value}\"'")
     # Hydra's own settings are left to Hydra, except the search path: the user's config folders
     # (docs/models.md: model=my_model 'hydra.searchpath=[file://my_conf]') are part of every composition.
     search = [a for a, o in zip(arguments, overrides) if o.key_or_group.lstrip("+~") == "hydra.searchpath"]
@@ -238,6 +244,30 @@ def _target_takes_text(base: DictConfig, key: str) -> bool:
         return parameter.annotation is str
     annotation = str(parameter.annotation)
     return "str" in annotation or "Any" in annotation or re.search(r"Literal\[[^\]]*'", annotation) is not None
+
+
+class RunFolderCheck(Callback):
+    """A Hydra callback (``hydra.callbacks`` in conf/train.yaml, conf/eval.yaml): creates the run folder
+    ``hydra.run.dir`` before Hydra does, so that a folder that cannot be created (read-only disk, no
+    permission, a file in the way) is one ``error:`` line and exit status 2 instead of Hydra's stack
+    trace. The resolved path is written back into the config, so Hydra's own ``mkdir`` right after
+    uses the same folder (``${now:...}`` would otherwise be evaluated again)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import open_dict, read_write
+
+        folder = str(OmegaConf.select(config, "hydra.run.dir"))
+        with read_write(config.hydra.run), open_dict(config.hydra.run):
+            config.hydra.run.dir = folder
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            if _full_error():
+                raise
+            print(f"error: hydra.run.dir={folder}: cannot create the run folder ({error.strerror or error}); choose a "
+                  "writable folder (hydra.run.dir=... or paths.log_dir=...) "
+                  f"(set {FULL_ERROR_VARIABLE}=1 for the traceback)", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
 
 
 def _module_name(task: Callable[..., Any]) -> str:

@@ -179,6 +179,25 @@ def verify(module: torch.nn.Module, path: Path, fmt: str, sizes: Sequence[Sequen
     return worst
 
 
+def check_sizes(sizes: object) -> list[list[int]]:
+    """``verify_sizes`` as a list of [height, width]: at least one, whole numbers of at least
+    MIN_INPUT_SIZE (an empty list would skip the verification that ``verify=true`` promises, and
+    leave no trace size)."""
+    from omegaconf import OmegaConf
+
+    from stereo.models import MIN_INPUT_SIZE
+
+    sizes = OmegaConf.to_container(sizes) if OmegaConf.is_config(sizes) else sizes
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise ValueError(f"verify_sizes={sizes}: give a list of [height, width] (the first is also the trace size), e.g. "
+                         f"verify_sizes=[[{MIN_INPUT_SIZE},{MIN_INPUT_SIZE}]]; verify=false skips the verification")
+    for size in sizes:
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < MIN_INPUT_SIZE for v in size)):
+            raise ValueError(f"verify_sizes: {size} is not [height, width], two whole numbers of at least {MIN_INPUT_SIZE}")
+    return [list(size) for size in sizes]
+
+
 def export(
     ckpt_path: str | Path,
     fmt: str,
@@ -198,6 +217,10 @@ def export(
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    verify_sizes = check_sizes(verify_sizes)
+    if isinstance(tolerance_factor, bool) or not isinstance(tolerance_factor, (int, float)) or not 0 < tolerance_factor < float("inf"):
+        raise ValueError(f"tolerance_factor={tolerance_factor}: must be a positive number (the exported error may be at "
+                         "most this many times PyTorch float32's own)")
     output = Path(output)
     if output.is_dir():
         raise OutputDirError(f"output={output} is a folder; give the file to write, e.g. output={output / ('model.' + fmt)}")
@@ -228,7 +251,7 @@ def export(
 @command("export")
 def main(cfg: DictConfig) -> None:
     export(cfg.ckpt_path, cfg.format, cfg.output, cfg.max_disp, cfg.opset,
-           [list(s) for s in cfg.verify_sizes], float(cfg.tolerance_factor), bool(cfg.verify),
+           cfg.verify_sizes, float(cfg.tolerance_factor), bool(cfg.verify),
            bool(cfg.get("overwrite", False)))
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from stereo.cli import OutputDirError
-from stereo.data.io import atomic_write
+from stereo.data.io import atomic_write, json_bytes
 
 LOCK_NAME = ".stereo-run.lock"
 MANIFEST_NAME = "manifest.json"
@@ -85,7 +85,7 @@ def producer(command: str, checkpoint: str | Path | None, settings: Mapping[str,
     if checkpoint is not None:
         record["checkpoint"] = str(Path(checkpoint).resolve())
         record["checkpoint_sha256"] = file_sha256(checkpoint)
-    record["settings"] = json.loads(json.dumps(dict(settings), default=str))
+    record["settings"] = json.loads(json_bytes(dict(settings)))  # as the manifest stores them (inf -> null)
     return record
 
 
@@ -494,7 +494,7 @@ class Run:
         body = {**self.record, **extra, "files": sorted(self.files),
                 "hashes": {name: self.hashes[name] for name in sorted(self.hashes)},
                 "folders": sorted(self.folders), "status": status}
-        text = json.dumps(body, indent=2)
+        text = json_bytes(body).decode().rstrip("\n")  # strict JSON: no bare NaN
         text = text[:-2] + " " * (_STATUS_WIDTH - len(json.dumps(status))) + "\n}\n"
         try:
             atomic_write(self.manifest_path, text.encode())

@@ -131,7 +131,7 @@ def test_written_file_reads_back_to_the_same_rig(calibrated, tmp_path):
 
 def test_untrustworthy_calibrations_are_refused(ximea):
     pairs = [ximea_pair(ximea, i) for i in range(1, 11)]
-    with pytest.raises(CalibrationError, match=r"only 10 of 10 pairs .* at least 11 \(min_pairs\)"):
+    with pytest.raises(CalibrationError, match=r"only 10 of 10 pairs are usable; .* at least 11 \(min_pairs\)"):
         calibrate_pairs(pairs, BOARD, read=read_image, min_pairs=11)
     with pytest.raises(CalibrationError, match=r"reprojection RMS 0\.\d+ px exceeds 0.01 px \(max_rms\)"):
         calibrate_pairs(pairs, BOARD, read=read_image, max_rms=0.01)
@@ -144,7 +144,7 @@ def test_cli_refusal_is_one_line_and_writes_nothing(ximea, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: only 1 of 1 pairs show the whole board in both views; calibration needs at least 10 (min_pairs) "
+        "error: only 1 of 1 pairs are usable; calibration needs at least 10 (min_pairs) "
         "(set HYDRA_FULL_ERROR=1 for the traceback)"]
     assert list(tmp_path.iterdir()) == []
 
@@ -166,7 +166,7 @@ def test_a_board_never_found_suggests_its_size(ximea, tmp_path):
     left, right = ximea_pair(ximea, 2)
     cfg = compose("calibrate", [f"left={left}", f"right={right}", "board.columns=8", "board.square_size=1",
                                 f"output={tmp_path / 'rig.yaml'}"])
-    with pytest.raises(CalibrationError, match=r"only 0 of 1 pairs .*; is the board 8x6 inner corners"):
+    with pytest.raises(CalibrationError, match=r"only 0 of 1 pairs are usable \(1 without the whole board in both views\); .*; is the board 8x6 inner corners"):
         run(cfg)
 
 

@@ -24,15 +24,17 @@ Refusal bounds:
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stereo.calibration.board import Board, coverage, find_corners
-from stereo.calibration.rig import CalibrationError, StereoRig
+from stereo.calibration.rig import FIX, CalibrationError, StereoRig
 
 MIN_PAIRS = 10
 MAX_RMS = 1.0
@@ -40,6 +42,9 @@ MAX_RMS = 1.0
 # OUTLIER_MIN_PX (so a uniformly excellent set loses nothing to noise in the median).
 OUTLIER_FACTOR = 3.0
 OUTLIER_MIN_PX = 0.5
+# Why pairs were rejected before calibrating, as the refusal line counts them (reason prefix, words).
+REJECTIONS = (("image size", "of another image size"), ("board", "without the whole board in both views"),
+              ("", "with corners ordered differently in the two views"))
 STEREO_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-6)
 
 
@@ -102,18 +107,28 @@ def _pct(value: float | None) -> str:
 
 def detect(pairs: Sequence[tuple[str | Path, str | Path]], board: Board,
            read: Callable[[str | Path], np.ndarray]) -> tuple[list[PairRecord], list[tuple[np.ndarray, np.ndarray]], tuple[int, int]]:
-    """Find the board in every pair; returns the records, the corners of accepted pairs, the image size."""
-    records, corners, size = [], [], None
+    """Find the board in every pair; returns the records, the corners of accepted pairs, the image size.
+
+    The image size is the one most images share, not the first pair's: a few odd-sized shots must
+    not reject all the others. Pairs of another size are rejected, and named in a warning."""
+    if not pairs:
+        raise CalibrationError("no calibration pairs given")
+    records, sizes, found_corners = [], [], []
     for left, right in pairs:
-        record = PairRecord(Path(left).stem, str(left), str(right))
-        records.append(record)
-        left_image, right_image = read(left), read(right)
-        left_size, right_size = left_image.shape[1::-1], right_image.shape[1::-1]
-        size = size or left_size
-        if left_size != size or right_size != size:
+        records.append(PairRecord(Path(left).stem, str(left), str(right)))
+        images = read(left), read(right)
+        sizes.append(tuple(image.shape[1::-1] for image in images))
+        found_corners.append(tuple(find_corners(image, board) for image in images))
+    size = Counter(one for pair in sizes for one in pair).most_common(1)[0][0]
+    odd = [record.name for record, pair in zip(records, sizes) if pair != (size, size)]
+    if odd:
+        print(f"warning: {len(odd)} of {len(records)} pairs are not {size[0]}x{size[1]} like the others and are rejected: "
+              f"{', '.join(odd[:10])}{' ...' if len(odd) > 10 else ''}", file=sys.stderr)
+    corners = []
+    for record, (left_size, right_size), found in zip(records, sizes, found_corners):
+        if (left_size, right_size) != (size, size):
             record.reason = f"image size {left_size[0]}x{left_size[1]} / {right_size[0]}x{right_size[1]}, others {size[0]}x{size[1]}"
             continue
-        found = find_corners(left_image, board), find_corners(right_image, board)
         missing = [view for view, c in zip(("left", "right"), found) if c is None]
         if missing:
             record.reason = f"board ({board.columns}x{board.rows} inner corners) not found in the {' and '.join(missing)} image"
@@ -125,8 +140,6 @@ def detect(pairs: Sequence[tuple[str | Path, str | Path]], board: Board,
             continue
         record.used = True
         corners.append(found)
-    if size is None:
-        raise CalibrationError("no calibration pairs given")
     return records, corners, tuple(int(v) for v in size)
 
 
@@ -155,7 +168,9 @@ def calibrate_pairs(pairs: Sequence[tuple[str | Path, str | Path]], board: Board
     if len(used) < min_pairs:
         hint = (f"; is the board {board.columns}x{board.rows} inner corners (board.columns, board.rows)?"
                 if not used and all("not found" in r.reason for r in records) else "")
-        raise CalibrationError(f"only {len(used)} of {len(records)} pairs show the whole board in both views; "
+        why = Counter(next(kind for prefix, kind in REJECTIONS if r.reason.startswith(prefix)) for r in records if not r.used)
+        why = f" ({', '.join(f'{count} {kind}' for kind, count in why.items())})" if why else ""
+        raise CalibrationError(f"only {len(used)} of {len(records)} pairs are usable{why}; "
                                f"calibration needs at least {min_pairs} (min_pairs){hint}")
     object_points = [board.object_points()] * len(corners)
     rms, pose, errors = _calibrate(object_points, corners, size)
@@ -176,6 +191,10 @@ def calibrate_pairs(pairs: Sequence[tuple[str | Path, str | Path]], board: Board
     if max(rms) > max_rms:
         raise CalibrationError(f"reprojection RMS {max(rms):.2f} px exceeds {max_rms} px (max_rms): check the board "
                                "size (inner corners), that both cameras were fixed, and the rejected pairs")
-    rig = StereoRig.from_pose(*pose, size, unit=unit, source=source, alpha=alpha)
+    try:  # the validator's refusal names the file that was not written; its advice is for files read
+        rig = StereoRig.from_pose(*pose, size, unit=unit, source=f"{source} (not written)", alpha=alpha)
+    except CalibrationError as error:
+        raise CalibrationError(str(error).replace(f"; {FIX}", "; check that left and right are the two cameras' images")) from None
+    rig = replace(rig, source=source)
     report.baseline, report.views_swapped = abs(rig.baseline), rig.views_swapped
     return rig, report

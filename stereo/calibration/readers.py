@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from stereo.calibration.rig import CalibrationError, StereoRig, as_matrix, as_size, disparity_to_depth_matrix
+from stereo.calibration.rig import (CalibrationError, StereoRig, as_matrix, as_size, check_baseline, check_camera,
+                                    check_distortion, check_projection, check_rotation, disparity_to_depth_matrix)
 from stereo.calibration.storage import read_opencv
 from stereo.data.io import Calibration
 
@@ -29,6 +31,8 @@ PathLike = str | Path
 KITTI_CAMERAS = ("02", "03")  # the colour pair the KITTI stereo benchmarks use (image_2 = left, image_3 = right)
 # Middlebury states doffs and both cameras' cx to 3 decimals: they must agree to that rounding.
 DOFFS_TOLERANCE = 1e-3
+# ndisp is a disparity range in pixels: no image is wider than this (a bound that keeps int() finite).
+MAX_NDISP = 1 << 20
 
 
 def _text(path: Path) -> str:
@@ -56,11 +60,18 @@ def require_calibration_files(calib: PathLike | Sequence[PathLike], key: str = "
 
 def read_calibration(path: PathLike | Sequence[PathLike], *, kitti_cameras: tuple[str, str] = KITTI_CAMERAS,
                      kitti_raw: bool = False) -> StereoRig:
-    """The stereo calibration in ``path`` (any supported format), or in two ROS camera_info files."""
+    """The stereo calibration in ``path`` (any supported format), or in two ROS camera_info files;
+    ``files`` of the rig lists the file(s) read."""
+    rig = _read_calibration(path, kitti_cameras, kitti_raw)
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    return replace(rig, files=tuple(str(p) for p in paths))
+
+
+def _read_calibration(path: PathLike | Sequence[PathLike], kitti_cameras: tuple[str, str], kitti_raw: bool) -> StereoRig:
     if not isinstance(path, (str, Path)):
         paths = [Path(str(p)) for p in path]
         if len(paths) == 1:
-            return read_calibration(paths[0], kitti_cameras=kitti_cameras, kitti_raw=kitti_raw)
+            return _read_calibration(paths[0], kitti_cameras, kitti_raw)
         if len(paths) != 2:
             raise CalibrationError(f"calib={[str(p) for p in paths]}: give one calibration file, two ROS "
                                    "camera_info files (left, right) or OpenCV's intrinsics and extrinsics files")
@@ -166,9 +177,12 @@ def read_middlebury(path: PathLike, text: str | None = None) -> StereoRig:
     def number(key: str) -> float:
         text = required(key)
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
-            raise CalibrationError(f"{path}: '{key}={text}' is not a number") from None
+            value = np.nan
+        if not np.isfinite(value):
+            raise CalibrationError(f"{path}: '{key}={text}' is not a finite number")
+        return value
 
     cam0 = _camera_matrix(path, "cam0", required("cam0"))
     if "cam1" in entries:
@@ -184,9 +198,11 @@ def read_middlebury(path: PathLike, text: str | None = None) -> StereoRig:
         raise CalibrationError(f"{path}: baseline={entries['baseline']} is not positive")
     P1, P2 = np.hstack([cam0, np.zeros((3, 1))]), np.hstack([cam1, np.zeros((3, 1))])
     P2[0, 3] = -cam1[0, 0] * baseline
-    ndisp = int(number("ndisp")) if "ndisp" in entries else None
-    if ndisp is not None and ndisp <= 0:
-        raise CalibrationError(f"{path}: ndisp={entries['ndisp']} is not positive (the disparity search range in pixels)")
+    ndisp = number("ndisp") if "ndisp" in entries else None
+    if ndisp is not None and not (ndisp == int(ndisp) and 0 < ndisp <= MAX_NDISP):
+        raise CalibrationError(f"{path}: ndisp={entries['ndisp']} is not a whole number from 1 to {MAX_NDISP} "
+                               "(the disparity search range in pixels)")
+    ndisp = None if ndisp is None else int(ndisp)
     return StereoRig.from_rectified(P1, P2, (number("width"), number("height")), unit="mm", source=str(path),
                                     ndisp=ndisp)
 
@@ -196,8 +212,11 @@ def _data_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _quaternion_matrix(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
-    q = np.array([qw, qx, qy, qz]) / np.linalg.norm([qw, qx, qy, qz])
+def _quaternion_matrix(qw: float, qx: float, qy: float, qz: float, source: Path) -> np.ndarray:
+    norm = np.linalg.norm([qw, qx, qy, qz])
+    if not 0 < norm < np.inf:
+        raise CalibrationError(f"{source}: quaternion {[qw, qx, qy, qz]} is not a rotation (its length must be above 0)")
+    q = np.array([qw, qx, qy, qz]) / norm
     w, x, y, z = q
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
@@ -216,7 +235,10 @@ def read_eth3d_cameras(path: PathLike, text: str | None = None) -> StereoRig:
         if parts[1] != "PINHOLE" or len(parts) != 8:
             raise CalibrationError(f"{path}: camera {parts[0]} field MODEL={parts[1]} with {len(parts) - 4} "
                                    "parameters: a rectified pair has PINHOLE fx fy cx cy cameras")
-        fx, fy, cx, cy = (float(v) for v in parts[4:])
+        try:
+            fx, fy, cx, cy = (float(v) for v in parts[4:])
+        except ValueError:
+            raise CalibrationError(f"{path}: camera {parts[0]}: PINHOLE parameters {parts[4:]} are not numbers") from None
         cameras[parts[0]] = (np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), (float(parts[2]), float(parts[3])))
     images_file = path.with_name("images.txt")
     if not images_file.is_file():
@@ -231,7 +253,7 @@ def read_eth3d_cameras(path: PathLike, text: str | None = None) -> StereoRig:
                 qw, qx, qy, qz, tx, ty, tz = (float(v) for v in parts[1:8])
             except ValueError:
                 continue  # a POINTS2D line
-            poses.append((parts[9], parts[8], _quaternion_matrix(qw, qx, qy, qz), np.array([[tx], [ty], [tz]])))
+            poses.append((parts[9], parts[8], _quaternion_matrix(qw, qx, qy, qz, images_file), np.array([[tx], [ty], [tz]])))
     if len(poses) != 2:
         raise CalibrationError(f"{images_file}: {len(poses)} image poses, expected 2 (im0 and im1)")
     (_, cam_left, R_left, t_left), (_, cam_right, R_right, t_right) = sorted(poses, key=lambda p: p[0])
@@ -260,24 +282,24 @@ def _ros_camera(path: Path) -> dict[str, np.ndarray | tuple[int, int]]:
     if not isinstance(info, dict):
         raise CalibrationError(f"{path}: not a ROS camera_info file (no key: value mapping)")
 
-    def field(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    def field(name: str, check) -> np.ndarray:
         node = info.get(name)
         data = node.get("data") if isinstance(node, dict) else None
+        if name == "distortion_coefficients" and not data:
+            return np.zeros(5)  # no distortion (camera_calibration writes an empty list for a rectified camera)
         if data is None:
             raise CalibrationError(f"{path}: no field {name}.data (a ROS camera_info file)")
-        try:
-            return as_matrix(np.asarray(data, np.float64), shape, name, str(path))
-        except (TypeError, ValueError):
-            raise CalibrationError(f"{path}: field {name}.data is not a list of numbers") from None
+        if not isinstance(data, list):
+            raise CalibrationError(f"{path}: field {name}.data is not a list of numbers")
+        return check(data, f"{name}.data", str(path))
 
     model = info.get("distortion_model", "plumb_bob")
     if model not in ROS_DISTORTION_MODELS:
         raise CalibrationError(f"{path}: field distortion_model={model!r}: supported {', '.join(ROS_DISTORTION_MODELS)}")
-    distortion = np.asarray((info.get("distortion_coefficients") or {}).get("data") or [0.0] * 5, np.float64)
     if "image_width" not in info or "image_height" not in info:
         raise CalibrationError(f"{path}: no field image_width/image_height")
-    return {"K": field("camera_matrix", (3, 3)), "D": distortion, "R": field("rectification_matrix", (3, 3)),
-            "P": field("projection_matrix", (3, 4)),
+    return {"K": field("camera_matrix", check_camera), "D": field("distortion_coefficients", check_distortion),
+            "R": field("rectification_matrix", check_rotation), "P": field("projection_matrix", check_projection),
             "size": as_size((info["image_width"], info["image_height"]), "image_width/image_height", str(path))}
 
 
@@ -294,6 +316,7 @@ def read_ros_pair(left: PathLike, right: PathLike) -> StereoRig:
     source = f"{left},{right}"
     P1, P2 = a["P"].copy(), b["P"].copy()
     baseline = P1[0, 3] / P1[0, 0] - P2[0, 3] / P2[0, 0]
+    check_baseline(baseline, "projection_matrix", "m", source)
     P1[:, 3] = 0.0
     P2[:, 3] = [-P2[0, 0] * baseline, 0.0, 0.0]
     R1, R2 = a["R"], b["R"]

@@ -129,7 +129,7 @@ class Rectifier:
 
     def provenance(self) -> dict:
         """What the manifest records: the file(s), their sha256, and the geometry used."""
-        files = [Path(p) for p in self.calibrated.source.split(",")]
+        files = [Path(p) for p in self.calibrated.files or (self.calibrated.source,)]
         geometry = self.depth_geometry()
         return {"files": [str(p.resolve()) for p in files],
                 "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()],

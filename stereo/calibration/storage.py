@@ -10,6 +10,7 @@ when the files have none.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stereo.calibration.rig import CalibrationError, StereoRig, as_size
+from stereo.calibration.rig import CalibrationError, StereoRig, as_matrix, as_size
 from stereo.data.io import atomic_write
 
 MATRICES = ("K1", "D1", "K2", "D2", "R", "T", "R1", "R2", "P1", "P2", "Q")
@@ -26,9 +27,10 @@ ALIASES = {"K1": ("K1", "M1", "cameraMatrix1", "camera_matrix_left"), "K2": ("K2
            "D1": ("D1", "distCoeffs1", "dist_coeffs_left"), "D2": ("D2", "distCoeffs2", "dist_coeffs_right")}
 
 
-def render_opencv(rig: StereoRig) -> str:
-    """The FileStorage YAML text of ``rig``."""
-    storage = cv2.FileStorage("calibration.yaml", cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY)
+def render_opencv(rig: StereoRig, suffix: str = ".yaml") -> str:
+    """The FileStorage text of ``rig``: XML for ``suffix`` ``.xml``, YAML otherwise."""
+    name = "calibration.xml" if suffix.lower() == ".xml" else "calibration.yaml"
+    storage = cv2.FileStorage(name, cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY)
     storage.write("image_width", int(rig.image_size[0]))
     storage.write("image_height", int(rig.image_size[1]))
     for name in MATRICES:
@@ -42,19 +44,51 @@ def render_opencv(rig: StereoRig) -> str:
 
 
 def write_opencv(path: str | Path, rig: StereoRig) -> None:
-    """Write ``rig`` to ``path`` (OpenCV FileStorage YAML), atomically."""
-    atomic_write(path, render_opencv(rig).encode("utf-8"))
+    """Write ``rig`` to ``path`` (OpenCV FileStorage: XML for a ``.xml`` path, YAML otherwise), atomically."""
+    atomic_write(path, render_opencv(rig, Path(path).suffix).encode("utf-8"))
 
 
 def _open(path: str | Path) -> cv2.FileStorage:
     try:
         storage = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
-    except cv2.error as error:
-        raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file "
-                               f"({str(error).strip().splitlines()[-1]})") from None
+    except (cv2.error, SystemError) as error:  # a parse error (truncated, invalid YAML, unterminated XML)
+        detail = _parse_error(error)
+        raise CalibrationError(f"{path}: not a readable OpenCV FileStorage file{detail}: the file is truncated or "
+                               "not valid YAML/XML; write it again (stereo.calibrate, cv2.FileStorage)") from None
     if not storage.isOpened():
         raise CalibrationError(f"{path}: cannot be opened as an OpenCV FileStorage file")
     return storage
+
+
+def _parse_error(error: BaseException) -> str:
+    """Where and why OpenCV's parser stopped (``... in function 'rig.yaml(44): Missing , between the
+    elements'``) as `` (line 44: ...)``, or nothing."""
+    text = " ".join(str(e) for e in (error, error.__cause__, error.__context__) if e is not None)
+    match = re.search(r"in function '[^']*\((\d+)\): ([^'\n]*)'", text)
+    return f" (line {match.group(1)}: {match.group(2).strip()})" if match else ""
+
+
+def _matrix(found: cv2.FileNode, name: str, source: str) -> np.ndarray:
+    """An ``!!opencv-matrix`` node, or a plain list of numbers (the reader checks its size)."""
+    if found.isSeq():
+        values = [found.at(i) for i in range(found.size())]
+        if not all(v.isReal() or v.isInt() for v in values):
+            raise CalibrationError(f"{source}: field {name} is not a list of numbers")
+        return np.array([v.real() for v in values])
+    try:
+        value = found.mat() if found.isMap() else None
+    except cv2.error:  # rows x cols does not match the data, an unknown dt
+        value = None
+    if value is None:
+        raise CalibrationError(f"{source}: field {name} is not an OpenCV matrix (!!opencv-matrix with rows, cols, "
+                               "dt: d and rows x cols values in data)")
+    return value
+
+
+def _real(found: cv2.FileNode, name: str, source: str) -> float:
+    if not (found.isReal() or found.isInt()):
+        raise CalibrationError(f"{source}: field {name} is not a number")
+    return found.real()
 
 
 def read_opencv(path: str | Path | Sequence[str | Path]) -> StereoRig:
@@ -77,16 +111,11 @@ def read_opencv(path: str | Path | Sequence[str | Path]) -> StereoRig:
 
         def matrix(name: str) -> np.ndarray | None:
             found = node(name)
-            if found is None:
-                return None
-            value = found.mat()
-            if value is None:
-                raise CalibrationError(f"{source}: field {name} is not an OpenCV matrix (!!opencv-matrix)")
-            return value
+            return None if found is None else _matrix(found, name, source)
 
         def number(name: str) -> float | None:
             found = node(name)
-            return None if found is None else found.real()
+            return None if found is None else _real(found, name, source)
 
         missing = [name for name in ("K1", "D1", "K2", "D2", "R", "T") if node(name) is None]
         if missing:
@@ -106,10 +135,8 @@ def read_opencv(path: str | Path | Sequence[str | Path]) -> StereoRig:
     rig = StereoRig.from_pose(pose["K1"], pose["D1"], pose["K2"], pose["D2"], pose["R"], pose["T"], size,
                               unit=unit, source=source, alpha=alpha, rectified_size=rectified_size)
     if all(value is not None for value in rectification.values()):
-        stored = {name: np.asarray(value, np.float64) for name, value in rectification.items()}
-        for name, shape in (("R1", (3, 3)), ("R2", (3, 3)), ("P1", (3, 4)), ("P2", (3, 4)), ("Q", (4, 4))):
-            if stored[name].shape != shape:
-                raise CalibrationError(f"{source}: field {name} is {stored[name].shape}, expected {shape}")
+        shapes = {"R1": (3, 3), "R2": (3, 3), "P1": (3, 4), "P2": (3, 4), "Q": (4, 4)}
+        stored = {name: as_matrix(value, shapes[name], name, source) for name, value in rectification.items()}
         rig = replace(rig, **stored, needs_remap=not _is_identity_rectification(rig.K1, rig.D1, rig.K2, rig.D2, stored))
     return rig
 
@@ -117,12 +144,12 @@ def read_opencv(path: str | Path | Sequence[str | Path]) -> StereoRig:
 def _stored_size(node, source: str) -> tuple[int, int]:
     width, height = node("image_width"), node("image_height")
     if width is not None and height is not None:
-        return as_size((width.real(), height.real()), "image_width/image_height", source)
+        return as_size((_real(width, "image_width", source), _real(height, "image_height", source)),
+                       "image_width/image_height", source)
     for key in ("image_size", "imageSize"):
         found = node(key)
         if found is not None:
-            value = found.mat() if found.isMap() else [found.at(i).real() for i in range(found.size())]
-            return as_size(value, key, source)
+            return as_size(_matrix(found, key, source), key, source)
     raise CalibrationError(f"{source}: no field image_width/image_height (or image_size): the calibration must say "
                            "which image size it is for; add 'image_width: <w>' and 'image_height: <h>' lines")
 

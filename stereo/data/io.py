@@ -14,12 +14,14 @@ so a crash never leaves half a file behind.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,6 +35,9 @@ KITTI_DISPARITY_SCALE = 256.0
 # headers read "Pf \n960 540 \n-1.0\n"). Data starts right after the newline ending the scale line.
 _PFM_HEADER = re.compile(rb"\A(P[fF])\s+(\d+)\s+(\d+)\s+(\S+)[ \t\r]*\n")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The most pixels an image may have: 16384 x 16384 (805 MB as RGB). Far beyond what the networks can
+# match (their cost volume grows with the pixel count), and a bound on what a hostile header costs.
+MAX_IMAGE_PIXELS = 1 << 28
 
 
 class DataError(ValueError):
@@ -49,12 +54,37 @@ def _read_bytes(path: PathLike) -> bytes:
     return data
 
 
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame marker, without decoding; None
+    for other formats or an unreadable header (the decoder then judges)."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(b"\xff\xd8"):
+        at = 2
+        while at + 9 <= len(data) and data[at] == 0xFF:
+            marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame: its size
+                return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+            at += 2 + length
+    return None
+
+
 def _decode_with_opencv(path: PathLike, data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG/WebP/PPM/PGM bytes as stored (bit depth and channel count kept)."""
+    """Decode PNG/JPEG/WebP/PPM/PGM bytes as stored (bit depth and channel count kept).
+
+    A file whose header announces more than ``MAX_IMAGE_PIXELS`` is refused before decoding: a few
+    hundred kilobytes of PNG can decompress to gigabytes (a decompression bomb)."""
+    size = _header_size(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: the image header says {size[0]}x{size[1]} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                        "this program decodes (a corrupt or hostile file?); use a smaller image")
     if data.startswith(_PNG_SIGNATURE) and b"IEND" not in data[-12:]:
         # Some libpng/OpenCV builds return a partially decoded image for a cut-off PNG.
         raise DataError(f"{path}: PNG file is truncated (no IEND chunk at the end, {len(data)} bytes)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV's own size limit, for the formats whose header is not read above
+        image = None
     if image is None:
         raise DataError(f"{path}: cannot decode image ({len(data)} bytes): corrupt, truncated or unsupported format")
     return image
@@ -178,6 +208,23 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as indented JSON text that every JSON reader accepts: NaN and infinities, which
+    Python would write as the bare words ``NaN``/``Infinity`` (not JSON), become null; what JSON has
+    no type for (a path) becomes its text."""
+    return (json.dumps(_json_safe(value), indent=2, allow_nan=False, default=str) + "\n").encode("utf-8")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def atomic_write(path: PathLike, data: bytes) -> None:

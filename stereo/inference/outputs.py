@@ -62,6 +62,9 @@ def make_calibration(
         if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
             raise ValueError(f"{key}={value}: must be a positive number ({'pixels' if key == 'focal' else 'the unit of depth'}); "
                              "depth = focal * baseline / (disparity + doffs)")
+    for key, value in (("doffs", doffs), ("cx", cx), ("cy", cy)):
+        if value is not None and not np.isfinite(float(value)):
+            raise ValueError(f"{key}={value}: must be a finite number of pixels, or null")
     if calib is not None:
         require_calibration_files(calib)
     base = read_depth_geometry(calib) if calib is not None else None
@@ -163,12 +166,16 @@ class OutputWriter:
         unknown = sorted(set(self.formats) - set(FORMATS))
         if unknown:
             raise ValueError(f"unknown output format(s) {unknown}; choose from {list(FORMATS)}")
+        if self.max_depth is not None and (isinstance(self.max_depth, bool) or not isinstance(self.max_depth, (int, float))
+                                           or not 0 < self.max_depth < np.inf):
+            raise ValueError(f"max_depth={self.max_depth}: must be a positive number (depth beyond it, in the baseline's "
+                             "unit, is dropped) or null to keep all")
         if self.confidence_format not in ("png16", "pfm"):
             raise ValueError(f"confidence_format must be 'png16' or 'pfm', got {self.confidence_format!r}")
         if self.color_range is not None:
             vmin, vmax = (float(v) for v in self.color_range)
-            if vmax <= vmin:
-                raise ValueError(f"color_range must be [vmin, vmax] with vmax > vmin, got {self.color_range}")
+            if not vmin < vmax or not np.isfinite([vmin, vmax]).all():
+                raise ValueError(f"color_range must be [vmin, vmax], finite numbers with vmax > vmin, got {self.color_range}")
             self.color_range = (vmin, vmax)
 
     def path(self, fmt: str, stem: str) -> Path:

@@ -142,8 +142,10 @@ class Predictor:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if downscale < 1.0:
+        if isinstance(downscale, bool) or not isinstance(downscale, (int, float)) or not 1.0 <= downscale < float("inf"):
             raise ValueError(f"downscale must be >= 1 (a reduction factor), got {downscale}")
+        if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or not max_memory_gb > 0:
+            raise ValueError(f"max_memory_gb={max_memory_gb}: must be a positive number of GB (inf: no budget)")
         if tile_overlap % DIVISOR or tile_overlap < 0:
             raise ValueError(f"tile_overlap must be a non-negative multiple of {DIVISOR}, got {tile_overlap}")
         self.device = resolve_device(device)
@@ -233,7 +235,7 @@ class Predictor:
         memory model, :func:`estimate_memory_gb`). A switch to strips is announced with a time estimate."""
         mode = self.plan(height, width, batch)
         if mode == "downscale":
-            height, width = (max(MIN_SIDE, round(side / self.downscale)) for side in (height, width))
+            width, height = self._downscaled_size(width, height)
         padded_height, padded_width = Padder(height, width, DIVISOR, min_size=PAD_TO).padded_size
         rows = padded_height if mode == "full" else min(padded_height, self._strip_height(width, batch))
         need = estimate_memory_gb(rows, padded_width, self.max_disp, batch, self.optimized)
@@ -265,11 +267,21 @@ class Predictor:
             disparity, confidence = self._run_tiled(left, right)
         return [Prediction(d.numpy(), c.numpy()) for d, c in zip(disparity, confidence)]
 
+    def _downscaled_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) at 1/downscale; refused below the smallest image stereo matching takes (a
+        silent clamp would change the factor and the aspect ratio)."""
+        small = (round(width / self.downscale), round(height / self.downscale))
+        if min(small) < MIN_SIDE:
+            raise InputError(f"downscale={self.downscale:g}: a {width}x{height} image would become {small[0]}x{small[1]}, "
+                             f"below the {MIN_SIDE}x{MIN_SIDE} minimum; use downscale <= "
+                             f"{math.floor(100 * min(width, height) / MIN_SIDE) / 100:g}")
+        return small
+
     def _predict_downscaled(self, left: np.ndarray, right: np.ndarray) -> Prediction:
         import cv2
 
         height, width = left.shape[:2]
-        small = (max(MIN_SIDE, round(width / self.downscale)), max(MIN_SIDE, round(height / self.downscale)))
+        small = self._downscaled_size(width, height)
         small_l = cv2.resize(left, small, interpolation=cv2.INTER_AREA)
         small_r = cv2.resize(right, small, interpolation=cv2.INTER_AREA)
         tensors = normalize_image(small_l)[None], normalize_image(small_r)[None]

@@ -51,9 +51,10 @@ _GIF_PALETTE = ("split[frames][stats];[stats]palettegen=stats_mode=single:reserv
                 "[frames][palette]paletteuse=new=1:dither=none")
 
 VIDEO_FORMATS = {
-    "mp4": VideoFormat(".mp4", "mp4v", "opencv"),
-    "avi": VideoFormat(".avi", "MJPG", "opencv"),
-    "mkv": VideoFormat(".mkv", "FFV1", "opencv"),
+    # OpenCV's writer silently drops the last column/row of an odd-sized frame for all three: pad instead
+    "mp4": VideoFormat(".mp4", "mp4v", "opencv", even_size=True),
+    "avi": VideoFormat(".avi", "MJPG", "opencv", even_size=True),
+    "mkv": VideoFormat(".mkv", "FFV1", "opencv", even_size=True),
     # crf 18: x264's "visually lossless" quality; faststart puts the index first so browsers stream it
     "h264": VideoFormat(".mp4", "libx264", "imageio", "yuv420p", ("-crf", "18", "-movflags", "+faststart"),
                         even_size=True),
@@ -172,7 +173,6 @@ class _ImageioStream:
     def __init__(self, path: Path, fmt: VideoFormat, fps: float, size: tuple[int, int]) -> None:
         import imageio.v3 as iio
 
-        self._pad = (size[1] % 2, size[0] % 2) if fmt.even_size else (0, 0)
         # The plugin admits files by suffix and lists no .gif (imageio leaves GIF to Pillow), though the
         # ffmpeg it drives writes GIF natively and picks the muxer from the real file name: extension=
         # only gets the file past that check. macro_block_size=1: no rescaling, odd sizes are padded here.
@@ -181,8 +181,6 @@ class _ImageioStream:
             output_params=list(fmt.ffmpeg_args), ffmpeg_log_level="error")
 
     def write(self, frame: np.ndarray) -> None:
-        if any(self._pad):  # yuv420p halves the colour resolution: one edge row/column makes the size even
-            frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         self._writer.append_data(frame)
 
     def close(self) -> None:
@@ -197,8 +195,9 @@ class VideoWriter:
     successfully (written under a temporary name in the same folder, then renamed).
 
     ``video_format`` (a key of :data:`VIDEO_FORMATS`) picks the encoder; by default it follows the
-    suffix (``.mp4`` = OpenCV's MPEG-4 part 2; ask for ``h264`` explicitly). ``h264`` pads an odd width
-    or height by one edge pixel (its colour planes are half size).
+    suffix (``.mp4`` = OpenCV's MPEG-4 part 2; ask for ``h264`` explicitly). Every format but ``gif``
+    pads an odd width or height by one edge pixel (h264's colour planes are half size; OpenCV's writer
+    would drop the last column or row without a word).
     """
 
     def __init__(self, path: str | Path, fps: float, video_format: str | None = None) -> None:
@@ -229,14 +228,17 @@ class VideoWriter:
             # same folder (the rename is atomic), same suffix (the encoders pick the container by it)
             self._temporary = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
             self._size = size
+            even = tuple(side + side % 2 for side in size) if self.format.even_size else size
             try:
-                self._stream = _STREAMS[self.format.backend](self._temporary, self.format, self.fps, size)
+                self._stream = _STREAMS[self.format.backend](self._temporary, self.format, self.fps, even)
             except BaseException:
                 self.abort()
                 raise
         elif size != self._size:
             raise VideoError(f"{self.path}: frame {self.frames} is {size[0]}x{size[1]}, the video is "
                              f"{self._size[0]}x{self._size[1]}; every frame of a video must have one size")
+        if self.format.even_size and (size[0] % 2 or size[1] % 2):  # one edge row/column makes the size even
+            frame = np.pad(frame, ((0, size[1] % 2), (0, size[0] % 2), (0, 0)), mode="edge")
         self._stream.write(np.ascontiguousarray(frame))
         self.frames += 1
 
