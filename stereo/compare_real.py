@@ -20,6 +20,7 @@ from stereo.cli import command
 from stereo.data.real_samples import load_real_samples
 from stereo.evaluation.methods import evaluate_method, network_method, sgbm_method
 from stereo.evaluation.reports import command_line, machine_info, markdown_table
+from stereo.models.pretrained import is_shipped, resolve_checkpoint
 
 COLUMNS = ("epe", "bad2", "bad3", "d1")
 
@@ -30,8 +31,10 @@ def run(cfg: DictConfig) -> dict:
 
     dataset = load_real_samples(cfg.real_root)
     methods = {"StereoSGBM": sgbm_method()}
-    for path in map(Path, cfg.checkpoints):
-        methods[path.name] = network_method(Predictor.from_checkpoint(path, device=str(cfg.device), swap_check=False))
+    for name in cfg.checkpoints:
+        path = resolve_checkpoint(name)
+        predictor = Predictor.from_checkpoint(path, device=str(cfg.device), swap_check=False)
+        methods[str(name) if is_shipped(name) else path.name] = network_method(predictor, str(cfg.search_range))
     names = list(cfg.names) if cfg.names else None
     results = {name: evaluate_method(method, dataset, cap=int(cfg.cap), names=names, desc=name)
                for name, method in methods.items()}
@@ -57,6 +60,7 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"command": typed, "machine": machine, "protocol": results["StereoSGBM"]["protocol"],
+              "search_range": str(cfg.search_range),
               "methods": {name: {"summary": r["summary"], "rows": r["rows"]} for name, r in results.items()}}
     (out / "compare_real.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "compare_real.md").write_text(table)

@@ -20,6 +20,7 @@ from stereo import output_dirs
 from stereo.cli import command
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
+from stereo.models.pretrained import resolve_checkpoint
 from stereo.evaluation.runner import apply_protocol_to_data, build_eval_dataset, distributed_rank, evaluate_model
 
 
@@ -30,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     protocol = protocols.check_data(str(cfg.protocol), cfg.data.get("protocol"))
     if cfg.get("ckpt_path") in (None, "???"):
         raise ValueError("evaluate needs ckpt_path=<checkpoint> (ours or the PSMNet authors')")
-    checkpoint = Path(str(cfg.ckpt_path))
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint file not found")
     output_dir = Path(cfg.paths.output_dir)

@@ -42,6 +42,7 @@ from omegaconf import DictConfig
 from stereo import output_dirs
 from stereo.cli import OutputDirError, UserError, command
 from stereo.models.checkpoints import save_weights
+from stereo.models.pretrained import resolve_checkpoint
 
 FORMATS = ("onnx", "torchscript", "weights")
 INPUT_NAMES = ("left", "right")
@@ -225,6 +226,7 @@ def export(
     if output.is_dir():
         raise OutputDirError(f"output={output} is a folder; give the file to write, e.g. output={output / ('model.' + fmt)}")
     # the plain network: the ONNX exporter has no memory-format support for the channels-last copy
+    ckpt_path = resolve_checkpoint(ckpt_path)
     predictor = Predictor.from_checkpoint(ckpt_path, device="cpu", max_disp=max_disp, optimize=False)
     module = DisparityAndConfidence(predictor.model).eval()
     made_by = output_dirs.producer("stereo.export", ckpt_path, {

@@ -28,6 +28,7 @@ from stereo.data.io import read_image, write_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
 from stereo.inference.outputs import FORMATS, OutputWriter, make_calibration
 from stereo.inference.predictor import InputError, Predictor
+from stereo.models import pretrained
 from stereo.inference.video import LAYOUTS, VideoWriter, resolve_video_format, stereo_frames, video_info
 
 
@@ -172,7 +173,9 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     """
     if cfg.rectify_only:
         return write_rectified(cfg)
-    checkpoint = Path(str(cfg.ckpt_path))
+    if cfg.ckpt_path is None:
+        print(f"using the shipped weights {pretrained.DEFAULT} (docs/model_card.md); ckpt_path=<file> for your own")
+    checkpoint = pretrained.resolve_checkpoint(cfg.ckpt_path if cfg.ckpt_path is not None else pretrained.DEFAULT)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (ckpt_path=...)")
     formats = requested_formats(cfg)

@@ -20,6 +20,7 @@ from stereo.cli import OutputDirError, command
 from stereo.data.io import read_image
 from stereo.evaluation.submission import SubmissionWriter, find_frames
 from stereo.inference.predictor import Predictor
+from stereo.models.pretrained import resolve_checkpoint
 
 
 # Settings that decide the files a submission holds (a rerun with other values must not mix with them).
@@ -33,7 +34,7 @@ def submit(cfg: DictConfig) -> dict[str, Any]:
     A rerun into the same ``output`` resumes only when the recorded producer (checkpoint content,
     the settings in :data:`PRODUCER_KEYS`) is the same; otherwise it is refused (``overwrite=true``
     replaces the earlier files), so one upload never holds frames of two models."""
-    checkpoint = Path(str(cfg.ckpt_path))
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (ckpt_path=...)")
     output = Path(str(cfg.output))

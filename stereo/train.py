@@ -27,6 +27,7 @@ from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.models.build import architecture, build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
+from stereo.models.pretrained import resolve_checkpoint
 from stereo.training.init_from import init_from_weights
 from stereo.training.module import StereoModule
 
@@ -150,7 +151,7 @@ def training_producer(cfg: DictConfig) -> dict[str, Any]:
                 for key in ("data", "optim", "loss", "seed")}
     settings["model"] = architecture(cfg.model)  # as checkpoints record it (Hydra's instantiate keys dropped)
     init_from = cfg.get("init_from")
-    return output_dirs.producer("stereo.train", Path(str(init_from)) if init_from else None, settings)
+    return output_dirs.producer("stereo.train", resolve_checkpoint(init_from) if init_from else None, settings)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

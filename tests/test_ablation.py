@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from conftest import compose
 
@@ -88,3 +89,33 @@ def test_tune_sgbm_ranks_every_grid_setting_on_the_synthetic_test_split(syntheti
     assert all(math.isfinite(r["epe"]) and 0 < r["coverage"] <= 100 for r in results)
     written = json.loads(out.read_text())
     assert written["results"] == results and written["dataset"] == "synthetic TEST (2 pairs)"
+
+
+def test_a_network_searches_at_least_its_own_range_unless_told_to_search_the_pairs():
+    from stereo.evaluation.methods import network_method
+
+    class Recorder:  # the part of Predictor that network_method uses
+        def __init__(self) -> None:
+            self.max_disp, self.ranges = 192, []
+
+        def set_max_disp(self, max_disp: int) -> None:
+            self.ranges.append(max_disp)
+
+        def predict(self, left, right):
+            return type("P", (), {"disparity": np.zeros(left.shape[:2], np.float32)})()
+
+    image = np.zeros((32, 48, 3), np.uint8)
+    for search_range, expected in (("network", [192, 208]), ("pair", [16, 208])):
+        predictor = Recorder()
+        method = network_method(predictor, search_range)
+        method(image, image, 16)
+        method(image, image, 208)
+        assert predictor.ranges == expected
+    with pytest.raises(ValueError, match="search_range must be one of"):
+        network_method(Recorder(), "all")
+
+
+def test_compare_real_takes_the_shipped_weights_by_name(real_data_dir, tmp_path):
+    report = compare_real.run(compose("compare_real", ["checkpoints=[ea_census_zero_shot]", f"real_root={real_data_dir}",
+                                                       "names=[middlebury2001/venus]", f"output_dir={tmp_path}"]))
+    assert list(report["methods"]) == ["StereoSGBM", "ea_census_zero_shot"] and report["search_range"] == "network"

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from stereo.models.checkpoints import read_state_dict
+from stereo.models.pretrained import resolve_checkpoint
 
 GROUP_DEPTH = 2  # "feature_extraction.inserted.layer4.queries.weight" -> "feature_extraction.inserted"
 
@@ -68,7 +69,7 @@ def init_from_weights(model: nn.Module, path: str | Path, strict: bool = True) -
     offending modules) for an unreadable file, a mismatch under ``strict``, or a file that shares no
     tensor with the model at all.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: init_from weights file not found")
     state, source = read_state_dict(path)
