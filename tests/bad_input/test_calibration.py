@@ -105,6 +105,18 @@ def write_case(folder: Path, case: str) -> tuple[str, tuple[str, ...]]:
         ros_file(folder / "left.yaml", P_LEFT)
         ros_file(folder / "right.yaml", P_RIGHT, D=(float("nan"), 0, 0, 0, 0))
         return "[left.yaml,right.yaml]", ("right.yaml", "distortion_coefficients.data", "NaN")
+    if case == "R a reflection":
+        path.write_text(field_data(text, "R", "1., 0., 0., 0., 1., 0., 0., 0., -1."))
+        return "rig.yaml", ("rig.yaml", "R is not a rotation matrix")
+    if case == "alpha nan":
+        path.write_text(text.replace("alpha: 0.", "alpha: .Nan"))
+        return "rig.yaml", ("rig.yaml", "alpha=nan")
+    if case == "infinite width":
+        path.write_text(text.replace(f"image_width: {SIZE[0]}", "image_width: .Inf"))
+        return "rig.yaml", ("rig.yaml", "image_width/image_height must be two numbers")
+    if case == "huge rectified size":
+        path.write_text(text.replace(f"rectified_width: {SIZE[0]}", "rectified_width: 1000000000"))
+        return "rig.yaml", ("rig.yaml", "rectified_size 1000000000x64 is larger than any image")
     if case == "middlebury ndisp 1e400":
         (folder / "calib.txt").write_text("cam0=[90 0 48; 0 90 32; 0 0 1]\ncam1=[90 0 48; 0 90 32; 0 0 1]\ndoffs=0\n"
                                           f"baseline=100\nwidth={SIZE[0]}\nheight={SIZE[1]}\nndisp=1e400\n")
@@ -114,7 +126,7 @@ def write_case(folder: Path, case: str) -> tuple[str, tuple[str, ...]]:
 
 CASES = ["nan R1", "nan Q", "nan D2", "zero K", "zero baseline", "8 values", "truncated", "invalid yaml",
          "unterminated xml", "text width", "ros one camera twice", "ros singular projection", "ros nan distortion",
-         "middlebury ndisp 1e400"]
+         "middlebury ndisp 1e400", "R a reflection", "alpha nan", "infinite width", "huge rectified size"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -160,12 +172,13 @@ def test_the_same_folder_as_left_and_right_is_refused_before_calibrating(workspa
 
 
 @pytest.mark.parametrize("output, words", [("folder", ("output=folder", "is a folder", "folder/rig.yaml")),
-                                           ("left.png/rig.yaml", ("output=left.png/rig.yaml", "is a file, not a folder"))])
+                                           ("left.png/rig.yaml", ("output=left.png/rig.yaml", "is a file, not a folder")),
+                                           ("rig.yaml max_rms=nan", ("max_rms=nan", "a number above 0"))])
 def test_an_output_that_cannot_be_a_file_is_refused_before_calibrating(workspace, run_command, output, words):
     (workspace / "folder").mkdir()
     before = snapshot(workspace)
     # the pairs do not even exist: the output is checked first
-    calibrate(run_command, "left=missing_l", "right=missing_r", f"output={output}").error_line(*words)
+    calibrate(run_command, "left=missing_l", "right=missing_r", *f"output={output}".split()).error_line(*words)
     assert snapshot(workspace) == before
 
 

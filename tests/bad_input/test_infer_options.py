@@ -29,6 +29,7 @@ def infer(run_command, *overrides: str):
     (("cx=nan", "focal=90", "baseline=0.1", "formats=[ply]"), ("cx=nan", "finite number")),
     (("color_range=[0,inf]",), ("color_range",)),
     (("downscale=inf", "mode=downscale"), ("downscale must be >= 1",)),
+    (("max_memory_gb=0",), ("max_memory_gb=0", "positive")),
 ])
 def test_an_option_value_that_would_give_a_wrong_result_is_refused_before_writing(workspace, run_command, overrides,
                                                                                      words):
@@ -89,11 +90,12 @@ def test_a_decompression_bomb_is_refused_by_its_header(workspace, run_command):
 
 @pytest.mark.parametrize("sizes, words", [("[]", ("verify_sizes=[]", "verify=false")),
                                           ("[[100,100]]", ("verify_sizes: [100, 100]", "at least 256")),
-                                          ("[256,256]", ("verify_sizes: 256",))])
+                                          ("[256,256]", ("verify_sizes: 256",)),
+                                          ("[[256,256]] tolerance_factor=nan", ("tolerance_factor=nan", "positive"))])
 def test_export_refuses_verify_sizes_that_verify_nothing(workspace, run_command, sizes, words):
     before = snapshot(workspace)
     run_command("export", "ckpt_path=tiny.ckpt", "format=weights", "output=model.pt",
-                f"verify_sizes={sizes}").error_line(*words)
+                *f"verify_sizes={sizes}".split()).error_line(*words)
     assert snapshot(workspace) == before
 
 
