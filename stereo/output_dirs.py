@@ -472,10 +472,11 @@ class Run:
         self.save("running")
 
     def adopt_new_files(self) -> None:
-        """List every file that appeared in the folder during this run (writers this module does not
-        drive, e.g. Lightning's loggers)."""
+        """List every file that appeared or was rewritten in the folder during this run (writers this
+        module does not drive, e.g. Lightning's loggers, which replace a log of the same name)."""
         lock_names = {LOCK_NAME, self.manifest_path.name}
-        fresh = sorted(_all_files(self.folder) - self._before)
+        now = _all_files(self.folder)
+        fresh = sorted(name for name, state in now.items() if self._before.get(name) != state)
         self.plan([self.folder / name for name in fresh if Path(name).name not in lock_names
                    and not _TEMPORARY.match(Path(name).name)], written=True)
 
@@ -557,10 +558,16 @@ def _set_status_in_place(manifest: Path, status: str) -> bool:
         return False
 
 
-def _all_files(folder: Path) -> set[str]:
+def _all_files(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file (and link) under ``folder`` by name, with what tells a rewrite: inode, size, mtime."""
     if not folder.is_dir():
-        return set()
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+        return {}
+    found = {}
+    for path in folder.rglob("*"):
+        if path.is_file() or path.is_symlink():
+            stat = path.lstat()
+            found[path.relative_to(folder).as_posix()] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return found
 
 
 def _clear_earlier(earlier: Mapping[str, Any], folder: Path, files: list[Path], folders: list[Path]) -> dict[str, list[str]]:
@@ -592,7 +599,8 @@ def _say_kept(option: str, folder: Path, kept: Mapping[str, list[str]]) -> None:
     reasons = {"changed": "changed since the earlier run wrote them",
                "unverified": "no size and hash recorded for them (a manifest of an older version, or a run killed "
                              "before it recorded them), so they cannot be verified",
-               "foreign": "in the earlier run's folders but not written by it"}
+               "foreign": "in the earlier run's folders but not recorded by it (not written by it, or by a run "
+                          "killed before it recorded them)"}
     parts = [f"{reasons[key]}: {_names(sorted(names))}" for key, names in kept.items() if names]
     if parts:
         count = sum(len(names) for names in kept.values())
