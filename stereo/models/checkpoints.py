@@ -279,6 +279,11 @@ def load_model(path: str | Path, map_location: Any = "cpu", max_disp: int = DEFA
         _load_exactly(model, state, path)
     elif "state_dict" in checkpoint:
         keys = _state_dict(checkpoint, path)
+        if any(isinstance(k, str) and k.startswith(_LIGHTNING_PREFIX) for k in keys):
+            raise CheckpointError(
+                f"{path}: our weights ('{_LIGHTNING_PREFIX}*' keys) without hyper_parameters.model_config, so the "
+                "network they belong to is unknown; use the run's own checkpoint (its checkpoints/ folder) or give "
+                "them to init_from= on a run that builds the same model")
         basic = any(_authors_key(k).startswith("aggregation.classify.") for k in keys)
         model = PSMNet(max_disp=max_disp, aggregation="basic" if basic else "stackhourglass")
         load_psmnet_checkpoint(model, path)

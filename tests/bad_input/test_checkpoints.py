@@ -32,3 +32,17 @@ def test_every_hostile_checkpoint_kind_through_inference(workspace, run_command,
     run_command("infer", f"ckpt_path={checkpoint}", "left=left.png", "right=right.png",
                 "output_dir=out").error_line(str(checkpoint))
     assert untouched(victim, marker)
+
+
+def test_our_weights_without_their_model_config_are_one_line_not_hundreds_of_missing_keys(workspace, run_command):
+    import torch
+
+    from inference_checkpoints import write_our_checkpoint
+
+    path = write_our_checkpoint(workspace / "ours.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["hyper_parameters"]
+    torch.save(checkpoint, path)
+    result = run_command("infer", f"ckpt_path={path}", "left=left.png", "right=right.png", "output_dir=out")
+    result.error_line(str(path), "without hyper_parameters.model_config")
+    assert not (workspace / "out").exists()
