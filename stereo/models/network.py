@@ -1,11 +1,15 @@
 """A cost-volume stereo network built from components: features -> cost volume -> aggregation ->
-disparity regression (OpenStereo's backbone / cost processor / disparity processor split).
+disparity regression (OpenStereo's backbone / cost processor / disparity processor split), and an
+optional refinement.
 
 Each component is a config ``{_target_: <class>, **settings}`` (conf/model/*.yaml) naming a
 registered class (``components.py``); the network builds them in order and passes each what the
 previous one produces: the features' ``out_channels`` and ``stride`` give the volume's input
 channels and its ``max_disp / stride`` levels, the volume's ``out_channels`` the aggregation's
-input, ``max_disp`` and ``stride`` the regression's. Nothing downstream hard-codes a width.
+input, ``max_disp`` and the network's stride (the features' times the volume's ``pool``) the
+regression's. A refinement gets the features' channels and stride, and in forward the regressed
+disparity, the left image and both views' features (kept only when there is a refinement). Nothing
+downstream hard-codes a width.
 
 ``attention`` is a list of insertions, each ``{at: <point or list of points>, kind, key_channels,
 value_channels, heads, normalization, zero_init}``. A point is ``<component path>.<name>``, e.g.
