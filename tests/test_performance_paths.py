@@ -23,7 +23,7 @@ from stereo.models import EfficientAttention, PSMNet, fold_batchnorm, optimize_f
 from stereo.models.attention import _AttentionBlock
 from stereo.models.interpolation import interpolation_matrix, upsample_bilinear, upsample_trilinear
 from stereo.models.regression import regress_disparity
-from stereo.models.build import build_training_network
+from stereo.models.build import architecture, build_training_network
 
 SIZE = 256  # PSMNet's SPP needs H, W ≥ 256
 MAX_DISP = 64
@@ -162,7 +162,8 @@ def test_runtime_options_are_training_keys_not_architecture():
     the model config (saved with checkpoints) holds the architecture only."""
     cfg = compose("train", ["model=ea_psmnet", f"model.max_disp={MAX_DISP}", "activation_checkpointing.aggregation=true",
                             "activation_checkpointing.features=true"])
-    assert set(cfg.model) == {"_target_", "max_disp", "features", "cost_volume", "aggregation", "regression", "attention"}
+    assert set(architecture(cfg.model)) == {"_target_", "max_disp", "features", "cost_volume", "aggregation",
+                                            "regression", "attention"}
     model = build_training_network(cfg)
     assert model.checkpoint_aggregation and model.checkpoint_features and not model.channels_last
     with pytest.raises(ValueError, match="regression_chunk_rows"):

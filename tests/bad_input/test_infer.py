@@ -118,7 +118,9 @@ def test_missing_calib_file_names_the_option(workspace, run_command):
 
 
 def test_missing_required_option(workspace, run_command):
-    run_command("infer", "left=left.png", "right=right.png").error_line("ckpt_path")
+    # ckpt_path is optional (the shipped weights); the input is not
+    run_command("infer", "output_dir=out").error_line("give exactly one input", "left=", "input_dir=")
+    assert not (workspace / "out").exists()
 
 
 def test_output_dir_that_is_a_file(workspace, run_command):
