@@ -105,7 +105,7 @@ def test_gpu_recipes_train_the_plain_network():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment,overrides", [
-    ("demo_cpu", ()),                                   # CPU recipe: psmnet_basic + the CPU backend
+    ("demo_cpu", ()),                                   # CPU recipe: ea_census + the CPU backend
     ("psmnet_sceneflow", ("model_backend=cpu",)),       # the CPU backend on the stacked hourglass
 ])
 def test_default_training_step_is_within_twice_float32_rounding(experiment, overrides):
