@@ -28,8 +28,8 @@ from stereo.data.io import read_image, write_image
 from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
 from stereo.inference.outputs import FORMATS, OutputWriter, make_calibration
 from stereo.inference.predictor import InputError, Predictor
-from stereo.models import pretrained
 from stereo.inference.video import LAYOUTS, VideoWriter, resolve_video_format, stereo_frames, video_info
+from stereo.models import pretrained
 
 
 VIDEO_INPUTS = ("video", "left_video")

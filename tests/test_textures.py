@@ -77,7 +77,7 @@ def test_packaged_textures_paint_from_the_allow_list_only():
     assert texture.shape == (40, 60, 3) and texture.dtype == np.float32 and 0 <= texture.min() <= texture.max() <= 1
 
 
-def test_mixed_source_draws_natural_images_for_the_given_share(tmp_path):
+def test_mixed_source_draws_natural_images_for_the_given_share():
     calls = {"natural": 0, "procedural": 0}
 
     def stub(kind):
@@ -93,4 +93,4 @@ def test_mixed_source_draws_natural_images_for_the_given_share(tmp_path):
     # Binomial(2000, 0.3): standard deviation 20.5, so ±100 is about five of them
     assert abs(calls["natural"] - 600) < 100 and calls["natural"] + calls["procedural"] == 2000
     with pytest.raises(ValueError, match="natural_fraction"):
-        make_texture_source(tmp_path, natural_fraction=1.5)
+        make_texture_source(None, natural_fraction=1.5)

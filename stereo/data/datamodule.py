@@ -131,9 +131,7 @@ class StereoDataModule(L.LightningDataModule):
         self.train_factory, self.val_factory, self.test_factory = train, val, test
         self.batch_size, self.eval_batch_size, self.num_workers = int(batch_size), int(eval_batch_size), int(num_workers)
         self.crop_size = tuple(int(v) for v in crop_size)
-        self.augment = {key: (list(value) if key == "scale" and value is not None else value)
-                        for key, value in augment.items()}
-        TrainTransform(self.crop_size, **self.augment)  # a bad option fails here, before any data is read
+        self.train_transform = TrainTransform(self.crop_size, **augment)  # a bad option fails here, before any data is read
         self.on_error = on_error
         self.generate = dict(generate) if generate is not None else None
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
@@ -151,7 +149,7 @@ class StereoDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._build(self.train_factory, TrainTransform(self.crop_size, **self.augment))
+            self.train_set = self._build(self.train_factory, self.train_transform)
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self._build(self.val_factory, EvalTransform())
         if stage in (None, "test") and self.test_set is None:

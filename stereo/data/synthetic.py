@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from stereo.cli import command
-from stereo.data.textures import PROCEDURAL_KINDS, TextureSource, make_texture_source
+from stereo.data.textures import PROCEDURAL_KINDS, ImageTextures, TextureSource, make_texture_source
 
 SPLITS = {"train": "TRAIN", "test": "TEST"}
 FIRST_FRAME = 6  # FlyingThings3D sequences hold frames 0006..0015
@@ -102,9 +102,10 @@ class SceneStyle:
 
     def texture_sources(self) -> tuple[TextureSource, TextureSource]:
         """(objects, background): periodic or flat backgrounds would make whole scenes ambiguous."""
-        objects = make_texture_source(self.texture_dir, self.texture_kinds, self.natural_fraction)
+        natural = ImageTextures(self.texture_dir) if self.texture_dir and self.natural_fraction > 0 else None
+        objects = make_texture_source(natural, self.texture_kinds, self.natural_fraction)
         calm = [kind for kind in self.texture_kinds if kind in BACKGROUND_KINDS] or list(self.texture_kinds)
-        return objects, make_texture_source(self.texture_dir, calm, self.natural_fraction)
+        return objects, make_texture_source(natural, calm, self.natural_fraction)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> SceneStyle:

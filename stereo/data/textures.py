@@ -269,14 +269,15 @@ class MixedTextures:
         return source(rng, height, width)
 
 
-def make_texture_source(texture_dir: str | Path | None = None, kinds: Sequence[str] = tuple(PROCEDURAL_KINDS),
+def make_texture_source(natural: ImageTextures | None = None, kinds: Sequence[str] = tuple(PROCEDURAL_KINDS),
                         natural_fraction: float = 1.0) -> TextureSource:
-    """Procedural textures, or with ``texture_dir`` (a folder or ``packaged``) natural images for a
-    ``natural_fraction`` of the layers (1: all of them) and procedural ones for the rest."""
+    """Procedural textures, or with ``natural`` (an :class:`ImageTextures`, which several sources may
+    share: its files are listed, checked and decoded once) natural images for a ``natural_fraction``
+    of the layers (1: all of them) and procedural ones for the rest."""
     if not 0.0 <= natural_fraction <= 1.0:
         raise ValueError(f"natural_fraction must lie in [0, 1], got {natural_fraction}")
-    if not texture_dir or natural_fraction == 0.0:
+    if natural is None or natural_fraction == 0.0:
         return ProceduralTextures(kinds)
     if natural_fraction == 1.0:
-        return ImageTextures(texture_dir)
-    return MixedTextures(ImageTextures(texture_dir), ProceduralTextures(kinds), natural_fraction)
+        return natural
+    return MixedTextures(natural, ProceduralTextures(kinds), natural_fraction)

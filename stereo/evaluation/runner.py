@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from stereo.data.datamodule import shard_indices
-from stereo.data.io import atomic_write, write_image, write_pfm
+from stereo.data.io import atomic_write, json_bytes, write_image, write_pfm
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
 from stereo.evaluation.protocols import Protocol
@@ -128,19 +126,8 @@ def evaluate_model(
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(output_dir / "per_image.csv", table.getvalue().encode())
-        atomic_write(output_dir / "metrics.json", (json.dumps(_json_safe(summary), indent=2) + "\n").encode())
+        atomic_write(output_dir / "metrics.json", json_bytes(summary))
     return summary
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def apply_protocol_to_data(data_cfg: DictConfig, protocol: Protocol) -> tuple[DictConfig, list[str]]:

@@ -10,4 +10,4 @@ from .correlation import CorrelationVolume
 from .group_correlation import GroupCorrelationVolume
 from .pooled_correlation import PooledCorrelationVolume
 
-__all__ = ["PooledCorrelationVolume", "ConcatenationVolume", "CorrelationVolume", "GroupCorrelationVolume"]
+__all__ = ["ConcatenationVolume", "CorrelationVolume", "GroupCorrelationVolume", "PooledCorrelationVolume"]

@@ -92,7 +92,7 @@ class LocalCostRefinement(Refinement):
                              f"radius={radius}, channels={channels}, iterations={iterations}, dilations={dilations}")
         if not isinstance(resolution, int) or resolution < stride or resolution % stride:
             raise ValueError(f"refinement.resolution must be a multiple of the features' stride {stride}, got {resolution!r}")
-        self.feature_stride, self.step = stride, resolution // stride
+        self.step = resolution // stride  # feature pixels per refinement pixel
         self.stride, self.radius, self.iterations = resolution, radius, iterations
         self.insertion_points = {"hidden": channels}
         inputs = (2 * radius + 1) + 1 + 3  # local cost, disparity, left image
