@@ -42,7 +42,7 @@ def hostile_configs(victim: Path, marker: Path, payload: Path) -> dict[str, dict
 
 
 def _network() -> dict:
-    from stereo.models.network import psmnet_config
+    from stereo.models.presets import psmnet_config
 
     return psmnet_config(max_disp=16, aggregation="basic")
 

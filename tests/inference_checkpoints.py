@@ -17,7 +17,7 @@ import torch
 
 from stereo.models import PSMNet
 from stereo.models.build import build_network
-from stereo.models.network import psmnet_config
+from stereo.models.presets import psmnet_config
 
 TINY_CONFIG = psmnet_config(max_disp=32, aggregation="basic")
 

@@ -92,14 +92,17 @@ def test_optimized_inference_equals_plain_inference():
     torch.manual_seed(0)  # the convolutions' init: the same network whichever tests ran before
     model = _randomised(PSMNet(MAX_DISP, attention=EA_ATTENTION)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = optimize_for_inference(model, chunk_rows=5)
+    fast = optimize_for_inference(model)
+    fast.regression_chunk_rows = 5  # bands that do not divide the 16 quarter-resolution rows
+    fast64 = optimize_for_inference(copy.deepcopy(model).double())
+    fast64.regression_chunk_rows = 5
     left, right = _pair()
     with torch.no_grad():
         disparity, confidence = model(left, right, return_confidence=True)
         exact = copy.deepcopy(model).double()(left.double(), right.double())
     with torch.inference_mode():
         fast_disparity, fast_confidence = fast(left, right, return_confidence=True)
-        fast_exact = optimize_for_inference(copy.deepcopy(model).double(), chunk_rows=5)(left.double(), right.double())
+        fast_exact = fast64(left.double(), right.double())
     assert disparity.std() > 1.0, "the comparison needs disparities that vary"
     assert exact.dtype == fast_exact.dtype == torch.float64
     # The same function: run in float64, folding, layouts, in-place volume, streaming attention and

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from stereo.models.performance import memory_format_of, positions_view
+from stereo.models.layout import memory_format_of, positions_view
 
 # PyTorch's native-kernel threshold on N·C·D·H for batch-1 fp32 CPU convolutions (see above).
 _NATIVE_KERNEL_MAX_NCDH = 20480

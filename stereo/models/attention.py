@@ -20,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from .performance import memory_format_of, positions_view
+from .components import HasInferenceForm
+from .layout import memory_format_of, positions_view
 from .precision import autocast_off
 
 NORMALIZATIONS = ("softmax", "scaling")
@@ -129,7 +130,7 @@ def dot_product_attention(
     return out.reshape(batch, v.shape[1], n_q).to(q.dtype)
 
 
-class _AttentionBlock(nn.Module):
+class _AttentionBlock(HasInferenceForm):
     """1×1 projections → attention over all positions → 1×1 reprojection → residual add.
 
     Works on (N, C, L), (N, C, H, W) or (N, C, D, H, W): positions are flattened, so the same weights
@@ -208,7 +209,7 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
 class EfficientAttention(_AttentionBlock):
     """Efficient attention block (linear in the number of positions); see ``efficient_attention``.
 
-    ``chunk_positions`` (None by default; ``optimize_for_inference`` sets ``DEFAULT_CHUNK_POSITIONS``)
+    ``chunk_positions`` (None by default; the inference form sets ``DEFAULT_CHUNK_POSITIONS``)
     selects an explicit second evaluation of the same function for inference: two streaming passes
     over chunks of that many positions (``_forward_streaming``), in which only the output is
     volume-sized. Over the 544×960 cost volume the one-shot block raised the network's peak by
@@ -219,6 +220,11 @@ class EfficientAttention(_AttentionBlock):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.chunk_positions: int | None = None
+
+    def for_inference(self) -> EfficientAttention:
+        """Streamed over ``DEFAULT_CHUNK_POSITIONS``-position chunks."""
+        self.chunk_positions = DEFAULT_CHUNK_POSITIONS
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.chunk_positions is None:

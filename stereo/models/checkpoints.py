@@ -28,7 +28,8 @@ from ..data.io import atomic_write
 from . import legacy
 from .attention import _AttentionBlock
 from .components import component_class
-from .network import ATTENTION_KEYS, COMPONENTS, DEFAULT_MAX_DISP, NETWORK_TARGET, OPTIONAL_COMPONENTS, PSMNet, StereoNetwork
+from .network import ATTENTION_KEYS, COMPONENTS, DEFAULT_MAX_DISP, NETWORK_TARGET, OPTIONAL_COMPONENTS, StereoNetwork
+from .presets import PSMNet
 
 _AUTHORS_PREFIX = "module."
 _LIGHTNING_PREFIX = "model."

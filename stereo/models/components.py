@@ -12,6 +12,11 @@ Insertion points: a component lists ``insertion_points`` (name -> channels of th
 calls ``self.insert(name, x)`` at each in its forward. Blocks inserted at a point live in the
 component's ``inserted`` ``nn.ModuleDict`` under the point's name, so an empty one adds no
 state-dict keys and the authors' networks keep their keys.
+
+Inference forms: every component (and attention block, and the network) is a ``HasInferenceForm``;
+``optimize_for_inference`` asks each for ``for_inference()``, its faster evaluation of the same
+function, which is the module itself unless the class says otherwise. So a new component runs there
+unchanged, and a fast path is the business of the class that has it, not of the optimiser.
 """
 
 from __future__ import annotations
@@ -24,7 +29,20 @@ from torch import nn
 _REGISTRY: dict[str, dict[str, type[Component]]] = {}
 
 
-class Component(nn.Module):
+class HasInferenceForm(nn.Module):
+    """A module that ``optimize_for_inference`` asks for its inference form."""
+
+    def for_inference(self) -> nn.Module:
+        """This module as it should run for inference: the same function, evaluated faster or in
+        less memory (e.g. a cost volume built in place, attention streamed over chunks). Called on
+        ``optimize_for_inference``'s own copy, after the module's children were asked for theirs; it
+        may set run settings and return the module, or return another module of the same function.
+        Forms that cannot record gradients refuse to run while gradients are enabled. The default is
+        the module itself, unchanged."""
+        return self
+
+
+class Component(HasInferenceForm):
     """Base of the four component kinds; subclasses of a kind register themselves by import path."""
 
     kind: ClassVar[str] = ""
@@ -76,14 +94,22 @@ class CostVolume(Component):
     kind = "cost_volume"
     out_channels: int
     pool: int = 1
+    # The network's activation layout (``StereoNetwork.channels_last``): a volume that can write its
+    # output directly in NDHWC reads it (``ConcatenationVolume``); others may ignore it.
+    channels_last: bool = False
 
 
 class Aggregation(Component):
     """Volume (``in_channels``, given by the network) -> list of N x 1 x levels x h x w costs; in eval
-    mode only the last is used. ``checkpointing`` recomputes its stages in backward."""
+    mode only the last is used. ``checkpointing`` recomputes its stages in backward.
+
+    ``takes_volume_handoff``: the class's forward starts with ``volume = take_volume(volume)`` and
+    so may be handed a ``VolumeHandoff`` instead of the tensor (see there). Off by default: an
+    aggregation that does not declare it always receives the tensor itself."""
 
     kind = "aggregation"
     checkpointing: bool = False
+    takes_volume_handoff: ClassVar[bool] = False
 
 
 class Regression(Component):
@@ -128,7 +154,8 @@ class VolumeHandoff:
     lives through the whole aggregation: at 544×960, max_disp 192, PSMNet's 400 MB volume beside the
     head's activations. Wrapped in a handoff, the aggregation ``take_volume``s it and can drop it after
     its first layer has read it. The network hands over only when ``release_volume`` is set
-    (``optimize_for_inference``); module hooks on the aggregation fire either way.
+    (``optimize_for_inference``) and its aggregation declares ``takes_volume_handoff``; module hooks on
+    the aggregation fire either way.
     """
 
     def __init__(self, volume: torch.Tensor) -> None:

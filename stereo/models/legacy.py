@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .network import DEFAULT_MAX_DISP, psmnet_config
+from .network import DEFAULT_MAX_DISP
+from .presets import psmnet_config
 
 LEGACY_TARGETS = ("stereo.models.PSMNet", "stereo.models.psmnet.PSMNet")
 LEGACY_KEYS = ("_target_", "max_disp", "aggregation", "attention", "align_corners")

@@ -18,10 +18,12 @@ count comes from the component (``insertion_points``). Unset keys take key = in/
 head, softmax, zero_init true (the block starts as the identity).
 
 The constructor takes the architecture only (what a checkpoint records, ``self.config``). How it
-runs is set on the built network and never changes its function (``performance.py``):
-``checkpoint_aggregation`` / ``checkpoint_features`` (recompute in backward: less training memory),
+runs is set on the built network and never changes its function: ``checkpoint_aggregation`` /
+``checkpoint_features`` (recompute in backward: less training memory, ``activation_checkpointing.py``),
 ``channels_last``, ``regression_chunk_rows``, ``release_volume`` and the attention blocks'
-``chunk_positions`` (the last four set by ``optimize_for_inference``).
+``chunk_positions`` (the last four set by the inference forms, ``performance.optimize_for_inference``).
+
+PSMNet and EA-PSMNet as component configs, and the ``PSMNet(...)`` constructor: ``presets.py``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .activation_checkpointing import maybe_checkpoint
 from .attention import DotProductAttention, EfficientAttention, NORMALIZATIONS
-from .components import Component, VolumeHandoff, component_class
-from .performance import maybe_checkpoint, set_memory_format
+from .components import Component, HasInferenceForm, VolumeHandoff, component_class
+from .layout import set_memory_format
 
 NETWORK_TARGET = "stereo.models.StereoNetwork"
 ATTENTION_KINDS = {"efficient": EfficientAttention, "dot_product": DotProductAttention}
@@ -110,7 +113,7 @@ def _component(kind: str, config: Mapping[str, Any], **given: Any) -> tuple[Comp
     return component, {"_target_": config["_target_"], **settings}
 
 
-class StereoNetwork(nn.Module):
+class StereoNetwork(HasInferenceForm):
     """``forward(left, right)`` takes ImageNet-normalised N×3×H×W views (H, W multiples of 16, at least
     the features' ``min_input_size``). Training mode: tuple of N×H×W disparities (one per aggregation
     output). Eval mode: one N×H×W tensor, or ``(disparity, confidence)`` with ``return_confidence=True``.
@@ -199,9 +202,15 @@ class StereoNetwork(nn.Module):
     @channels_last.setter
     def channels_last(self, enabled: bool) -> None:
         self._channels_last = bool(enabled)
-        if hasattr(self.cost_volume, "channels_last"):
-            self.cost_volume.channels_last = self._channels_last
+        self.cost_volume.channels_last = self._channels_last
         set_memory_format(self, self._channels_last)
+
+    def for_inference(self) -> StereoNetwork:
+        """Channels-last weights and activations, and the cost volume handed over to the aggregation
+        (``release_volume``; only to one that ``takes_volume_handoff``). Asked after the components."""
+        self.channels_last = True
+        self.release_volume = True
+        return self
 
     @property
     def regression_chunk_rows(self) -> int | None:
@@ -245,11 +254,13 @@ class StereoNetwork(nn.Module):
         return maybe_checkpoint(self.checkpoint_features, self.feature_extraction, self.feature_extraction, image)
 
     def _volume(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor | VolumeHandoff, tuple | None]:
-        """The cost volume (handed over when ``release_volume``) and the features when the refinement
-        reads them again (otherwise they are freed here, before the 3-D head's peak)."""
+        """The cost volume (handed over when ``release_volume`` and the aggregation takes handoffs) and
+        the features when the refinement reads them again (otherwise they are freed here, before the
+        3-D head's peak)."""
         features = (self._features(left), self._features(right))
         volume = self.cost_volume(*features)
-        return (VolumeHandoff(volume) if self.release_volume else volume,
+        handoff = self.release_volume and self.aggregation.takes_volume_handoff
+        return (VolumeHandoff(volume) if handoff else volume,
                 features if self.refinement is not None else None)
 
     def forward(
@@ -279,56 +290,3 @@ class StereoNetwork(nn.Module):
         if return_confidence:  # the confidence stays the regression's: the refinement has no distribution
             return self.refinement(result[0], left, *features), result[1]
         return self.refinement(result, left, *features)
-
-
-# EA-PSMNet's classic placement names (also what checkpoints written before the component network
-# recorded as ``attention``) -> insertion points.
-PLACEMENTS = {
-    "feature": ["feature_extraction.layer4"],
-    "volume": ["aggregation.dres1"],
-    "hourglass": ["aggregation.dres2.bottleneck", "aggregation.dres3.bottleneck", "aggregation.dres4.bottleneck"],
-}
-
-
-def placement_insertions(placements: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``{feature|volume|hourglass: kind name | settings | None}`` -> a list of insertions."""
-    insertions = []
-    for placement, spec in placements.items():
-        if spec is None:
-            continue
-        if placement not in PLACEMENTS:
-            raise ValueError(f"unknown attention placement {placement!r}; choose from {tuple(PLACEMENTS)}")
-        spec = {"kind": spec} if isinstance(spec, str) else spec
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"attention.{placement} must be a kind name or a mapping, got {spec!r}")
-        insertions.append({"at": PLACEMENTS[placement], **spec})
-    return insertions
-
-
-def psmnet_config(max_disp: int = DEFAULT_MAX_DISP, aggregation: str = "stackhourglass",
-                  attention: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
-                  align_corners: bool = False) -> dict[str, Any]:
-    """The component config of PSMNet / EA-PSMNet (what conf/model/psmnet*.yaml spell out)."""
-    heads = {"stackhourglass": "stereo.models.aggregations.StackedHourglass",
-             "basic": "stereo.models.aggregations.BasicAggregation"}
-    if aggregation not in heads:
-        raise ValueError(f"aggregation must be one of {tuple(heads)}, got {aggregation!r}")
-    if isinstance(attention, Mapping):
-        attention = placement_insertions(attention)
-    return {"_target_": NETWORK_TARGET, "max_disp": max_disp,
-            "features": {"_target_": "stereo.models.features.PSMNetFeatures", "align_corners": align_corners},
-            "cost_volume": {"_target_": "stereo.models.cost_volumes.ConcatenationVolume"},
-            "aggregation": {"_target_": heads[aggregation]},
-            "regression": {"_target_": "stereo.models.regression.SoftArgmaxRegression", "align_corners": align_corners},
-            "attention": list(attention or [])}
-
-
-def PSMNet(max_disp: int = DEFAULT_MAX_DISP, aggregation: str = "stackhourglass",  # noqa: N802 (reads as the class it was)
-           attention: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
-           align_corners: bool = False) -> StereoNetwork:
-    """PSMNet (``stackhourglass`` or ``basic``) with optional attention: the authors' parameters, keys
-    and function when ``attention`` is empty. ``attention`` is a list of insertions or the placement
-    shorthand ``{"feature": ..., "volume": ..., "hourglass": ...}``."""
-    from .build import build_network  # the one builder (build.py imports this module)
-
-    return build_network(psmnet_config(max_disp, aggregation, attention, align_corners))

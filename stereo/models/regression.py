@@ -4,7 +4,7 @@ N×H×W disparity by soft-argmax.
 - ``SoftArgmaxRegression`` (PSMNet's): upsample the cost trilinearly to max_disp×H×W, softmax over
   disparity, expectation. The upsampling is ``upsample_trilinear`` (``interpolation.py``): three 1-D
   matrix products, whose backward is deterministic on CUDA and fast on CPU.
-  ``chunk_rows`` (set by ``optimize_for_inference``, inference only) is an explicit second evaluation
+  ``chunk_rows`` (its inference form sets ``DEFAULT_CHUNK_ROWS``; inference only) is an explicit second evaluation
   of the same function: the plain one materialises the N×D×H×W probability volume (≈ 400 MB per image
   at 544×960, D = 192, plus the upsampled cost beside it); the banded one walks over bands of rows so
   that only a band's volume exists at a time. Trilinear upsampling by an integer factor with
@@ -23,6 +23,9 @@ from .components import Regression
 from .interpolation import upsample_bilinear, upsample_trilinear
 from .precision import autocast_off
 
+# 1/4-resolution rows per band of the inference form's banded regression: 8 rows = 32 output rows,
+# i.e. a 192×32×960 probability band (24 MB) at 544×960 instead of the 400 MB full volume.
+DEFAULT_CHUNK_ROWS = 8
 # Confidence = probability mass of the bins round(d̂)-2 .. round(d̂)+2 (±2 px around the estimate):
 # near 1 for a single sharp mode, low for flat or multi-modal distributions.
 CONFIDENCE_RADIUS = 2
@@ -48,6 +51,12 @@ class SoftArgmaxRegression(Regression):
         if rows is not None and self.align_corners:
             raise ValueError("banded regression needs align_corners=False (only then is it shift-invariant)")
         self._chunk_rows = rows
+
+    def for_inference(self) -> SoftArgmaxRegression:
+        """Banded (``DEFAULT_CHUNK_ROWS``) where that is exact, i.e. with ``align_corners=False``."""
+        if not self.align_corners:
+            self.chunk_rows = DEFAULT_CHUNK_ROWS
+        return self
 
     def forward(self, cost: torch.Tensor, height: int, width: int, return_confidence: bool = False):
         return regress_disparity(cost, self.max_disp, height, width, self.align_corners, return_confidence,

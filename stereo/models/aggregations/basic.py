@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..performance import maybe_checkpoint
+from ..activation_checkpointing import maybe_checkpoint
 from .blocks import CostStem, classifier, residual_3d
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..activation_checkpointing import maybe_checkpoint
 from ..components import Aggregation, take_volume
-from ..performance import maybe_checkpoint
 
 
 def conv_bn_3d(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
@@ -50,7 +50,10 @@ class CostStem(Aggregation):
     """What PSMNet's heads share: dres0, the residual dres1 and the insertion point ``dres1`` after it.
 
     ``checkpointing = True`` recomputes each stage's activations in backward instead of storing them.
+    The stem takes a handed-over volume (``takes_volume_handoff``) and releases it once read.
     """
+
+    takes_volume_handoff = True
 
     def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()

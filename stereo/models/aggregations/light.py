@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..performance import maybe_checkpoint
+from ..activation_checkpointing import maybe_checkpoint
 from .blocks import CostStem, classifier, residual_3d
 
 

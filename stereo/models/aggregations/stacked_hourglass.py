@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..activation_checkpointing import maybe_checkpoint
 from ..components import Component
-from ..performance import maybe_checkpoint
 from .blocks import CostStem, classifier, conv_bn_3d, deconv_bn_3d
 
 

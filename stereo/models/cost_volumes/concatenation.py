@@ -5,7 +5,7 @@ Two evaluations of the same values (bit for bit), chosen explicitly with ``in_pl
 - out of place (the default): pad, concatenate, stack. Autograd's backward only slices the volume
   gradient (the in-place level writes below would make it clone the whole volume gradient once per
   write: 2·levels clones of a 100 MB gradient per 256×512 sample).
-- ``in_place=True`` (set by ``optimize_for_inference``; refused while gradients are recorded): level
+- ``in_place=True`` (the inference form, ``for_inference``; refused while gradients are recorded): level
   by level into one preallocated tensor, two strided slice copies per level, directly in the memory
   format the 3-D convolutions want. Nothing but the volume is allocated (the stacked planes and a
   channels-last copy would each hold a second volume: +400 MB at 544×960, max_disp 192).
@@ -20,8 +20,8 @@ from ..components import CostVolume
 
 
 class ConcatenationVolume(CostVolume):
-    """PSMNet's volume: ``2 * in_channels`` channels. ``channels_last`` (NDHWC strides) and
-    ``in_place`` are run-time settings (``optimize_for_inference``), not architecture."""
+    """PSMNet's volume: ``2 * in_channels`` channels. ``channels_last`` (NDHWC strides, the network's
+    layout) and ``in_place`` are run-time settings, not architecture."""
 
     def __init__(self, in_channels: int, levels: int) -> None:
         super().__init__()
@@ -29,8 +29,12 @@ class ConcatenationVolume(CostVolume):
             raise ValueError(f"the cost volume needs at least one disparity level, got {levels}")
         self.levels = levels
         self.out_channels = 2 * in_channels
-        self.channels_last = False
         self.in_place = False
+
+    def for_inference(self) -> ConcatenationVolume:
+        """Built in place: one volume in memory instead of the stacked planes and the volume."""
+        self.in_place = True
+        return self
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         return concatenation_volume(left, right, self.levels, self.channels_last, self.in_place)
