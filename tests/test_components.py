@@ -1,14 +1,17 @@
 """The network as components: cost volumes against their definitions, channels flowing from one
 component to the next, attention inserted by name, hooks, device placement, and a researcher's new
-cost volume (one file + one YAML) training without other edits."""
+cost volume and aggregation (one file + one YAML each) training and running optimised without other
+edits."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import MODEL_CONFIGS
+from conftest import MODEL_CONFIGS, compose
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -17,6 +20,7 @@ from stereo.models.build import build_network, model_config
 from stereo.models.cost_volumes import CorrelationVolume, GroupCorrelationVolume
 from stereo.training.losses import PSMNetLoss
 
+MODELS_DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
 def _gwc_definition(left: torch.Tensor, right: torch.Tensor, levels: int, groups: int) -> torch.Tensor:
@@ -212,6 +216,55 @@ def test_a_new_cost_volume_in_one_file_and_one_yaml_trains_through_the_command_a
         assert check_command_line("train", [a for a in args[3:] if a != documented[1]]) is not None
         model = load_model(checkpoint)  # the registry knows the class once its module is imported
     assert type(model.cost_volume).__name__ == "AbsDifferenceVolume"
+
+
+def _documented_files(folder: Path) -> list[Path]:
+    """docs/models.md's code blocks that begin with a path comment (``# my_research/plain_head.py``),
+    written to that path under ``folder``: the researcher's files exactly as the page gives them."""
+    written = []
+    for block in re.findall(r"^ *```\w*\n(.*?)^ *```", MODELS_DOC.read_text(encoding="utf-8"), re.M | re.S):
+        code = textwrap.dedent(block)
+        first = code.splitlines()[0]
+        if re.fullmatch(r"# my_(research|conf)/[\w/]+\.(py|yaml)", first):
+            path = folder / first[2:]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(code)
+            written.append(path)
+    (folder / "my_research" / "__init__.py").write_text("")
+    return written
+
+
+def test_a_new_aggregation_as_documented_trains_and_runs_optimised_with_the_plain_output(
+        tmp_path, train_overrides, monkeypatch):
+    """docs/models.md's researcher files (a cost volume, an aggregation that reads its volume as a plain
+    tensor and knows nothing of the volume handoff, the ``abs_plain`` config) train two steps through
+    the real ``train()``; the checkpoint's network then runs under ``optimize_for_inference``
+    unchanged: its aggregation receives the tensor, and the output is the plain network's."""
+    from stereo.models import load_model, optimize_for_inference
+    from stereo.train import train
+
+    written = {path.relative_to(tmp_path).as_posix() for path in _documented_files(tmp_path)}
+    assert {"my_research/abs_difference.py", "my_research/plain_head.py", "my_conf/model/abs_light.yaml",
+            "my_conf/model/abs_plain.yaml"} <= written
+    monkeypatch.syspath_prepend(str(tmp_path))  # my_research importable, as the page says
+    cfg = compose("train", train_overrides(
+        "model=abs_plain", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "trainer.max_steps=2",
+        "trainer.limit_val_batches=0", "evaluate_before=false", "evaluate_after=false", "logger=none",
+        "data.crop_size=[64,128]"))
+    assert train(cfg)["global_step"] == 2
+    model = load_model(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").eval()
+    assert type(model.aggregation).__name__ == "PlainHead"
+
+    fast = optimize_for_inference(model)
+    received = []
+    fast.aggregation.register_forward_pre_hook(lambda module, args: received.append(type(args[0])))
+    left, right = torch.randn(2, 1, 3, 64, 96, generator=torch.Generator().manual_seed(0)).unbind(0)
+    with torch.inference_mode():
+        plain, fast_output = model(left, right), fast(left, right)
+    assert received == [torch.Tensor] and fast.channels_last
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())  # folded: not the plain copy
+    assert plain.std() > 0.1
+    torch.testing.assert_close(fast_output, plain, rtol=1e-4, atol=1e-4)  # float32 rounding of folding and layout
 
 
 def test_a_config_naming_a_class_of_the_wrong_kind_is_refused():
