@@ -294,7 +294,7 @@ def test_a_full_disk_at_the_end_writes_the_status_in_place_and_says_so(tmp_path,
     import errno
 
     folder = tmp_path / "out"
-    real = output_dirs.atomic_write
+    real = output_dirs.manifest.atomic_write
     with pytest.raises(OutputDirError, match=r"the disk is full.*status 'complete', written in place"):
         with output_dirs.open_run(folder, "output_dir", made_by(tmp_path)) as run:
             run.plan([folder / "a.pfm"])
@@ -303,8 +303,8 @@ def test_a_full_disk_at_the_end_writes_the_status_in_place_and_says_so(tmp_path,
             def full(path, data):
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-            monkeypatch.setattr(output_dirs, "atomic_write", full)
-    monkeypatch.setattr(output_dirs, "atomic_write", real)
+            monkeypatch.setattr(output_dirs.manifest, "atomic_write", full)
+    monkeypatch.setattr(output_dirs.manifest, "atomic_write", real)
     assert json.loads((folder / output_dirs.MANIFEST_NAME).read_text())["status"] == "complete"
 
 

@@ -225,12 +225,12 @@ def test_an_empty_lock_left_by_a_full_disk_is_taken_over(workspace, run_command)
 
 
 def test_a_full_disk_gives_what_to_do_and_leaves_no_lock(workspace, run_command, monkeypatch):
-    import stereo.output_dirs as output_dirs
+    import stereo.output_dirs.manifest as manifest
 
     def full(path, *args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(output_dirs, "atomic_write", full)
+    monkeypatch.setattr(manifest, "atomic_write", full)  # the manifest is the first file a run writes
     line = infer(run_command).error_line("manifest.json", "disk is full", "free space")
     assert "[Errno" not in line
     assert not (workspace / "out").exists()
