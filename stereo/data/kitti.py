@@ -36,7 +36,8 @@ class KITTIDataset(StereoPairDataset):
         root = Path(root)
         training = root / "training" if (root / "training").is_dir() else root
         layout = FOLDER_LAYOUTS[f"kitti{year}"]
-        left, right, occ, noc = (training / folder for folder in (layout.left, layout.right, layout.disparity, layout.noc))
+        left, right = training / layout.left, training / layout.right
+        occ, noc = training / layout.disparity, training / layout.noc
         if not left.is_dir():
             raise FileNotFoundError(f"{left}: KITTI {year} left-image folder not found (root={root})")
         has_noc = noc.is_dir()

@@ -19,8 +19,8 @@ from typing import Any
 
 from stereo.calibration.readers import read_middlebury
 from stereo.data.base import StereoPairDataset, require_files, require_nonempty
-from stereo.data.pairs import SCENE, StereoPair
 from stereo.data.io import Calibration
+from stereo.data.pairs import SCENE, StereoPair
 
 RESOLUTIONS = ("F", "H", "Q")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from stereo.data.base import StereoPairDataset
-from stereo.data.pairs import StereoPair
 from stereo.data.kitti import KITTIDataset
 from stereo.data.middlebury import LegacyMiddleburyDataset
+from stereo.data.pairs import StereoPair
 from stereo.data.sceneflow import SceneFlowDataset
 
 

@@ -80,7 +80,8 @@ def find_frames(benchmark: str, data_root: str | Path, resolution: str = "H") ->
                 continue
             for path in (right, calib):
                 if not path.is_file():
-                    raise SubmissionError(f"{path}: missing (every {benchmark} test scene has {SCENE.left}, {SCENE.right}, {SCENE.calib})")
+                    raise SubmissionError(f"{path}: missing (every {benchmark} test scene has {SCENE.left}, "
+                                          f"{SCENE.right}, {SCENE.calib})")
             ndisp = read_middlebury(calib).ndisp
             frames.append(StereoPair(scene.name, str(left), str(right), calib=str(calib),
                                      max_disp=round_up_disparity(ndisp) if ndisp else None))
