@@ -30,10 +30,10 @@ def calibration_pairs(cfg: DictConfig) -> list[tuple[Path, Path]]:
     if cfg.left is not None and Path(str(cfg.left)).is_dir() and Path(str(cfg.right)).is_dir():
         pairs = folder_pairs(Path(str(cfg.left)), Path(str(cfg.right)))
     elif cfg.left is not None:
-        pairs = [(p.left, p.right) for p in pairs_from_files(str(cfg.left), str(cfg.right))]
+        pairs = [(Path(p.left), Path(p.right)) for p in pairs_from_files(str(cfg.left), str(cfg.right))]
     else:
         found = pairs_from_folder(cfg.input_dir) if cfg.input_dir is not None else pairs_from_list(cfg.list_file)
-        pairs = [(p.left, p.right) for p in found]
+        pairs = [(Path(p.left), Path(p.right)) for p in found]
     same_images(pairs)
     return pairs
 

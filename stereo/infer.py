@@ -25,7 +25,8 @@ from stereo.cli import command
 from stereo.calibration.readers import read_calibration, read_middlebury, require_calibration_files
 from stereo.calibration.rectify import Rectifier
 from stereo.data.io import read_image, write_image
-from stereo.inference.inputs import PairError, StereoPair, pairs_from_files, pairs_from_folder, pairs_from_list
+from stereo.data.pairs import StereoPair
+from stereo.inference.inputs import PairError, pairs_from_files, pairs_from_folder, pairs_from_list
 from stereo.inference.outputs import FORMATS, OutputWriter, make_calibration
 from stereo.inference.predictor import InputError, Predictor
 from stereo.inference.video import LAYOUTS, VideoWriter, resolve_video_format, stereo_frames, video_info
@@ -101,13 +102,14 @@ def build_rectifier(cfg: DictConfig) -> Rectifier | None:
 
 @dataclass
 class Frame:
-    """One input pair (or video frame) with everything written about it."""
+    """One input pair (``stereo.data.pairs.StereoPair``) or video frame, decoded (and rectified), with
+    everything written about it: ``stem`` names its outputs, ``names`` its two images in messages."""
 
     stem: str
     left: np.ndarray
     right: np.ndarray
     names: tuple[str, str]
-    calib: Path | None = None
+    calib: str | None = None
 
 
 @dataclass
@@ -131,13 +133,13 @@ def read_inputs(cfg: DictConfig, rectifier: Rectifier | None = None) -> Inputs:
         stems: Iterator[str] | list[str] = (f"{name}_{index:06d}" for index in itertools.count())
         names: Iterator[tuple[str, str]] | list[tuple[str, str]] = (
             (f"{name} frame {index} (left)", f"{name} frame {index} (right)") for index in itertools.count())
-        calibs: Iterator[Path | None] | list[Path | None] = itertools.repeat(None)
+        calibs: Iterator[str | None] | list[str | None] = itertools.repeat(None)
         known_stems, calibrated = None, False
     else:
         pairs = collect_pairs(cfg)
         name, total, fps = "sequence", len(pairs), None
         images = ((read_image(p.left), read_image(p.right)) for p in pairs)
-        stems = known_stems = [p.stem for p in pairs]
+        stems = known_stems = [p.name for p in pairs]
         names, calibs = [(str(p.left), str(p.right)) for p in pairs], [p.calib for p in pairs]
         calibrated = all(p.calib for p in pairs)
     if rectifier is not None:

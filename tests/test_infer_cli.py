@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import hydra
@@ -97,7 +98,7 @@ def test_folder_layouts_pair_files_by_name(tmp_path, layout):
             (tmp_path / side).mkdir(exist_ok=True)
             (tmp_path / side / name).write_bytes(b"x")
     pairs = pairs_from_folder(tmp_path)
-    assert [(p.left.parent.name, p.right.parent.name, p.stem) for p in pairs] == [
+    assert [(Path(p.left).parent.name, Path(p.right).parent.name, p.name) for p in pairs] == [
         (layout[0], layout[1], "000000_10"), (layout[0], layout[1], "000001_10")]
     (tmp_path / layout[1] / "000001_10.png").unlink()
     with pytest.raises(PairError, match="no right image"):

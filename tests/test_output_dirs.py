@@ -272,6 +272,27 @@ def test_a_manifest_without_hashes_deletes_nothing_and_says_so(tmp_path, capsys)
         {k: v for k, v in before.items() if k in ("a.pfm", "notes.txt")}
 
 
+def test_a_manifest_edited_to_list_a_users_file_and_folder_deletes_neither(tmp_path, capsys):
+    """Only files whose size and sha256 are those recorded when the run wrote them are deleted; a listed
+    folder holding a user's file stays; the kept files are named in one line."""
+    folder = tmp_path / "out"
+    write_run(folder, made_by(tmp_path), ["a.pfm"])
+    (folder / "notes.txt").write_text("the user's")
+    _write(folder / "mine" / "data.bin", b"the user's data")
+    manifest = json.loads((folder / output_dirs.MANIFEST_NAME).read_text())
+    manifest["files"] += ["notes.txt", "mine/data.bin"]
+    manifest["folders"] = ["mine"]
+    (folder / output_dirs.MANIFEST_NAME).write_text(json.dumps(manifest))
+    users = {k: v for k, v in snapshot(folder).items() if k in ("notes.txt", "mine/data.bin")}
+    capsys.readouterr()
+    write_run(folder, made_by(tmp_path, b"weights B"), ["a.pfm"], overwrite=True)
+    kept = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(kept) == 1 and "kept 2 file(s)" in kept[0] and "mine/data.bin, notes.txt" in kept[0], kept
+    assert "no size and hash recorded for them" in kept[0]
+    assert {k: v for k, v in snapshot(folder).items() if k in ("notes.txt", "mine/data.bin")} == users
+    assert json.loads((folder / output_dirs.MANIFEST_NAME).read_text())["files"] == ["a.pfm"]
+
+
 def test_a_run_that_fails_before_writing_a_result_leaves_nothing_behind(tmp_path):
     folder = tmp_path / "out"
     with pytest.raises(ValueError):
@@ -294,7 +315,7 @@ def test_a_full_disk_at_the_end_writes_the_status_in_place_and_says_so(tmp_path,
     import errno
 
     folder = tmp_path / "out"
-    real = output_dirs.atomic_write
+    real = output_dirs.manifest.atomic_write
     with pytest.raises(OutputDirError, match=r"the disk is full.*status 'complete', written in place"):
         with output_dirs.open_run(folder, "output_dir", made_by(tmp_path)) as run:
             run.plan([folder / "a.pfm"])
@@ -303,8 +324,8 @@ def test_a_full_disk_at_the_end_writes_the_status_in_place_and_says_so(tmp_path,
             def full(path, data):
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-            monkeypatch.setattr(output_dirs, "atomic_write", full)
-    monkeypatch.setattr(output_dirs, "atomic_write", real)
+            monkeypatch.setattr(output_dirs.manifest, "atomic_write", full)
+    monkeypatch.setattr(output_dirs.manifest, "atomic_write", real)
     assert json.loads((folder / output_dirs.MANIFEST_NAME).read_text())["status"] == "complete"
 
 

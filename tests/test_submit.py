@@ -14,7 +14,8 @@ from conftest import compose
 from inference_checkpoints import write_our_checkpoint
 
 from stereo.data.io import read_disparity, read_image, read_pfm
-from stereo.evaluation.submission import KITTI_FOLDERS, SubmissionError, find_frames, round_up_disparity
+from stereo.data.pairs import FOLDER_LAYOUTS
+from stereo.evaluation.submission import SubmissionError, find_frames, round_up_disparity
 from stereo.inference.predictor import Predictor
 from stereo.submit import submit
 
@@ -50,9 +51,9 @@ def test_kitti_submission_is_full_size_png16_of_disparity_x256_every_pixel_fille
     assert _files(output) == {"disp_0/000000_10.png", "disp_0/000007_10.png", f"kitti{year}_submission.zip"}
     with zipfile.ZipFile(output / f"kitti{year}_submission.zip") as archive:
         assert sorted(archive.namelist()) == ["disp_0/000000_10.png", "disp_0/000007_10.png"]
-    left_folder, right_folder = KITTI_FOLDERS[f"kitti{year}"]
-    left = root / "testing" / left_folder / "000000_10.png"
-    expected = _reference(checkpoint, left, root / "testing" / right_folder / "000000_10.png")
+    layout = FOLDER_LAYOUTS[f"kitti{year}"]
+    left = root / "testing" / layout.left / "000000_10.png"
+    expected = _reference(checkpoint, left, root / "testing" / layout.right / "000000_10.png")
     stored = cv2.imread(str(output / "disp_0" / "000000_10.png"), cv2.IMREAD_UNCHANGED)
     assert stored.dtype == np.uint16 and stored.shape == read_image(left).shape[:2]
     assert stored.min() > 0

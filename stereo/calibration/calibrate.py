@@ -49,8 +49,10 @@ STEREO_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-6
 
 
 @dataclass
-class PairRecord:
-    """One input pair: used or rejected (and why), with its reprojection errors when used."""
+class PairResult:
+    """What calibration made of one input pair, a row of the report: used or rejected (and why), with its
+    reprojection errors when used. Not a pair type (that is ``stereo.data.pairs.StereoPair``): the
+    report's rows keep the pair's name and files beside the outcome."""
 
     name: str
     left: str
@@ -67,7 +69,7 @@ class CalibrationReport:
 
     board: dict
     image_size: tuple[int, int]
-    pairs: list[PairRecord] = field(default_factory=list)
+    pairs: list[PairResult] = field(default_factory=list)
     rms_left: float | None = None
     rms_right: float | None = None
     rms_stereo: float | None = None
@@ -78,7 +80,7 @@ class CalibrationReport:
     views_swapped: bool = False
 
     @property
-    def used(self) -> list[PairRecord]:
+    def used(self) -> list[PairResult]:
         return [p for p in self.pairs if p.used]
 
     def to_dict(self) -> dict:
@@ -106,7 +108,7 @@ def _pct(value: float | None) -> str:
 
 
 def detect(pairs: Sequence[tuple[str | Path, str | Path]], board: Board,
-           read: Callable[[str | Path], np.ndarray]) -> tuple[list[PairRecord], list[tuple[np.ndarray, np.ndarray]], tuple[int, int]]:
+           read: Callable[[str | Path], np.ndarray]) -> tuple[list[PairResult], list[tuple[np.ndarray, np.ndarray]], tuple[int, int]]:
     """Find the board in every pair; returns the records, the corners of accepted pairs, the image size.
 
     The image size is the one most images share, not the first pair's: a few odd-sized shots must
@@ -115,7 +117,7 @@ def detect(pairs: Sequence[tuple[str | Path, str | Path]], board: Board,
         raise CalibrationError("no calibration pairs given")
     records, sizes, found_corners = [], [], []
     for left, right in pairs:
-        records.append(PairRecord(Path(left).stem, str(left), str(right)))
+        records.append(PairResult(Path(left).stem, str(left), str(right)))
         images = read(left), read(right)
         sizes.append(tuple(image.shape[1::-1] for image in images))
         found_corners.append(tuple(find_corners(image, board) for image in images))

@@ -3,7 +3,8 @@
 The readers and writers of the formats are re-exported here (``from stereo.data import read_pfm``);
 the datasets live in their own modules (``stereo.data.sceneflow.SceneFlowDataset``,
 ``stereo.data.kitti``, ``stereo.data.middlebury``, ``stereo.data.eth3d``, ``stereo.data.real_samples``),
-which is also how the configs name them.
+which is also how the configs name them. The pair type they fill and the datasets' folder layouts,
+shared with inference and submissions, are in ``stereo.data.pairs``.
 """
 
 from __future__ import annotations

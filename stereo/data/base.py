@@ -1,41 +1,26 @@
 """What every stereo dataset shares: a list of file records and one way to load a record.
 
-Each dataset module only finds its files (by listing folders, never opening images) and fills
-``PairRecord``s; loading, the size checks and the sample dict (docs/data.md#sample-format) live here once.
+Each dataset module only finds its files (by listing folders, never opening images, with the folder
+layouts of ``stereo.data.pairs``) and fills ``StereoPair``s; loading, the size checks and the sample
+dict (docs/data.md#sample-format) live here once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from stereo.data.io import DataError, read_disparity_counted, read_image, read_mask
+from stereo.data.pairs import StereoPair
 
 Sample = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class PairRecord:
-    """Files of one stereo pair. ``noc`` describes non-occluded pixels, as ``noc_from`` says: "mask"
-    (Middlebury/ETH3D ``mask0nocc.png``, 255 = non-occluded), "occlusion" (Scene Flow occlusion maps,
-    non-zero = occluded) or "disparity" (KITTI ``disp_noc``: its valid pixels)."""
-
-    name: str
-    left: str
-    right: str
-    disparity: str
-    disparity_scale: float | None = None
-    noc: str | None = None
-    noc_from: str = "mask"
-    disparity_right: str | None = None
-
-
-def load_record(record: PairRecord) -> Sample:
+def load_record(record: StereoPair) -> Sample:
     """Read a record's files into a raw sample; sizes that disagree raise an error naming the files."""
     left = read_image(record.left)
     right = read_image(record.right)
@@ -78,9 +63,9 @@ def _check_size(path: str, array: np.ndarray, left_path: str, left: np.ndarray) 
 
 
 class StereoPairDataset(Dataset):
-    """A map-style dataset over ``PairRecord``s; ``transform`` (if any) maps the raw sample dict."""
+    """A map-style dataset over ``StereoPair``s (``stereo.data.pairs``, with the folder layouts); ``transform`` (if any) maps the raw sample dict."""
 
-    def __init__(self, records: Sequence[PairRecord], transform: Callable[[Sample], Any] | None = None):
+    def __init__(self, records: Sequence[StereoPair], transform: Callable[[Sample], Any] | None = None):
         self.records = list(records)
         self.transform = transform
 
@@ -96,7 +81,7 @@ class StereoPairDataset(Dataset):
         return [record.name for record in self.records]
 
 
-def require_files(records: Sequence[PairRecord], what: str) -> None:
+def require_files(records: Sequence[StereoPair], what: str) -> None:
     """Fail at construction, naming every missing file, rather than mid-epoch (stat only, no reads)."""
     missing = [
         f"{path}: missing ({record.name})"
@@ -108,7 +93,7 @@ def require_files(records: Sequence[PairRecord], what: str) -> None:
         raise DataError(f"{what}: {len(missing)} file(s) missing:\n  " + "\n  ".join(missing))
 
 
-def require_nonempty(records: Sequence[PairRecord], what: str) -> None:
+def require_nonempty(records: Sequence[StereoPair], what: str) -> None:
     """An empty dataset is always a wrong path or an empty folder; say so instead of training on nothing."""
     if not records:
         raise DataError(f"{what}: no stereo pairs found")

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from stereo.cli import command
 
-from stereo.data.base import PairRecord, load_record
+from stereo.data.base import load_record
+from stereo.data.pairs import StereoPair
 from stereo.data.sceneflow import PASSES, PUBLISHED_COUNTS, SPLITS, SUBSETS, index_sceneflow, locate_subset
 
 
@@ -52,7 +53,7 @@ def _names(value: Any, key: str, known: Sequence[str]) -> list[str]:
     return names
 
 
-def _verify_one(record: PairRecord) -> str | None:
+def _verify_one(record: StereoPair) -> str | None:
     try:
         load_record(record)
     except Exception as error:  # noqa: BLE001 - every failure is reported, none is fatal here
@@ -72,7 +73,7 @@ def check_sceneflow(
     if passes is None:
         passes = [p for p in PASSES if any(locate_subset(root, s, p) for s in subsets)] or list(PASSES)
     report = CheckReport()
-    to_verify: list[PairRecord] = []
+    to_verify: list[StereoPair] = []
     for pass_ in passes:
         for split in SPLITS:
             split_subsets = [s for s in subsets if s in PUBLISHED_COUNTS[split]]

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stereo.data.base import PairRecord, StereoPairDataset, require_files, require_nonempty
+from stereo.data.base import StereoPairDataset, require_files, require_nonempty
+from stereo.data.pairs import SCENE, StereoPair
 
 
 class ETH3DDataset(StereoPairDataset):
@@ -34,13 +35,13 @@ class ETH3DDataset(StereoPairDataset):
             raise FileNotFoundError(f"{images}: no scene(s) {', '.join(unknown)}")
         records = []
         for scene in scenes or available:
-            mask = gt / scene / "mask0nocc.png"
+            mask = gt / scene / SCENE.noc
             records.append(
-                PairRecord(
+                StereoPair(
                     name=f"eth3d/{scene}",
-                    left=str(images / scene / "im0.png"),
-                    right=str(images / scene / "im1.png"),
-                    disparity=str(gt / scene / "disp0GT.pfm"),
+                    left=str(images / scene / SCENE.left),
+                    right=str(images / scene / SCENE.right),
+                    disparity=str(gt / scene / SCENE.disparity),
                     noc=str(mask) if mask.is_file() else None,
                 )
             )

@@ -9,21 +9,14 @@ exists its valid pixels become the sample's ``noc`` mask. ``root`` is the folder
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stereo.data.base import PairRecord, StereoPairDataset, require_files, require_nonempty
+from stereo.data.base import StereoPairDataset, require_files, require_nonempty
+from stereo.data.pairs import FOLDER_LAYOUTS, KITTI_FRAME, StereoPair
 
-# year -> (left images, right images, GT all pixels, GT non-occluded)
-FOLDERS = {
-    2012: ("colored_0", "colored_1", "disp_occ", "disp_noc"),
-    2015: ("image_2", "image_3", "disp_occ_0", "disp_noc_0"),
-}
 TRAIN_FRAMES = 160
-_FRAME = re.compile(r"^(\d{6})_10\.png$")
-
 
 class KITTIDataset(StereoPairDataset):
     """KITTI ``year`` (2012 or 2015) training pairs of ``split`` = "train" | "val" | "all"."""
@@ -35,27 +28,29 @@ class KITTIDataset(StereoPairDataset):
         split: str = "train",
         transform: Callable[[dict[str, Any]], Any] | None = None,
     ):
-        if int(year) not in FOLDERS:
+        if f"kitti{int(year)}" not in FOLDER_LAYOUTS:
             raise ValueError(f"KITTI year must be 2012 or 2015, got {year}")
         if split not in ("train", "val", "all"):
             raise ValueError(f"KITTI split must be train, val or all, got {split!r}")
         year = int(year)
         root = Path(root)
         training = root / "training" if (root / "training").is_dir() else root
-        left, right, occ, noc = (training / folder for folder in FOLDERS[year])
+        layout = FOLDER_LAYOUTS[f"kitti{year}"]
+        left, right = training / layout.left, training / layout.right
+        occ, noc = training / layout.disparity, training / layout.noc
         if not left.is_dir():
             raise FileNotFoundError(f"{left}: KITTI {year} left-image folder not found (root={root})")
         has_noc = noc.is_dir()
         records = []
         for name in sorted(os.listdir(left)):
-            match = _FRAME.match(name)
+            match = KITTI_FRAME.match(name)
             if match is None:
                 continue
             number = int(match.group(1))
             if (split == "train" and number >= TRAIN_FRAMES) or (split == "val" and number < TRAIN_FRAMES):
                 continue
             records.append(
-                PairRecord(
+                StereoPair(
                     name=f"kitti{year}/{name[:-4]}",
                     left=str(left / name),
                     right=str(right / name),

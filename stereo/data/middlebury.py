@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from stereo.calibration.readers import read_middlebury
-from stereo.data.base import PairRecord, StereoPairDataset, require_files, require_nonempty
+from stereo.data.base import StereoPairDataset, require_files, require_nonempty
 from stereo.data.io import Calibration
+from stereo.data.pairs import SCENE, StereoPair
 
 RESOLUTIONS = ("F", "H", "Q")
 
@@ -56,13 +57,13 @@ class MiddleburyDataset(StereoPairDataset):
         records = []
         for scene in scenes or available:
             path = folder / scene
-            gt = path / "disp0GT.pfm" if (path / "disp0GT.pfm").is_file() else path / "disp0.pfm"
-            mask = path / "mask0nocc.png"
+            gt = path / SCENE.disparity if (path / SCENE.disparity).is_file() else path / SCENE.disparity_perfect
+            mask = path / SCENE.noc
             records.append(
-                PairRecord(
+                StereoPair(
                     name=f"middlebury/{resolution}/{scene}",
-                    left=str(path / "im0.png"),
-                    right=str(path / "im1.png"),
+                    left=str(path / SCENE.left),
+                    right=str(path / SCENE.right),
                     disparity=str(gt),
                     noc=str(mask) if mask.is_file() else None,
                 )
@@ -74,7 +75,7 @@ class MiddleburyDataset(StereoPairDataset):
 
     def calibration(self, index: int) -> Calibration:
         """The scene's ``calib.txt`` (focal, baseline, doffs, ndisp …), e.g. for depth or ndisp."""
-        return read_middlebury(Path(self.records[index].left).parent / "calib.txt").depth_geometry()
+        return read_middlebury(Path(self.records[index].left).parent / SCENE.calib).depth_geometry()
 
 
 # Older sets: (left, right, left GT, right GT) file stems; the extension may be .png, .ppm or .pgm.
@@ -131,7 +132,7 @@ class LegacyMiddleburyDataset(StereoPairDataset):
                 raise ValueError(f"{folder}: unknown GT scale for scene {scene!r}; pass scale=")
             left, right, gt, gt_right = names
             records.append(
-                PairRecord(
+                StereoPair(
                     name=f"{prefix}/{scene}",
                     left=str(folder / files[left]),
                     right=str(folder / files.get(right, right + ".png")),

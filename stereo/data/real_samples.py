@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stereo.data.base import PairRecord, StereoPairDataset
+from stereo.data.base import StereoPairDataset
 from stereo.data.kitti import KITTIDataset
 from stereo.data.middlebury import LegacyMiddleburyDataset
+from stereo.data.pairs import StereoPair
 from stereo.data.sceneflow import SceneFlowDataset
 
 
@@ -23,10 +24,10 @@ def default_real_data_dir() -> Path:
     return Path(os.environ.get("STEREO_REAL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" / "real"))
 
 
-def _sceneflow_sttr_sample(folder: Path) -> PairRecord:
+def _sceneflow_sttr_sample(folder: Path) -> StereoPair:
     """STTR's copy keeps left/right in sibling folders under one file name, with occlusion maps."""
     name = f"{folder.name}.png"
-    return PairRecord(
+    return StereoPair(
         name=f"flyingthings3d/{folder.name}",
         left=str(folder / "RGB_cleanpass" / "left" / name),
         right=str(folder / "RGB_cleanpass" / "right" / name),

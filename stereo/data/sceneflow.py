@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stereo.data.base import PairRecord, StereoPairDataset, require_nonempty
+from stereo.data.base import StereoPairDataset, require_nonempty
 from stereo.data.io import DataError
+from stereo.data.pairs import StereoPair
 
 SUBSETS = ("flyingthings3d", "driving", "monkaa")
 PASSES = ("clean", "final")
@@ -67,7 +68,7 @@ class SubsetLocation:
 class SceneFlowIndex:
     """Result of indexing: the records found, and every problem (missing file or folder) met."""
 
-    records: list[PairRecord] = field(default_factory=list)
+    records: list[StereoPair] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -191,7 +192,7 @@ def _index_sequence(
             index.problems.extend(missing)
             continue
         index.records.append(
-            PairRecord(
+            StereoPair(
                 name=f"{name_prefix}/{stem}",
                 left=f"{left_folder}{os.sep}{image}",
                 right=f"{right_folder}{os.sep}{image}",
@@ -271,7 +272,7 @@ def sample_name_from_path(text: str) -> str | None:
     return None
 
 
-def _select_listed(records: list[PairRecord], list_file: Path) -> list[PairRecord]:
+def _select_listed(records: list[StereoPair], list_file: Path) -> list[StereoPair]:
     """Keep the records a list file names (first column of each line; blank and # lines ignored)."""
     try:
         lines = list_file.read_text().splitlines()

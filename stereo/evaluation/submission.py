@@ -17,33 +17,22 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stereo.calibration.readers import read_middlebury
 from stereo.data.io import atomic_write, write_disparity_png16, write_pfm
+from stereo.data.pairs import FOLDER_LAYOUTS, KITTI_FRAME, SCENE, StereoPair
 from stereo.evaluation.protocols import round_max_disp
 
 BENCHMARKS = ("kitti2015", "kitti2012", "middlebury", "eth3d")
-KITTI_FOLDERS = {"kitti2015": ("image_2", "image_3"), "kitti2012": ("colored_0", "colored_1")}
-_KITTI_FRAME = re.compile(r"^\d{6}_10\.png$")
+KITTI = ("kitti2015", "kitti2012")  # their test folders have the training folders' layout (FOLDER_LAYOUTS)
 _METHOD = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class SubmissionError(ValueError):
     """The data root does not hold the benchmark's test layout, or an option is unusable."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One test pair: ``name`` (KITTI frame or scene), its images, and its search range (None = network's)."""
-
-    name: str
-    left: Path
-    right: Path
-    max_disp: int | None = None
 
 
 def round_up_disparity(ndisp: int) -> int:
@@ -59,20 +48,20 @@ def _first_dir(candidates: list[Path], what: str) -> Path:
     raise SubmissionError(f"{candidates[0].parent}: no {what} folder (looked for {', '.join(map(str, candidates))})")
 
 
-def find_frames(benchmark: str, data_root: str | Path, resolution: str = "H") -> list[Frame]:
+def find_frames(benchmark: str, data_root: str | Path, resolution: str = "H") -> list[StereoPair]:
     """The benchmark's test pairs under ``data_root`` (the extracted download), sorted by name."""
     root = Path(data_root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data_root folder not found")
-    if benchmark in KITTI_FOLDERS:
-        left_name, right_name = KITTI_FOLDERS[benchmark]
+    if benchmark in KITTI:
+        left_name, right_name = FOLDER_LAYOUTS[benchmark].left, FOLDER_LAYOUTS[benchmark].right
         testing = _first_dir([root / "testing", root], f"KITTI testing/{left_name}")
         left_dir, right_dir = testing / left_name, testing / right_name
         if not left_dir.is_dir() or not right_dir.is_dir():
             raise SubmissionError(f"{testing}: expected {left_name}/ and {right_name}/ (the {benchmark} testing folder)")
-        names = sorted(p.name for p in left_dir.iterdir() if _KITTI_FRAME.match(p.name))
-        frames = [Frame(name[:-4], left_dir / name, right_dir / name) for name in names]
-        missing = [f.right for f in frames if not f.right.is_file()]
+        names = sorted(p.name for p in left_dir.iterdir() if KITTI_FRAME.match(p.name))
+        frames = [StereoPair(name[:-4], str(left_dir / name), str(right_dir / name)) for name in names]
+        missing = [f.right for f in frames if not Path(f.right).is_file()]
         if missing:
             raise SubmissionError(f"{missing[0]}: right image missing ({len(missing)} frame(s) without one)")
     elif benchmark in ("middlebury", "eth3d"):
@@ -86,14 +75,16 @@ def find_frames(benchmark: str, data_root: str | Path, resolution: str = "H") ->
             folder = _first_dir([root / "two_view_test", root], "ETH3D two_view_test")
         frames = []
         for scene in sorted(p for p in folder.iterdir() if p.is_dir()):
-            left, right, calib = scene / "im0.png", scene / "im1.png", scene / "calib.txt"
+            left, right, calib = scene / SCENE.left, scene / SCENE.right, scene / SCENE.calib
             if not left.is_file():
                 continue
             for path in (right, calib):
                 if not path.is_file():
-                    raise SubmissionError(f"{path}: missing (every {benchmark} test scene has im0.png, im1.png, calib.txt)")
+                    raise SubmissionError(f"{path}: missing (every {benchmark} test scene has {SCENE.left}, "
+                                          f"{SCENE.right}, {SCENE.calib})")
             ndisp = read_middlebury(calib).ndisp
-            frames.append(Frame(scene.name, left, right, round_up_disparity(ndisp) if ndisp else None))
+            frames.append(StereoPair(scene.name, str(left), str(right), calib=str(calib),
+                                     max_disp=round_up_disparity(ndisp) if ndisp else None))
     else:
         raise SubmissionError(f"benchmark must be one of {', '.join(BENCHMARKS)}, got {benchmark!r}")
     if not frames:
@@ -111,20 +102,20 @@ class SubmissionWriter:
             raise SubmissionError(f"method={method!r}: use letters, digits, '_' or '-' (it becomes part of file names)")
         self.benchmark, self.output, self.method = benchmark, Path(output), method
 
-    def files(self, frame: Frame) -> list[Path]:
+    def files(self, frame: StereoPair) -> list[Path]:
         """Every file the benchmark expects for ``frame``, relative to ``output``."""
-        if self.benchmark in KITTI_FOLDERS:
+        if self.benchmark in KITTI:
             return [Path("disp_0") / f"{frame.name}.png"]
         if self.benchmark == "middlebury":
             return [Path(frame.name) / f"disp0{self.method}.pfm", Path(frame.name) / f"time{self.method}.txt"]
         return [Path("low_res_two_view") / f"{frame.name}.pfm", Path("low_res_two_view") / f"{frame.name}.txt"]
 
-    def write(self, frame: Frame, disparity: np.ndarray, seconds: float) -> None:
+    def write(self, frame: StereoPair, disparity: np.ndarray, seconds: float) -> None:
         disparity = np.asarray(disparity, np.float32)
         if not np.isfinite(disparity).all():
             raise SubmissionError(f"{frame.left}: the prediction has non-finite pixels; nothing written for {frame.name}")
         paths = [self.output / f for f in self.files(frame)]
-        if self.benchmark in KITTI_FOLDERS:
+        if self.benchmark in KITTI:
             # every pixel valid (stored >= 1): a 0 would mean "no prediction" and the devkit would interpolate it
             write_disparity_png16(paths[0], np.maximum(disparity, 0.0), valid=np.ones(disparity.shape, bool))
             return
@@ -136,7 +127,7 @@ class SubmissionWriter:
     def archive_path(self) -> Path:
         return self.output / f"{self.benchmark}_submission.zip"
 
-    def archive(self, frames: list[Frame]) -> Path | None:
+    def archive(self, frames: list[StereoPair]) -> Path | None:
         """The zip KITTI and ETH3D take as upload (Middlebury's SDK builds its own: ``makezip``)."""
         if self.benchmark == "middlebury":
             return None

@@ -1,32 +1,22 @@
 """Find the stereo pairs a user means: two files, two globs, a dataset-style folder, or a list file.
 
-Every pair gets a ``stem`` (the base of its output file names) that is unique within the run, and
-the ``calib.txt`` of its scene folder when one sits beside the images (Middlebury 2014 / ETH3D).
+Every pair (``stereo.data.pairs.StereoPair``) gets a ``name`` (the base of its output file names)
+that is unique within the run, and the ``calib.txt`` of its scene folder when one sits beside the
+images (Middlebury 2014 / ETH3D). Dataset-style folders are those of ``stereo.data.pairs``' layouts.
 """
 
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
 from pathlib import Path
 
+from stereo.data.pairs import FOLDER_LAYOUTS, SCENE, StereoPair
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
-# (left, right) sub-folder names, as the common datasets ship them.
-SUBFOLDER_LAYOUTS = (("left", "right"), ("image_2", "image_3"), ("colored_0", "colored_1"))
-# (left, right) file-name stems inside one scene folder (Middlebury 2014 / ETH3D two-view).
-SCENE_FILES = (("im0", "im1"),)
 
 
 class PairError(ValueError):
     """The inputs do not describe a set of stereo pairs (missing files, unequal counts, ...)."""
-
-
-@dataclass(frozen=True)
-class StereoPair:
-    left: Path
-    right: Path
-    stem: str
-    calib: Path | None = None
 
 
 def _is_glob(pattern: str) -> bool:
@@ -37,9 +27,9 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _calib_beside(image: Path) -> Path | None:
-    calib = image.parent / "calib.txt"
-    return calib if calib.is_file() else None
+def _calib_beside(image: Path) -> str | None:
+    calib = image.parent / SCENE.calib
+    return str(calib) if calib.is_file() else None
 
 
 def _require_file(path: Path, role: str) -> Path:
@@ -57,7 +47,7 @@ def pairs_from_files(left: str, right: str) -> list[StereoPair]:
     if not _is_glob(left):
         left_path = _require_file(Path(left), "left")
         right_path = _require_file(Path(right), "right")
-        return [StereoPair(left_path, right_path, left_path.stem, _calib_beside(left_path))]
+        return [StereoPair(left_path.stem, str(left_path), str(right_path), calib=_calib_beside(left_path))]
     lefts, rights = sorted(glob.glob(left)), sorted(glob.glob(right))
     if not lefts:
         raise PairError(f"left={left!r}: the pattern matches no file")
@@ -70,28 +60,30 @@ def pairs_from_files(left: str, right: str) -> list[StereoPair]:
 
 
 def pairs_from_folder(folder: str | Path) -> list[StereoPair]:
-    """A folder with left/right (image_2/image_3, colored_0/colored_1) sub-folders paired by file
-    name, or scene folders holding im0/im1 (the folder itself or its sub-folders)."""
+    """A folder with left/right (image_2/image_3, colored_0/colored_1: ``FOLDER_LAYOUTS``) sub-folders
+    paired by file name, or scene folders holding im0/im1 in any image format (the folder itself or its
+    sub-folders)."""
     folder = Path(folder)
     if folder.is_file():
         raise PairError(f"input_dir={folder} is a file, not a folder: give the folder holding the pairs, "
                         "or left=<file> right=<file> for one pair")
     if not folder.is_dir():
         raise PairError(f"{folder}: input folder not found")
-    for left_name, right_name in SUBFOLDER_LAYOUTS:
-        if (folder / left_name).is_dir() and (folder / right_name).is_dir():
-            return _pairs_by_name(folder / left_name, folder / right_name)
+    for layout in FOLDER_LAYOUTS.values():
+        if (folder / layout.left).is_dir() and (folder / layout.right).is_dir():
+            return _pairs_by_name(folder / layout.left, folder / layout.right)
     scenes = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
+    left_stem, right_stem = Path(SCENE.left).stem, Path(SCENE.right).stem
     found = []
     for scene in scenes:
-        for left_stem, right_stem in SCENE_FILES:
-            left = _find_stem(scene, left_stem)
-            right = _find_stem(scene, right_stem)
-            if left and right:
-                found.append(StereoPair(left, right, scene.name, _calib_beside(left)))
+        left = _find_stem(scene, left_stem)
+        right = _find_stem(scene, right_stem)
+        if left and right:
+            found.append(StereoPair(scene.name, str(left), str(right), calib=_calib_beside(left)))
     if not found:
-        layouts = ", ".join(f"{l}/ + {r}/" for l, r in SUBFOLDER_LAYOUTS)
-        raise PairError(f"{folder}: no stereo pairs found (expected sub-folders {layouts}, or im0.* + im1.* per scene folder)")
+        layouts = ", ".join(f"{layout.left}/ + {layout.right}/" for layout in FOLDER_LAYOUTS.values())
+        raise PairError(f"{folder}: no stereo pairs found (expected sub-folders {layouts}, or {left_stem}.* + "
+                        f"{right_stem}.* per scene folder)")
     return found
 
 
@@ -138,4 +130,4 @@ def _with_unique_stems(paths: list[tuple[Path, Path]]) -> list[StereoPair]:
         stems = ["_".join(left.with_suffix("").parts[-3:]) for left, _ in paths]
     if len(set(stems)) != len(stems):
         raise PairError("several left images map to the same output name; rename them or use a list file")
-    return [StereoPair(l, r, s, _calib_beside(l)) for (l, r), s in zip(paths, stems)]
+    return [StereoPair(s, str(l), str(r), calib=_calib_beside(l)) for (l, r), s in zip(paths, stems)]

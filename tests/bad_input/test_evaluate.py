@@ -1,4 +1,5 @@
-"""stereo.evaluate: a refused run changes nothing (Hydra's .hydra/ included); masked ground truth is counted."""
+"""stereo.evaluate: masked ground truth is counted; the run records its tables and Hydra's .hydra/ (a refused
+run changes nothing: test_output_folders.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import shutil
 import numpy as np
 import pytest
 
-from bad_input.conftest import snapshot
 from stereo.data.io import read_pfm, write_pfm
 
 
@@ -19,9 +19,9 @@ def evaluate(run_command, root, checkpoint, *overrides):
                        *overrides)
 
 
-@pytest.mark.slow  # two evaluations; the refusal of a used folder is also covered quickly (train, metrics.json)
-def test_masked_nonfinite_gt_is_counted_and_a_refused_rerun_leaves_the_evaluation_byte_identical(
-        workspace, run_command, synthetic_root, tiny_checkpoint, other_weights):
+@pytest.mark.slow  # a real evaluation; tests/test_metrics.py and the in-memory case below count quickly
+def test_masked_nonfinite_gt_is_counted_and_the_manifest_lists_the_tables_and_hydras_record(
+        workspace, run_command, synthetic_root, tiny_checkpoint):
     root = workspace / "tree"
     shutil.copytree(synthetic_root, root)
     gt = sorted(p for p in root.rglob("*.pfm") if "TEST" in p.parts and "disparity" in p.parts and "left" in p.parts)[0]
@@ -36,19 +36,6 @@ def test_masked_nonfinite_gt_is_counted_and_a_refused_rerun_leaves_the_evaluatio
     assert json.loads((workspace / "eval" / "metrics.json").read_text())["nonfinite_gt"] == 22
     manifest = json.loads((workspace / "eval" / "manifest.json").read_text())
     assert {"metrics.json", "per_image.csv", ".hydra/config.yaml", ".hydra/overrides.yaml"} <= set(manifest["files"])
-
-    before = snapshot(workspace / "eval")
-    evaluate(run_command, root, other_weights).error_line("paths.output_dir=eval", "another producer")
-    evaluate(run_command, root, tiny_checkpoint, "split=train").error_line('split="test" there, "train" now')
-    assert snapshot(workspace / "eval") == before
-
-
-def test_metrics_no_recorded_run_wrote_are_not_replaced(workspace, run_command, synthetic_root, tiny_checkpoint):
-    (workspace / "eval").mkdir()
-    (workspace / "eval" / "metrics.json").write_text('{"epe": 1.0}\n')
-    before = snapshot(workspace / "eval")
-    evaluate(run_command, synthetic_root, tiny_checkpoint).error_line("metrics.json", "no recorded run")
-    assert snapshot(workspace / "eval") == before
 
 
 def test_evaluation_reads_with_on_error_raise_and_names_the_unreadable_file(workspace, run_command, synthetic_root,

@@ -1,4 +1,5 @@
-"""stereo.infer: bad inputs, values, checkpoints and output folders."""
+"""stereo.infer: bad inputs, values, checkpoints and output folders (what every command's output shares:
+test_output_folders.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bad_input.conftest import make_pair, snapshot
+from bad_input.conftest import make_pair
 from inference_checkpoints import TINY_CONFIG, write_our_checkpoint
 
 PAIR = ("ckpt_path=tiny.ckpt", "left=left.png", "right=right.png", "formats=[pfm]", "swap_check=false", "optimize=false")
@@ -123,37 +124,6 @@ def test_missing_required_option(workspace, run_command):
     assert not (workspace / "out").exists()
 
 
-def test_output_dir_that_is_a_file(workspace, run_command):
-    (workspace / "taken").write_text("keep me\n")
-    infer(run_command, "output_dir=taken").error_line("output_dir=taken", "not a folder")
-    assert (workspace / "taken").read_text() == "keep me\n"
-
-
-def test_output_dir_in_use_by_a_running_inference(workspace, run_command):
-    folder = workspace / "out"
-    folder.mkdir()
-    (folder / "left_disp.pfm").write_bytes(b"earlier result")
-    lock = folder / ".stereo-run.lock"  # owned by this (live) test process
-    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "started": "now"}))
-    before = snapshot(folder)
-    infer(run_command).error_line("output_dir=out", "in use by another run", str(os.getpid()))
-    assert snapshot(folder) == before
-
-
-def test_results_of_another_checkpoint_are_refused_naming_it_and_overwrite_replaces_them(
-        workspace, run_command, other_weights, earlier_out):
-    out = copy_of(earlier_out, workspace)
-    before = snapshot(out)
-    infer(run_command, f"ckpt_path={other_weights}").error_line("output_dir=out", "another producer", "sha256",
-                                                                str(other_weights), "overwrite=true")
-    infer(run_command, "max_disp=64").error_line("max_disp=null there, 64 now")
-    assert snapshot(out) == before
-    assert infer(run_command, f"ckpt_path={other_weights}", "overwrite=true").status == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["checkpoint"] == str(other_weights.resolve()) and manifest["files"] == ["left_disp.pfm"]
-    assert snapshot(out) != before
-
-
 def test_a_rerun_of_the_same_producer_redoes_its_results_but_not_over_a_changed_one(workspace, run_command, earlier_out):
     out = copy_of(earlier_out, workspace)
     assert infer(run_command).status == 0
@@ -165,72 +135,13 @@ def test_a_rerun_of_the_same_producer_redoes_its_results_but_not_over_a_changed_
     assert (out / "left_disp.pfm").read_bytes() == (earlier_out / "left_disp.pfm").read_bytes()
 
 
-def test_a_file_no_recorded_run_wrote_is_not_replaced(workspace, run_command):
-    (workspace / "out").mkdir()
-    (workspace / "out" / "left_disp.pfm").write_bytes(b"the user's own result")
-    infer(run_command).error_line("left_disp.pfm", "no recorded run", "overwrite=true")
-    assert (workspace / "out" / "left_disp.pfm").read_bytes() == b"the user's own result"
-
-
-def test_a_manifest_edited_to_list_the_lock_and_an_outside_file_deletes_nothing(workspace, run_command, other_weights,
-                                                                                   earlier_out):
-    manifest_path = copy_of(earlier_out, workspace) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    (workspace / "unrelated.txt").write_text("the user's")
-    manifest["files"] += [".stereo-run.lock", "../unrelated.txt"]
-    manifest_path.write_text(json.dumps(manifest))
-    before = snapshot(workspace)
-    infer(run_command, f"ckpt_path={other_weights}", "overwrite=true").error_line("manifest was edited", "nothing was deleted")
-    assert snapshot(workspace) == before
-
-
-def test_a_manifest_edited_to_list_a_users_file_and_folder_deletes_neither(workspace, run_command, other_weights,
-                                                                          earlier_out):
-    """Only files whose size and sha256 are those recorded when the run wrote them are deleted."""
-    out = copy_of(earlier_out, workspace)
-    (out / "notes.txt").write_text("the user's")
-    (out / "mine").mkdir()
-    (out / "mine" / "data.bin").write_bytes(b"the user's data")
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["files"] += ["notes.txt", "mine/data.bin"]
-    manifest["folders"] = ["mine"]
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    users = snapshot(out / "notes.txt", out / "mine")
-    result = infer(run_command, f"ckpt_path={other_weights}", "overwrite=true")
-    assert result.status == 0, result.stderr
-    kept = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(kept) == 1 and "kept 2 file(s)" in kept[0] and "mine/data.bin, notes.txt" in kept[0], kept
-    assert snapshot(out / "notes.txt", out / "mine") == users
-    assert json.loads((out / "manifest.json").read_text())["files"] == ["left_disp.pfm"]
-
-
-def test_a_symlink_in_the_output_folder_is_named(workspace, run_command, tmp_path_factory):
-    elsewhere = tmp_path_factory.mktemp("elsewhere") / "target.pfm"
-    elsewhere.write_bytes(b"not ours")
-    (workspace / "out").mkdir()
-    (workspace / "out" / "left_disp.pfm").symlink_to(elsewhere)
-    infer(run_command, "overwrite=true").error_line("left_disp.pfm is a symbolic link", "remove the link")
-    assert elsewhere.read_bytes() == b"not ours"
-
-
-def test_an_empty_lock_left_by_a_full_disk_is_taken_over(workspace, run_command):
-    """The run gets past the lock (and then stops at its corrupt input, before predicting anything)."""
-    (workspace / "out").mkdir()
-    lock = workspace / "out" / ".stereo-run.lock"
-    lock.write_bytes(b"")
-    os.utime(lock, (0, 0))
-    (workspace / "corrupt.png").write_bytes(b"not an image")
-    infer(run_command, "right=corrupt.png").error_line("corrupt.png")
-    assert not lock.exists()
-
-
 def test_a_full_disk_gives_what_to_do_and_leaves_no_lock(workspace, run_command, monkeypatch):
-    import stereo.output_dirs as output_dirs
+    import stereo.output_dirs.manifest as manifest
 
     def full(path, *args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(output_dirs, "atomic_write", full)
+    monkeypatch.setattr(manifest, "atomic_write", full)  # the manifest is the first file a run writes
     line = infer(run_command).error_line("manifest.json", "disk is full", "free space")
     assert "[Errno" not in line
     assert not (workspace / "out").exists()

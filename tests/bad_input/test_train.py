@@ -1,4 +1,5 @@
-"""stereo.train: a refused run changes nothing in the earlier run's folder (Hydra's .hydra/ included)."""
+"""stereo.train: printed checkpoints resume; resume checkpoints and overwrite delete no file a run did not write; a
+failed run never blocks the corrected rerun (what every command's output shares: test_output_folders.py)."""
 
 from __future__ import annotations
 
@@ -13,38 +14,6 @@ from bad_input.conftest import run_cli, snapshot
 from conftest import compose
 
 from stereo.cli import check_command_line
-
-
-def earlier_run(folder):
-    """A run folder as a finished training leaves it (as far as the checks look)."""
-    (folder / "checkpoints").mkdir(parents=True)
-    (folder / "checkpoints" / "last.ckpt").write_bytes(b"earlier weights")
-    (folder / ".hydra").mkdir()
-    (folder / ".hydra" / "config.yaml").write_text("seed: 1\n")
-    (folder / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
-    (folder / "train.log").write_text("earlier log\n")
-
-
-def test_a_new_run_into_a_folder_with_checkpoints_is_refused_and_writes_nothing(workspace, run_command, train_overrides):
-    run = workspace / "run"
-    earlier_run(run)
-    before = snapshot(run)
-    overrides = [o for o in train_overrides() if not o.startswith("paths.output_dir=")]
-    result = run_command("train", *overrides, f"hydra.run.dir={run}")
-    result.error_line(f"paths.output_dir={run}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
-    assert snapshot(run) == before
-
-
-def test_a_recorded_run_of_another_producer_is_refused_naming_the_difference(workspace, run_command, train_overrides):
-    run = workspace / "run"
-    run.mkdir()
-    (run / "manifest.json").write_text(json.dumps({"command": "stereo.train", "checkpoint": None,
-                                                  "checkpoint_sha256": None, "settings": {"seed": 7},
-                                                  "status": "complete", "files": []}))
-    before = snapshot(run)
-    result = run_command("train", *train_overrides(), "trainer.max_steps=1")
-    result.error_line("another producer", "seed=7 there, 1 now")
-    assert snapshot(run) == before
 
 
 def test_a_value_of_the_wrong_type_names_the_key(workspace, run_command, train_overrides):
@@ -179,39 +148,6 @@ def test_overwrite_deletes_only_the_files_the_earlier_run_wrote(trained_run, tmp
     now = json.loads((run / "manifest.json").read_text())
     assert now["settings"]["seed"] == 2 and "checkpoints/last.ckpt" in earlier["hashes"]
     assert not {"checkpoints/notes.txt", "csv/my_plot.png"} & set(now["files"])
-
-
-@pytest.mark.slow  # two real trainings (a few seconds each on an idle machine)
-def test_a_manifest_edited_to_list_a_users_file_and_folder_deletes_neither(trained_run, tmp_path, run_command,
-                                                                          train_overrides):
-    run = copy_run(trained_run, tmp_path)
-    (run / "notes.txt").write_bytes(PRECIOUS)
-    (run / "mine").mkdir()
-    (run / "mine" / "data.bin").write_bytes(PRECIOUS)
-    manifest = json.loads((run / "manifest.json").read_text())
-    manifest["files"] += ["notes.txt", "mine/data.bin"]
-    manifest["folders"] += ["mine"]
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    result = run_command("train", *train_overrides(*TINY_TRAINING, "trainer.max_steps=1", "seed=2"), "overwrite=true")
-    assert result.status == 0, result.stderr[-3000:]
-    assert (run / "notes.txt").read_bytes() == PRECIOUS and (run / "mine" / "data.bin").read_bytes() == PRECIOUS
-    assert "no size and hash recorded for them" in result.stderr and "mine/data.bin, notes.txt" in result.stderr
-
-
-def test_a_nested_setting_difference_is_named_by_its_key_path(workspace, run_command, train_overrides):
-    """The difference is shown at the first key path that differs, not cut off inside the setting."""
-    from stereo.train import training_producer
-
-    overrides = train_overrides(*TINY_TRAINING)
-    earlier = training_producer(compose("train", overrides))
-    lr = earlier["settings"]["optim"]["optimizer"]["lr"]
-    earlier["settings"]["optim"]["optimizer"]["lr"] = lr * 2
-    (workspace / "run").mkdir()
-    (workspace / "run" / "manifest.json").write_text(json.dumps({**earlier, "status": "complete", "files": []}))
-    before = snapshot(workspace / "run")
-    result = run_command("train", *overrides)
-    result.error_line("another producer", f"optim.optimizer.lr={lr * 2} there, {lr} now", "overwrite=true")
-    assert snapshot(workspace / "run") == before
 
 
 @pytest.mark.slow  # two real trainings (a few seconds each on an idle machine)
