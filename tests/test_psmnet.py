@@ -270,26 +270,16 @@ def test_every_psmnet_config_has_the_authors_parameters_and_its_attention_where_
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
-# A PSMNet-sized training step at 256x256 takes ~10-30 s on 2 cores: those cases are in the full tier
-# (the other model configs cover the same kinds of layers in the quick tier).
-RECIPES = [pytest.param(m, marks=[pytest.mark.slow] if m in PSMNET_CONFIGS else []) for m in MODEL_CONFIGS]
-
-
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_every_model_config_builds_only_torch_nn_convolutions(name):
-    """Every model config: plain torch.nn layers, nothing subclassed, and a training forward + backward
-    at a tiny size (max_disp 16, batch 2, the smallest input its features take)."""
+    """Every model config (each names its own component classes): plain torch.nn convolutions, nothing
+    subclassed. Built only: tests/test_train.py trains every model config."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={name}", "model.max_disp=16"])
     model = build_network(cfg.model)
     convs = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
     assert {torch.nn.Conv2d, torch.nn.Conv3d} <= convs
     assert all(t.__module__ == "torch.nn.modules.conv" for t in convs), convs
-    size = max(64, model.feature_extraction.min_input_size)
-    left, right = torch.randn(2, 2, 3, size, size).unbind(0)
-    outputs = model.train()(left, right)
-    assert all(o.shape == (2, size, size) and torch.isfinite(o).all() for o in outputs)
-    sum(o.mean() for o in outputs).backward()
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
