@@ -286,7 +286,8 @@ def test_every_model_config_builds_only_torch_nn_convolutions(name):
 def test_every_experiment_trains_its_plain_network_switched_only_by_the_backend_it_names(experiment):
     """What a recipe trains (build_training_network): its model config's torch.nn network, with only the
     layers its ``model_backend`` switches (plain: none; cpu: 2-D/3-D convolutions, each a subclass of
-    the plain layer from stereo.accel.cpu); same state-dict keys."""
+    the plain layer from stereo.accel.cpu); same state-dict keys; not channels-last (the known 8.6x
+    case: CPU channels-last BatchNorm3d in train mode)."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"experiment={experiment}", "model.max_disp=16"])
     plain, trained = build_network(cfg.model), build_training_network(cfg)
@@ -295,6 +296,7 @@ def test_every_experiment_trains_its_plain_network_switched_only_by_the_backend_
     kinds = {name: type(m) for name, m in plain.named_modules()}
     switched = {name: type(m) for name, m in trained.named_modules() if type(m) is not kinds[name]}
     assert list(trained.state_dict()) == list(plain.state_dict())
+    assert not trained.channels_last and all(p.is_contiguous() for p in trained.parameters())
     if cfg.model_backend == "plain":
         assert not switched, switched
     else:
