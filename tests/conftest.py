@@ -3,14 +3,16 @@
 The tree is 256×256 because that is the smallest input PSMNet accepts (its SPP pools 64×64 cells of
 the 1/4-resolution map); max_disp 32 keeps the cost volumes small.
 
-Two tiers:
-- ``pytest -m "not slow"``: the quick tier (under 3 minutes on 2 CPU cores) for every edit. Every
-  module of ``stereo/`` is imported (tests/test_packaging.py) and exercised by its own tests here,
-  including a short real training run (tests/test_train.py) and every config (tests/test_configs.py).
-- ``pytest``: the full suite (CI; under 15 minutes on 2 cores) adds the tests marked
-  ``@pytest.mark.slow``: longer training runs (overfitting, every model config, resume after kill -9,
-  two-process DDP, the ablation), full-size training-mode equality checks of the speed paths and the
-  SGBM tuning grid. Mark a test slow when it takes more than ~20 s and a quicker test covers its module.
+Two tiers (targets on CI's 2 CPU cores, from a fresh clone):
+- ``pytest -m "not slow"``: the quick tier (at most 2 minutes) for every edit. Every module of
+  ``stereo/`` is imported (tests/test_packaging.py) and exercised by its own tests here, including a
+  real training run of each light model config (tests/test_train.py) and every config (tests/test_configs.py).
+- ``pytest``: the full suite (CI; at most 10 minutes) adds the tests marked ``@pytest.mark.slow``:
+  longer training runs (overfitting, the SPP-sized model configs, resume after kill -9, two-process
+  DDP, the ablation), full-size training-mode equality checks of the speed paths and the SGBM tuning
+  grid. Mark a test slow when it takes more than a few seconds on 2 cores, unless it is the only quick
+  check of its behaviour; a fixture that trains or generates data for tests that only read its output
+  is session- or module-scoped.
 
 Every run lists its 20 slowest tests (``--durations=20`` in pyproject.toml). ``@pytest.mark.gpu``: the
 test needs CUDA and is skipped without it.
@@ -106,3 +108,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save({"hyper_parameters": {"model_config": TINY_MODEL_CONFIG},
                 "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/inference_checkpoints.py's tiny network with calibrated BatchNorm (an untrained network's
+    argmax flips on rounding noise), written once for every test that only reads it."""
+    from inference_checkpoints import write_our_checkpoint
+
+    return write_our_checkpoint(tmp_path_factory.mktemp("calibrated") / "tiny.ckpt", calibrated=True)

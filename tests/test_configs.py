@@ -19,7 +19,9 @@ from stereo.config import CONFIG_DIR
 from stereo.evaluation import protocols
 
 CONF = Path(CONFIG_DIR)
-# entry config -> groups it selects from (conf/<group>/<option>.yaml) and the values of its required keys
+# entry config -> groups a user may choose from (conf/<group>/<option>.yaml, each option found by globbing)
+# and the values of its required keys. Listed, not derived from each entry's defaults: synthetic's data
+# must be the generator's (data=synthetic), and a new command's required values are only known here.
 ENTRIES = {
     "train": (["model", "data", "optim", "trainer", "logger", "callbacks", "paths", "debug", "experiment"], []),
     "eval": (["data", "paths"], ["ckpt_path=model.ckpt"]),
@@ -31,7 +33,7 @@ ENTRIES = {
     "synthetic": ([], []),
     "ablation": ([], []),
     "compare_real": ([], []),
-    "tune_sgbm": ([], []),
+    "tune_sgbm": (["data", "paths"], []),
 }
 DATA_BASE = "base"  # conf/data/base.yaml: what the data options share; names no datasets, so not an option
 

@@ -19,6 +19,7 @@ within 2x; the bound is stated for the real crops.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from stereo.accel import apply_backend
+from stereo.config import CONFIG_DIR
 from stereo.data.normalize import normalize_image
 from stereo.data.real_samples import default_real_data_dir
 from stereo.models.build import build_training_network
@@ -90,24 +92,16 @@ def _network(experiment: str, *overrides: str) -> torch.nn.Module:
     return build_training_network(cfg)
 
 
-GPU_RECIPES = ("psmnet_sceneflow", "ea_psmnet_sceneflow")
-
-
-def test_gpu_recipes_train_the_plain_network():
-    """A recipe that trains the plain network has, by construction, exactly the plain network's float32
-    error (ratio 1): comparing its gradients with float64 would be a check that cannot fail. What can
-    fail is the recipe ceasing to be plain — then it belongs in the comparison below."""
-    for experiment in GPU_RECIPES:
-        network = _network(experiment)
-        plain = apply_backend(copy.deepcopy(network), "plain")
-        assert [type(m) for m in network.modules()] == [type(m) for m in plain.modules()], experiment
+# Every recipe (conf/experiment, globbed) that trains through a backend other than the plain network:
+# a plain one has, by construction, exactly the plain network's float32 error (ratio 1), so comparing it
+# would be a check that cannot fail (tests/test_psmnet.py checks that a plain recipe switches no layer).
+# Plus the CPU backend on the stacked hourglass, which no recipe ships.
+BACKEND_RECIPES = [(name, ()) for name in sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+                   if compose("train", [f"experiment={name}"]).model_backend != "plain"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment,overrides", [
-    ("demo_cpu", ()),                                   # CPU recipe: ea_census + the CPU backend
-    ("psmnet_sceneflow", ("model_backend=cpu",)),       # the CPU backend on the stacked hourglass
-])
+@pytest.mark.parametrize("experiment,overrides", [*BACKEND_RECIPES, ("psmnet_sceneflow", ("model_backend=cpu",))])
 def test_default_training_step_is_within_twice_float32_rounding(experiment, overrides):
     network = _network(experiment, *overrides)
     plain = apply_backend(copy.deepcopy(network), "plain")
@@ -119,11 +113,3 @@ def test_default_training_step_is_within_twice_float32_rounding(experiment, over
         f"{experiment} {overrides}: worst gradient error {error:.3g} ({error_at}) is "
         f"{error / rounding:.2f}x the plain network's float32 error {rounding:.3g} ({rounding_at})"
     )
-
-
-def test_channels_last_is_not_a_training_layout_of_any_recipe():
-    """The known 8.6x case: CPU channels-last BatchNorm3d in train mode. No recipe may train that way."""
-    for experiment in ("demo_cpu", *GPU_RECIPES):
-        network = _network(experiment)
-        assert not network.channels_last
-        assert all(p.is_contiguous() for p in network.parameters())

@@ -13,19 +13,16 @@ import torch
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-from inference_checkpoints import write_our_checkpoint  # noqa: E402
 from stereo.export import DisparityAndConfidence, ExportError, example_inputs, export, verify  # noqa: E402
 from stereo.models import PSMNet, load_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
+def tiny_onnx(tmp_path_factory, calibrated_checkpoint):
     """A verified export of a tiny network with calibrated BatchNorm, and that network."""
-    folder = tmp_path_factory.mktemp("onnx")
-    checkpoint = write_our_checkpoint(folder / "tiny.ckpt", calibrated=True)
-    output = folder / "tiny.onnx"
-    ratio = export(checkpoint, "onnx", output, verify_sizes=[[256, 320]])
-    return output, DisparityAndConfidence(load_model(checkpoint)).eval(), ratio
+    output = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    ratio = export(calibrated_checkpoint, "onnx", output, verify_sizes=[[256, 320]])
+    return output, DisparityAndConfidence(load_model(calibrated_checkpoint)).eval(), ratio
 
 
 @pytest.mark.slow

@@ -270,33 +270,24 @@ def test_every_psmnet_config_has_the_authors_parameters_and_its_attention_where_
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
-# A PSMNet-sized training step at 256x256 takes ~10-30 s on 2 cores: those cases are in the full tier
-# (the other model configs cover the same kinds of layers in the quick tier).
-RECIPES = [pytest.param(m, marks=[pytest.mark.slow] if m in PSMNET_CONFIGS else []) for m in MODEL_CONFIGS]
-
-
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_every_model_config_builds_only_torch_nn_convolutions(name):
-    """Every model config: plain torch.nn layers, nothing subclassed, and a training forward + backward
-    at a tiny size (max_disp 16, batch 2, the smallest input its features take)."""
+    """Every model config (each names its own component classes): plain torch.nn convolutions, nothing
+    subclassed. Built only: tests/test_train.py trains every model config."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"model={name}", "model.max_disp=16"])
     model = build_network(cfg.model)
     convs = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
     assert {torch.nn.Conv2d, torch.nn.Conv3d} <= convs
     assert all(t.__module__ == "torch.nn.modules.conv" for t in convs), convs
-    size = max(64, model.feature_extraction.min_input_size)
-    left, right = torch.randn(2, 2, 3, size, size).unbind(0)
-    outputs = model.train()(left, right)
-    assert all(o.shape == (2, size, size) and torch.isfinite(o).all() for o in outputs)
-    sum(o.mean() for o in outputs).backward()
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_its_plain_network_switched_only_by_the_backend_it_names(experiment):
     """What a recipe trains (build_training_network): its model config's torch.nn network, with only the
     layers its ``model_backend`` switches (plain: none; cpu: 2-D/3-D convolutions, each a subclass of
-    the plain layer from stereo.accel.cpu); same state-dict keys."""
+    the plain layer from stereo.accel.cpu); same state-dict keys; not channels-last (the known 8.6x
+    case: CPU channels-last BatchNorm3d in train mode)."""
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
         cfg = hydra.compose("train", overrides=[f"experiment={experiment}", "model.max_disp=16"])
     plain, trained = build_network(cfg.model), build_training_network(cfg)
@@ -305,6 +296,7 @@ def test_every_experiment_trains_its_plain_network_switched_only_by_the_backend_
     kinds = {name: type(m) for name, m in plain.named_modules()}
     switched = {name: type(m) for name, m in trained.named_modules() if type(m) is not kinds[name]}
     assert list(trained.state_dict()) == list(plain.state_dict())
+    assert not trained.channels_last and all(p.is_contiguous() for p in trained.parameters())
     if cfg.model_backend == "plain":
         assert not switched, switched
     else:

@@ -8,21 +8,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose
+from conftest import MODEL_CONFIGS, compose
 
 from stereo.train import train, validate_resume_checkpoint
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model", ["psmnet", "ea_psmnet"])  # psmnet_basic: every other training test
+def _training_cases() -> list:
+    """Every model config (conf/model, globbed in conftest). A network whose features need 256-pixel inputs
+    (PSMNet's SPP) takes ~5 s per training step on 2 cores: those cases are in the full tier; the light
+    ones give the quick tier its real training run."""
+    from hydra.utils import get_class
+
+    from stereo.models.build import model_config
+
+    return [pytest.param(name, marks=[pytest.mark.slow] if get_class(
+        model_config(name)["features"]["_target_"]).min_input_size >= 256 else []) for name in MODEL_CONFIGS]
+
+
+@pytest.mark.parametrize("model", _training_cases())
 def test_fast_dev_run_trains_and_validates_each_model_config(model, train_overrides):
+    """The one test that trains every model config through the real path (compose, train(), Lightning,
+    the loss over every head, validation) at a tiny size; the per-config tests elsewhere build only
+    (tests/test_psmnet.py, tests/test_build.py) or run on the meta device (tests/test_components.py)."""
+    from stereo.models.build import build_network
+
     cfg = compose("train", train_overrides(f"model={model}", "model.max_disp=16", "debug=fast_dev_run"))
     results = train(cfg)
     assert results["global_step"] == 1
     for key in ("train/loss", "val/epe", "val/bad3", "val/d1"):
         assert math.isfinite(results[key]), key
+    # one logged loss per training output of the network (3 for the stacked hourglass, 1 for basic)
+    network = build_network(cfg.model).train().to("meta")
+    left = torch.empty(2, 3, 256, 256, device="meta")
     heads = sorted(k for k in results if k.startswith("train/loss_head"))
-    assert len(heads) == 3
+    assert heads == [f"train/loss_head{i}" for i in range(1, len(network(left, left)) + 1)], heads
+    assert all(math.isfinite(results[k]) for k in heads)
 
 
 def best_constant_epe(samples, max_disp: float) -> float:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import compose
-from inference_checkpoints import write_our_checkpoint
 
 from stereo.data.io import read_image, read_pfm
 from stereo.infer import run
@@ -228,18 +227,13 @@ def test_infer_refuses_ambiguous_or_incomplete_video_inputs(tmp_path):
             run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={tmp_path / 'out'}", *overrides]))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return write_our_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.ckpt", calibrated=True)
-
-
 @pytest.mark.slow
 @needs_video_extra
-def test_infer_turns_a_stereo_video_into_a_disparity_video(real_data_dir, checkpoint, tmp_path):
+def test_infer_turns_a_stereo_video_into_a_disparity_video(real_data_dir, calibrated_checkpoint, tmp_path):
     pairs = _pairs(real_data_dir)
     sbs = _write_video(tmp_path / "drive.mkv", [np.concatenate(p, axis=1) for p in pairs])
     out = tmp_path / "out"
-    written = run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={out}", f"video={sbs}",
+    written = run(compose("infer", [f"ckpt_path={calibrated_checkpoint}", f"output_dir={out}", f"video={sbs}",
                                     "formats=[video,pfm]", "video_format=mkv", "device=cpu"]))
     assert written["video"] == [str(out / "drive_disp.mkv")]
     assert [Path(p).name for p in written["pfm"]] == [f"drive_{i:06d}_disp.pfm" for i in range(FRAMES)]
@@ -255,7 +249,7 @@ def test_infer_turns_a_stereo_video_into_a_disparity_video(real_data_dir, checkp
     left = _write_video(tmp_path / "left.mkv", [p[0] for p in pairs])
     right = _write_video(tmp_path / "right.mkv", [p[1] for p in pairs])
     out2 = tmp_path / "out2"
-    written2 = run(compose("infer", [f"ckpt_path={checkpoint}", f"output_dir={out2}", f"left_video={left}",
+    written2 = run(compose("infer", [f"ckpt_path={calibrated_checkpoint}", f"output_dir={out2}", f"left_video={left}",
                                      f"right_video={right}", "formats=[video,pfm]", "video_format=h264", "device=cpu"]))
     for first, second in zip(written["pfm"], written2["pfm"], strict=True):
         assert np.array_equal(read_pfm(first), read_pfm(second))
