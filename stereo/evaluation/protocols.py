@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stereo.models import DEFAULT_MAX_DISP, MIN_INPUT_SIZE, SIZE_DIVISOR, check_max_disp
-from stereo.models.padding import Padder
+from stereo.models import DEFAULT_MAX_DISP, SIZE_DIVISOR, check_max_disp
 from stereo.evaluation import metrics
 
 
@@ -212,9 +211,8 @@ def predict(model: torch.nn.Module, batch: Mapping[str, Any], protocol: Protocol
         ch, cw = protocol.crop_size
         left, right, gt, valid = (_crop_bottom_right(t, ch, cw) for t in (left, right, gt, valid))
         noc = _crop_bottom_right(noc, ch, cw) if noc is not None else None
-    # PSMNet's SPP needs ≥ 256 px both ways; smaller images are zero-padded (the protocol's pad mode).
-    padder = Padder(left.shape[-2], left.shape[-1], divisor=SIZE_DIVISOR, mode=protocol.pad_mode,
-                    min_size=(MIN_INPUT_SIZE, MIN_INPUT_SIZE))
+    # zero-padded (the protocol's pad mode) to what the network accepts (PSMNet's SPP: >= 256 px both ways)
+    padder = model.input_spec.padder(left.shape[-2], left.shape[-1], mode=protocol.pad_mode)
     padded_left, padded_right = padder.pad(left, right)
     output = model(padded_left, padded_right)
     if isinstance(output, (tuple, list)):

@@ -12,16 +12,46 @@ Insertion points: a component lists ``insertion_points`` (name -> channels of th
 calls ``self.insert(name, x)`` at each in its forward. Blocks inserted at a point live in the
 component's ``inserted`` ``nn.ModuleDict`` under the point's name, so an empty one adds no
 state-dict keys and the authors' networks keep their keys.
+
+Memory: each component estimates what it adds to the peak of one eval-mode forward pass
+(``inference_bytes``, from its channel counts and the resolution it works at; see ``InferenceShape``),
+and the network adds them up (``StereoNetwork.inference_bytes``), so the predictor's strip planning
+and memory refusal follow the network actually loaded, not PSMNet's figure. A component without a
+measured figure gets its kind's default, documented on each base below.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 _REGISTRY: dict[str, dict[str, type[Component]]] = {}
+FLOAT_BYTES = 4  # fp32 activations: the estimates are for the CPU fp32 path (half precision needs less)
+
+
+@dataclass(frozen=True)
+class InferenceShape:
+    """One forward pass a memory estimate is for: ``batch`` padded ``height`` x ``width`` inputs searched
+    over ``max_disp`` levels by a network whose volume is at 1/``stride``."""
+
+    batch: int
+    height: int
+    width: int
+    max_disp: int
+    stride: int
+
+    @property
+    def pixel_levels(self) -> float:
+        """Full-resolution pixels x disparity levels: the unit of a full-resolution volume."""
+        return self.batch * self.height * self.width * self.max_disp
+
+    @property
+    def cells(self) -> float:
+        """Positions of the cost volume (per channel): pixel levels / stride³."""
+        return self.pixel_levels / self.stride**3
 
 
 class Component(nn.Module):
@@ -43,6 +73,13 @@ class Component(nn.Module):
     def insert(self, point: str, x: torch.Tensor) -> torch.Tensor:
         """The block inserted at ``point`` applied to ``x``, or ``x`` when there is none."""
         return self.inserted[point](x) if point in self.inserted else x
+
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        """Bytes this component adds to the peak of one eval-mode forward pass (CPU fp32; ``optimized``:
+        through ``optimize_for_inference``). 0 here: 2-D maps (features, a refinement) and a one-channel
+        cost at the volume's resolution (a low-resolution regression) are small beside the volumes that
+        grow with pixels x levels and decide whether an image fits; the fixed overhead covers them."""
+        return 0.0
 
     def add_block(self, point: str, block: nn.Module) -> None:
         if point not in self.insertion_points:
@@ -77,6 +114,12 @@ class CostVolume(Component):
     out_channels: int
     pool: int = 1
 
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        """The volume itself (``out_channels`` at the network's stride), alive beside the aggregation's
+        peak in the plain network; the optimised one hands it over (``release_volume``) and the
+        aggregation drops it after its first layer (counted in the aggregation's figure)."""
+        return 0.0 if optimized else FLOAT_BYTES * self.out_channels * shape.cells
+
 
 class Aggregation(Component):
     """Volume (``in_channels``, given by the network) -> list of N x 1 x levels x h x w costs; in eval
@@ -84,6 +127,14 @@ class Aggregation(Component):
 
     kind = "aggregation"
     checkpointing: bool = False
+    # 3-D activations as wide as its widest layer alive at once at the volume's resolution (the
+    # default: a layer's input and output and a residual's); a head with a measured figure says so.
+    live_activations: ClassVar[int] = 3
+
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        widest = max((m.out_channels for m in self.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))),
+                     default=1)
+        return FLOAT_BYTES * self.live_activations * widest * shape.cells
 
 
 class Regression(Component):
