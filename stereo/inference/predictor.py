@@ -30,6 +30,7 @@ from stereo.inference.memory import device_memory_gb, estimate_memory_gb
 from stereo.inference.stitching import run_in_strips
 from stereo.inference.strips import strip_height, strip_starts
 from stereo.models import SIZE_DIVISOR, check_max_disp, optimize_for_inference
+from stereo.models.padding import run_padded
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", "full", "tiled", "downscale")
@@ -154,6 +155,23 @@ class Predictor:
             return self.mode
         return "full" if self._fits(self.network(max_disp), height, width, batch) else "tiled"
 
+    def route(self, height: int, width: int, max_disp: int | None = None) -> dict:
+        """How one ``height`` x ``width`` pair will run (``auto`` resolved), as evaluations record it:
+        ``full image``, ``strips`` (with their rows, count and overlap) or ``downscale``, and the padding
+        (top-right zeros up to the network's ``input_spec``) with the estimated peak of the full image."""
+        network = self.network(max_disp)
+        padded = network.input_spec.padded_size(height, width)
+        record = {"route": "full image", "padding": {"mode": "top_right", **network.input_spec.to_dict()},
+                  "full_image_gb": round(estimate_memory_gb(network, *padded, network.max_disp, 1, self.optimized), 3)}
+        mode = self.plan(height, width, 1, network.max_disp)
+        rows = self._strip_height(network, width, 1)
+        if mode == "tiled" and rows < height:
+            record.update(route="strips", strip_rows=rows, overlap=self.tile_overlap,
+                          strips=len(strip_starts(height, rows, self.tile_overlap)))
+        elif mode == "downscale":
+            record.update(route="downscale", downscale=self.downscale)
+        return record
+
     def check_memory(self, height: int, width: int, batch: int = 1, name: str = "input",
                      max_disp: int | None = None) -> str:
         """The mode that will run; refuses, before any allocation, a size and ``max_disp`` whose cost
@@ -233,12 +251,10 @@ class Predictor:
     def _run_padded(self, network: torch.nn.Module, left: torch.Tensor,
                     right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """N×3×H×W normalised -> (N×H×W disparity, N×H×W confidence) float32 on CPU."""
-        padder = network.input_spec.padder(left.shape[-2], left.shape[-1])
-        left, right = padder.pad(left, right)
-        left, right = left.to(self.device), right.to(self.device)
         with torch.inference_mode(), self._autocast():
-            disparity, confidence = network(left, right, return_confidence=True)
-        return padder.unpad(disparity.float().cpu()), padder.unpad(confidence.float().cpu())
+            disparity, confidence = run_padded(network, left.to(self.device), right.to(self.device),
+                                               return_confidence=True)
+        return disparity.float().cpu(), confidence.float().cpu()
 
     def _run_tiled(self, network: torch.nn.Module, left: torch.Tensor,
                    right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -69,3 +69,15 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, int]:
         return {"divisor": self.divisor, "min_size": self.min_size}
+
+
+def run_padded(network: torch.nn.Module, left: torch.Tensor, right: torch.Tensor, mode: str = "top_right",
+               **options) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """The full-image route, the one way every caller runs a network on a whole image (the predictor,
+    evaluation, validation): N×3×H×W views zero-padded to ``network.input_spec`` (``mode``), the
+    network's output(s) cropped back to H×W. ``options`` go to the network's forward."""
+    padder = network.input_spec.padder(left.shape[-2], left.shape[-1], mode)
+    output = network(*padder.pad(left, right), **options)
+    if isinstance(output, (tuple, list)):
+        return tuple(padder.unpad(t) for t in output)
+    return padder.unpad(output)
