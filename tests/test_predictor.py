@@ -218,3 +218,17 @@ def test_optimized_predictor_gives_the_plain_networks_disparity(tmp_path, rng_pa
     plain = Predictor.from_checkpoint(checkpoint, swap_check=False, optimize=False).predict(left, right)
     assert plain.disparity.std() > 0.1, "the comparison needs disparities that vary"
     np.testing.assert_allclose(fast.disparity, plain.disparity, rtol=0, atol=1e-3)
+
+
+def test_another_search_range_shares_the_weights_and_leaves_the_network_alone():
+    """``with_max_disp`` is how a range is passed: the same function as a network built with it."""
+    torch.manual_seed(0)
+    network = PSMNet(16, "basic").eval()
+    wider = network.with_max_disp(32)
+    assert (network.max_disp, network.config["max_disp"], wider.max_disp, wider.config["max_disp"]) == (16, 16, 32, 32)
+    assert all(a is b for a, b in zip(network.parameters(), wider.parameters()))
+    built = PSMNet(32, "basic").eval()
+    built.load_state_dict(network.state_dict())
+    left, right = torch.randn(1, 3, 256, 256), torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(wider(left, right), built(left, right))

@@ -6,13 +6,13 @@ serves every pair of a sequence. The network only ever sees ImageNet-normalised 
 it accepts (``network.input_spec``: multiples of 16, at least its features' minimum;
 docs/inference.md#network-input); everything users hand in is brought to that here. The pieces live
 beside it: input checks (``checks``), the memory model (``memory``), strip planning (``strips``) and
-stitching (``stitching``); padding is the network's (``stereo.models.padding``).
+stitching (``stitching``), the downscaled mode (``downscale``); padding is the network's
+(``stereo.models.padding``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -24,8 +24,9 @@ import torch
 
 from stereo.data.normalize import normalize_image
 from stereo.devices import resolve_device
-from stereo.inference.checks import (MIN_SIDE, InputError, check_finite_weights, check_pair,
-                                     warn_if_precision_is_emulated, warn_if_swapped)
+from stereo.inference.checks import (InputError, check_finite_weights, check_pair, warn_if_precision_is_emulated,
+                                     warn_if_swapped)
+from stereo.inference.downscale import downscaled_size, enlarge, shrink
 from stereo.inference.memory import device_memory_gb, estimate_memory_gb
 from stereo.inference.stitching import run_in_strips
 from stereo.inference.strips import strip_height, strip_starts
@@ -182,7 +183,7 @@ class Predictor:
         max_disp = network.max_disp
         mode = self.plan(height, width, batch, max_disp)
         if mode == "downscale":
-            width, height = self._downscaled_size(width, height)
+            width, height = downscaled_size(width, height, self.downscale)
         padded_height, padded_width = network.input_spec.padded_size(height, width)
         rows = padded_height if mode == "full" else min(padded_height, self._strip_height(network, width, batch))
         need = estimate_memory_gb(network, rows, padded_width, max_disp, batch, self.optimized)
@@ -223,30 +224,13 @@ class Predictor:
         return strip_height(network, width, network.max_disp, batch, self.max_memory_gb, self.tile_overlap,
                             self.optimized)
 
-    def _downscaled_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) at 1/downscale; refused below the smallest image stereo matching takes (a
-        silent clamp would change the factor and the aspect ratio)."""
-        small = (round(width / self.downscale), round(height / self.downscale))
-        if min(small) < MIN_SIDE:
-            raise InputError(f"downscale={self.downscale:g}: a {width}x{height} image would become {small[0]}x{small[1]}, "
-                             f"below the {MIN_SIDE}x{MIN_SIDE} minimum; use downscale <= "
-                             f"{math.floor(100 * min(width, height) / MIN_SIDE) / 100:g}")
-        return small
-
     def _predict_downscaled(self, network: torch.nn.Module, left: np.ndarray, right: np.ndarray) -> Prediction:
-        import cv2
-
         height, width = left.shape[:2]
-        small = self._downscaled_size(width, height)
-        small_l = cv2.resize(left, small, interpolation=cv2.INTER_AREA)
-        small_r = cv2.resize(right, small, interpolation=cv2.INTER_AREA)
-        tensors = normalize_image(small_l)[None], normalize_image(small_r)[None]
+        small = downscaled_size(width, height, self.downscale)
+        tensors = normalize_image(shrink(left, small))[None], normalize_image(shrink(right, small))[None]
         run = self._run_padded if self._fits(network, small[1], small[0]) else self._run_tiled
         disparity, confidence = (t[0].numpy() for t in run(network, *tensors))
-        factor = width / small[0]  # disparities are horizontal pixel offsets: scale by the width ratio
-        disparity = cv2.resize(disparity, (width, height), interpolation=cv2.INTER_LINEAR) * factor
-        confidence = cv2.resize(confidence, (width, height), interpolation=cv2.INTER_LINEAR)
-        return Prediction(disparity.astype(np.float32), np.clip(confidence, 0, 1).astype(np.float32))
+        return Prediction(*enlarge(disparity, confidence, width, height))
 
     def _run_padded(self, network: torch.nn.Module, left: torch.Tensor,
                     right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
