@@ -50,10 +50,10 @@ def worker(model_name: str, height: int, width: int, mode: str, budget_gb: float
         times.append(time.perf_counter() - start)
     strips = None
     if mode == "tiled":
-        from stereo.inference.predictor import _strip_starts
+        from stereo.inference.strips import strip_starts
 
-        strip = predictor._strip_height(width, 1)
-        strips = {"strip_rows": strip, "strips": len(_strip_starts(height, strip, predictor.tile_overlap))}
+        strip = predictor._strip_height(predictor.network(), width, 1)
+        strips = {"strip_rows": strip, "strips": len(strip_starts(height, strip, predictor.tile_overlap))}
     return {
         "model": model_name, "size": f"{height}x{width}", "mode": mode, "budget_gb": budget_gb,
         "seconds": min(times), "repeats": repeats,

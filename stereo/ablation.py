@@ -114,14 +114,15 @@ def run_variant(cfg: DictConfig, variant: str, seed: int, datasets: dict[str, An
     if step != budget:
         raise RuntimeError(f"{run_dir}: training stopped at step {step} of {budget} (checkpoints/last.ckpt); rerun to resume")
     model = load_model(last)
-    predictor = Predictor(model, device="auto", swap_check=False)
+    predictor = Predictor(model, device="auto", swap_check=False, max_memory_gb=float(cfg.max_memory_gb))
     result: dict[str, Any] = {
         "variant": variant, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
         "train_seconds": seconds, "resumed": resumed, "steps": step,
         "checkpoint": str(last), "overrides": overrides,
     }
     for split, (dataset, cap, names) in datasets.items():
-        evaluation = evaluate_method(network_method(predictor), dataset, cap=cap, names=names, desc=f"{variant} {split}")
+        evaluation = evaluate_method(network_method(predictor, allow_strips=bool(cfg.allow_strips)), dataset, cap=cap,
+                                     names=names, desc=f"{variant} {split}")
         result[split] = {"summary": evaluation["summary"], "rows": evaluation["rows"]}
     run_dir.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -33,8 +33,10 @@ def run(cfg: DictConfig) -> dict:
     methods = {"StereoSGBM": sgbm_method()}
     for name in cfg.checkpoints:
         path = resolve_checkpoint(name)
-        predictor = Predictor.from_checkpoint(path, device=str(cfg.device), swap_check=False)
-        methods[str(name) if is_shipped(name) else path.name] = network_method(predictor, str(cfg.search_range))
+        predictor = Predictor.from_checkpoint(path, device=str(cfg.device), swap_check=False,
+                                              max_memory_gb=float(cfg.max_memory_gb))
+        methods[str(name) if is_shipped(name) else path.name] = network_method(predictor, str(cfg.search_range),
+                                                                                bool(cfg.allow_strips))
     names = list(cfg.names) if cfg.names else None
     results = {name: evaluate_method(method, dataset, cap=int(cfg.cap), names=names, desc=name)
                for name, method in methods.items()}

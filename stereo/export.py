@@ -180,22 +180,20 @@ def verify(module: torch.nn.Module, path: Path, fmt: str, sizes: Sequence[Sequen
     return worst
 
 
-def check_sizes(sizes: object) -> list[list[int]]:
+def check_sizes(sizes: object, min_size: int = 1) -> list[list[int]]:
     """``verify_sizes`` as a list of [height, width]: at least one, whole numbers of at least
-    MIN_INPUT_SIZE (an empty list would skip the verification that ``verify=true`` promises, and
-    leave no trace size)."""
+    ``min_size`` (the network's ``input_spec.min_size``, checked again once it is loaded; an empty
+    list would skip the verification that ``verify=true`` promises, and leave no trace size)."""
     from omegaconf import OmegaConf
-
-    from stereo.models import MIN_INPUT_SIZE
 
     sizes = OmegaConf.to_container(sizes) if OmegaConf.is_config(sizes) else sizes
     if not isinstance(sizes, (list, tuple)) or not sizes:
         raise ValueError(f"verify_sizes={sizes}: give a list of [height, width] (the first is also the trace size), e.g. "
-                         f"verify_sizes=[[{MIN_INPUT_SIZE},{MIN_INPUT_SIZE}]]; verify=false skips the verification")
+                         "verify_sizes=[[256,256]]; verify=false skips the verification")
     for size in sizes:
         if (not isinstance(size, (list, tuple)) or len(size) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < MIN_INPUT_SIZE for v in size)):
-            raise ValueError(f"verify_sizes: {size} is not [height, width], two whole numbers of at least {MIN_INPUT_SIZE}")
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < min_size for v in size)):
+            raise ValueError(f"verify_sizes: {size} is not [height, width], two whole numbers of at least {min_size}")
     return [list(size) for size in sizes]
 
 
@@ -228,7 +226,9 @@ def export(
     # the plain network: the ONNX exporter has no memory-format support for the channels-last copy
     ckpt_path = resolve_checkpoint(ckpt_path)
     predictor = Predictor.from_checkpoint(ckpt_path, device="cpu", max_disp=max_disp, optimize=False)
-    module = DisparityAndConfidence(predictor.model).eval()
+    network = predictor.network()  # at the requested max_disp (the loaded network is not changed)
+    check_sizes(verify_sizes, network.input_spec.min_size)
+    module = DisparityAndConfidence(network).eval()
     made_by = output_dirs.producer("stereo.export", ckpt_path, {
         "format": fmt, "max_disp": predictor.max_disp, "opset": opset, "verify": check,
         "verify_sizes": [list(size) for size in verify_sizes], "tolerance_factor": tolerance_factor})
@@ -238,7 +238,7 @@ def export(
             if fmt == "onnx":
                 export_onnx(module, temporary, opset, tuple(verify_sizes[0]))
             elif fmt == "weights":
-                save_weights(predictor.model, temporary)
+                save_weights(network, temporary)
             else:
                 export_torchscript(module, temporary, tuple(verify_sizes[0]))
             difference = (verify(module, temporary, fmt, verify_sizes, predictor.max_disp, tolerance_factor,

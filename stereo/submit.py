@@ -55,12 +55,10 @@ def submit(cfg: DictConfig) -> dict[str, Any]:
                 predictor = Predictor.from_checkpoint(checkpoint, device=cfg.device, precision=cfg.precision,
                                                       mode=cfg.mode, max_memory_gb=cfg.max_memory_gb,
                                                       swap_check=False, optimize=cfg.optimize)
-                network_max_disp = predictor.max_disp
-            max_disp = cfg.max_disp if cfg.max_disp is not None else frame.max_disp or network_max_disp
-            predictor.set_max_disp(int(max_disp))
+            max_disp = cfg.max_disp if cfg.max_disp is not None else frame.max_disp or predictor.max_disp
             left, right = read_image(frame.left), read_image(frame.right)
             started = time.perf_counter()
-            prediction = predictor.predict(left, right, (str(frame.left), str(frame.right)))
+            prediction = predictor.predict(left, right, (str(frame.left), str(frame.right)), int(max_disp))
             seconds.append(time.perf_counter() - started)
             record.plan(output / f for f in writer.files(frame))
             record.save("running")

@@ -75,7 +75,20 @@ def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkp
     assert rows[0]["pixels"] == rows[1]["pixels"] > 0 and rows[0]["max_disp"] == rows[1]["max_disp"] == 16
     assert all(math.isfinite(r["epe"]) for r in rows)
     assert rows[1]["coverage"] == 100.0  # a network is dense by construction
+    assert [r["route"]["route"] for r in rows] == ["full image"] * 2
     assert "middlebury2001/tsukuba" in (tmp_path / "compare_real.md").read_text()
+
+
+def test_an_evaluation_never_switches_to_strips_silently(tiny_checkpoint, real_data_dir, tmp_path):
+    """Over the memory budget a pair is refused, naming the options; allowed, its strips are recorded."""
+    options = [f"checkpoints=[{tiny_checkpoint}]", f"real_root={real_data_dir}", "names=[middlebury2001/tsukuba]",
+               f"output_dir={tmp_path}", "max_memory_gb=0.5"]
+    with pytest.raises(ValueError, match=r"^a 384x288 pair with max_disp 16 .* max_memory_gb=0.5: .*allow_strips=true"):
+        compare_real.run(compose("compare_real", options))
+    report = compare_real.run(compose("compare_real", options + ["allow_strips=true"]))
+    route = report["methods"][tiny_checkpoint.name]["rows"][0]["route"]
+    assert route["route"] == "strips" and route["strips"] == 2 and route["strip_rows"] == 256
+    assert report["methods"][tiny_checkpoint.name]["summary"]["routes"] == ["strips"]
 
 
 def test_tune_sgbm_ranks_every_grid_setting_on_the_synthetic_test_split(synthetic_root, tmp_path):
@@ -98,10 +111,11 @@ def test_a_network_searches_at_least_its_own_range_unless_told_to_search_the_pai
         def __init__(self) -> None:
             self.max_disp, self.ranges = 192, []
 
-        def set_max_disp(self, max_disp: int) -> None:
-            self.ranges.append(max_disp)
+        def route(self, height, width, max_disp=None):
+            return {"route": "full image"}
 
-        def predict(self, left, right):
+        def predict(self, left, right, max_disp=None):
+            self.ranges.append(max_disp)
             return type("P", (), {"disparity": np.zeros(left.shape[:2], np.float32)})()
 
     image = np.zeros((32, 48, 3), np.uint8)

@@ -14,6 +14,7 @@ from conftest import compose
 from stereo.data.io import read_pfm
 from stereo.evaluate import evaluate
 from stereo.evaluation import protocols
+from stereo.models import InputSpec
 
 def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, tiny_checkpoint, tmp_path):
     checkpoint = tiny_checkpoint
@@ -28,6 +29,7 @@ def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, 
         assert key in record, key
     assert record["count"] == 2 and record["checkpoint"] == str(checkpoint.resolve())
     assert record["protocol"] == protocols.get_protocol("synthetic").to_dict()
+    assert record["route"] == {"route": "full image", "padding": {"mode": "top_right", "divisor": 16, "min_size": 256}}
     assert record["epe"] == pytest.approx(summary["epe"])
 
     rows = list(csv.DictReader(open(out / "per_image.csv")))
@@ -43,9 +45,10 @@ def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, 
 
 
 class ConstantModel(torch.nn.Module):
-    """Predicts 5 px everywhere and records the input size it was given."""
+    """Predicts 5 px everywhere and records the input size it was given; states PSMNet's input needs."""
 
     max_disp = 32
+    input_spec = InputSpec(16, 256)
 
     def forward(self, left, right):
         assert left.shape[-2] % 16 == 0 and left.shape[-1] % 16 == 0

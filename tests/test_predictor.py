@@ -17,15 +17,30 @@ from inference_checkpoints import write_our_checkpoint
 from stereo.data.io import read_image
 from stereo.data.normalize import normalize_image
 from stereo.data.real_samples import default_real_data_dir
-from stereo.inference.predictor import SWAP_RATIO, InputError, Predictor, SwappedPairWarning, estimate_memory_gb, swap_score
+from stereo.inference.checks import SWAP_RATIO, SwappedPairWarning, swap_score
+from stereo.inference.memory import estimate_memory_gb
+from stereo.inference.predictor import InputError, Predictor
+from stereo.models import InputSpec, PSMNet
+from stereo.models.build import build_network
 
 REAL = default_real_data_dir()
 
 
 class EchoNet(torch.nn.Module):
-    """disparity = first input channel, confidence = sigmoid(second): any crop/pad/blend slip shows."""
+    """disparity = first input channel, confidence = sigmoid(second): any crop/pad/blend slip shows.
+    It states its needs as a StereoNetwork does, with PSMNet's input spec and memory figures."""
 
-    max_disp = 32
+    input_spec = InputSpec(16, 256)
+
+    def __init__(self, max_disp: int = 32) -> None:
+        super().__init__()
+        self.max_disp = max_disp
+
+    def with_max_disp(self, max_disp: int) -> "EchoNet":
+        return EchoNet(max_disp)
+
+    def inference_bytes(self, height, width, max_disp=None, batch=1, optimized=True) -> float:
+        return (10.0 if optimized else 17.5) * batch * height * width * (max_disp or self.max_disp)
 
     def forward(self, left, right, return_confidence=False):
         height, width = left.shape[-2:]
@@ -67,7 +82,7 @@ def test_tiled_mode_stitches_strips_without_seams():
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (600, 144, 3), dtype=np.uint8)
     predictor = Predictor(EchoNet(), device="cpu", mode="tiled", max_memory_gb=0.01, swap_check=False)
-    assert predictor._strip_height(144, 1) == 256, "a tiny budget gives the network's minimum strip"
+    assert predictor._strip_height(predictor.network(), 144, 1) == 256, "a tiny budget gives the network's minimum strip"
     result = predictor.predict(image, image)
     np.testing.assert_allclose(result.disparity, echo_expected(image)[0], atol=1e-5)
 
@@ -76,19 +91,48 @@ def test_auto_mode_tiles_only_when_the_estimate_exceeds_the_budget():
     predictor = Predictor(EchoNet(), device="cpu", max_memory_gb=8.0, swap_check=False)
     assert predictor.plan(544, 960) == "full"
     assert predictor.plan(1988, 2880) == "full"  # echo max_disp 32: small volume
-    predictor.model.max_disp = 192
-    assert predictor.plan(1988, 2880) == "tiled"
+    assert predictor.plan(1988, 2880, max_disp=192) == "tiled"
+    assert predictor.model.max_disp == 32, "a search range is passed, never written into the network"
 
 
 @pytest.mark.parametrize("optimize", [True, False])
 def test_strip_height_is_the_tallest_that_the_memory_estimate_allows(optimize):
-    predictor = Predictor(EchoNet(), device="cpu", max_memory_gb=8.0, swap_check=False, optimize=optimize)
-    predictor.model.max_disp = 192
-    rows = predictor._strip_height(2880, 1)
-    assert estimate_memory_gb(rows, 2880, 192, optimized=optimize) <= 8.0
-    assert estimate_memory_gb(rows + 16, 2880, 192, optimized=optimize) > 8.0
+    predictor = Predictor(EchoNet(), device="cpu", max_memory_gb=8.0, swap_check=False, optimize=optimize, max_disp=192)
+    network = predictor.network()
+    rows = predictor._strip_height(network, 2880, 1)
+    assert estimate_memory_gb(network, rows, 2880, 192, optimized=optimize) <= 8.0
+    assert estimate_memory_gb(network, rows + 16, 2880, 192, optimized=optimize) > 8.0
     # the optimised network needs less memory per pixel, so it plans taller strips (fewer seams)
-    assert estimate_memory_gb(544, 960, 192, optimized=True) < estimate_memory_gb(544, 960, 192, optimized=False)
+    assert estimate_memory_gb(network, 544, 960, 192, optimized=True) < estimate_memory_gb(network, 544, 960, 192, optimized=False)
+
+
+def test_each_network_states_its_input_size_and_memory_from_its_components():
+    """PSMNet's components reproduce the measured stacked-hourglass figures (12 B optimised, 21 B plain per
+    padded pixel x level with headroom); the light network's features take 16 px, and its 1/8 volume of 16
+    channels needs far less, so the predictor pads it less and plans it larger."""
+    psmnet = PSMNet(192)
+    per_level = {optimized: (estimate_memory_gb(psmnet, 544, 960, 192, optimized=optimized) * 1e9 - 0.5e9)
+                 / (544 * 960 * 192) for optimized in (True, False)}
+    assert per_level[True] == pytest.approx(12.0) and per_level[False] == pytest.approx(21.0)
+    assert psmnet.input_spec == InputSpec(16, 256)
+    light = build_network(_model_config("ea_light"))
+    assert light.input_spec == InputSpec(16, 16)
+    assert light.inference_bytes(544, 960, 192) < psmnet.inference_bytes(544, 960, 192) / 10
+    predictor = Predictor(light, device="cpu", swap_check=False, optimize=False)
+    assert predictor.plan(1988, 2880, max_disp=192) == "full"
+    assert Predictor(psmnet, device="cpu", swap_check=False, optimize=False).plan(1988, 2880) == "tiled"
+    rng = np.random.default_rng(3)
+    left = rng.integers(0, 256, (40, 72, 3), dtype=np.uint8)
+    padded = []
+    light.register_forward_pre_hook(lambda module, inputs: padded.append(tuple(inputs[0].shape[-2:])))
+    predictor.predict(left, np.roll(left, -2, axis=1))
+    assert padded == [(48, 80)], "padded to the network's own spec, not PSMNet's 256"
+
+
+def _model_config(name: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml")
 
 
 def test_downscale_mode_scales_disparity_by_the_width_ratio():
@@ -174,3 +218,17 @@ def test_optimized_predictor_gives_the_plain_networks_disparity(tmp_path, rng_pa
     plain = Predictor.from_checkpoint(checkpoint, swap_check=False, optimize=False).predict(left, right)
     assert plain.disparity.std() > 0.1, "the comparison needs disparities that vary"
     np.testing.assert_allclose(fast.disparity, plain.disparity, rtol=0, atol=1e-3)
+
+
+def test_another_search_range_shares_the_weights_and_leaves_the_network_alone():
+    """``with_max_disp`` is how a range is passed: the same function as a network built with it."""
+    torch.manual_seed(0)
+    network = PSMNet(16, "basic").eval()
+    wider = network.with_max_disp(32)
+    assert (network.max_disp, network.config["max_disp"], wider.max_disp, wider.config["max_disp"]) == (16, 16, 32, 32)
+    assert all(a is b for a, b in zip(network.parameters(), wider.parameters()))
+    built = PSMNet(32, "basic").eval()
+    built.load_state_dict(network.state_dict())
+    left, right = torch.randn(1, 3, 256, 256), torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(wider(left, right), built(left, right))

@@ -240,13 +240,13 @@ def test_constructor_and_call_errors():
 @pytest.mark.parametrize("value", [0, -16, 8, 100, 64.0, True, "64"])
 def test_every_search_range_is_refused_by_the_one_rule_with_one_message(value):
     """max_disp is checked by stereo.models.network.check_max_disp wherever it enters: the network (built
-    and set), the predictor and StereoSGBM give the same message."""
+    and asked for another range), the predictor and StereoSGBM give the same message."""
     from stereo.evaluation.sgbm import SGBMMatcher
     from stereo.inference.predictor import Predictor
 
     message = rf"^max_disp must be a positive multiple of 16, got {re.escape(repr(value))}$"
     model = PSMNet(16, "basic")
-    for enter in (lambda: PSMNet(value, "basic"), lambda: setattr(model, "max_disp", value),
+    for enter in (lambda: PSMNet(value, "basic"), lambda: model.with_max_disp(value),
                   lambda: Predictor(model, device="cpu", max_disp=value, optimize=False), lambda: SGBMMatcher(value)):
         with pytest.raises(ValueError, match=message):
             enter()

@@ -12,7 +12,7 @@ from stereo.evaluation.sgbm import SGBMMatcher, SGBMParams, fill_invalid
 
 
 def _zero_disparity(left, right, max_disp):
-    return np.zeros(left.shape[:2], np.float32), None
+    return np.zeros(left.shape[:2], np.float32), None, {"route": "full image"}
 
 
 def test_max_disp_is_rounded_strictly_above_the_gt_maximum_to_a_multiple_of_16_and_capped():
@@ -100,7 +100,7 @@ def test_evaluation_scores_exactly_the_masked_pixels_with_the_shared_metrics(syn
     def off_by_five_in_a_block(left, right, max_disp):
         prediction = sample["disparity"].copy()
         prediction[:64, :64] += 5.0
-        return prediction, None
+        return prediction, None, {"route": "full image"}
 
     (row,) = evaluate_method(off_by_five_in_a_block, dataset, names=[sample["name"]], progress=False)["rows"]
     mask = metrics.evaluation_mask(sample["disparity"], sample["valid"], 0.0, row["max_disp"])

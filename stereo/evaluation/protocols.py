@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stereo.models import DEFAULT_MAX_DISP, MIN_INPUT_SIZE, SIZE_DIVISOR, check_max_disp
-from stereo.models.padding import Padder
+from stereo.models import DEFAULT_MAX_DISP, SIZE_DIVISOR, check_max_disp
+from stereo.models.padding import run_padded
 from stereo.evaluation import metrics
 
 
@@ -198,6 +198,15 @@ def _crop_bottom_right(t: torch.Tensor, height: int, width: int) -> torch.Tensor
     return t[..., h - height:, w - width:]
 
 
+def route(model: torch.nn.Module, protocol: Protocol) -> dict[str, Any]:
+    """How :func:`predict` runs ``model``, recorded next to its scores: always the full image (after the
+    protocol's crop, if any), zero-padded the protocol's way up to the network's ``input_spec``."""
+    record: dict[str, Any] = {"route": "full image", "padding": {"mode": protocol.pad_mode, **model.input_spec.to_dict()}}
+    if protocol.resize == "crop":
+        record["crop"] = list(protocol.crop_size)
+    return record
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, batch: Mapping[str, Any], protocol: Protocol) -> dict[str, torch.Tensor]:
     """Run ``model`` (eval mode) on a collated batch the protocol's way.
@@ -212,14 +221,9 @@ def predict(model: torch.nn.Module, batch: Mapping[str, Any], protocol: Protocol
         ch, cw = protocol.crop_size
         left, right, gt, valid = (_crop_bottom_right(t, ch, cw) for t in (left, right, gt, valid))
         noc = _crop_bottom_right(noc, ch, cw) if noc is not None else None
-    # PSMNet's SPP needs ≥ 256 px both ways; smaller images are zero-padded (the protocol's pad mode).
-    padder = Padder(left.shape[-2], left.shape[-1], divisor=SIZE_DIVISOR, mode=protocol.pad_mode,
-                    min_size=(MIN_INPUT_SIZE, MIN_INPUT_SIZE))
-    padded_left, padded_right = padder.pad(left, right)
-    output = model(padded_left, padded_right)
-    if isinstance(output, (tuple, list)):
-        output = output[-1]
-    prediction = padder.unpad(output).float()
+    # zero-padded (the protocol's pad mode) to what the network accepts (PSMNet's SPP: >= 256 px both ways)
+    output = run_padded(model, left, right, protocol.pad_mode)
+    prediction = (output[-1] if isinstance(output, tuple) else output).float()
     result = {
         "prediction": prediction,
         "disparity": gt,

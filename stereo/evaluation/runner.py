@@ -114,6 +114,7 @@ def evaluate_model(
     summary: dict[str, Any] = dict(protocol.summarize(rows))
     summary.update(
         protocol=protocol.to_dict(),
+        route=protocols.route(model, protocol),
         world_size=world,
         per_image_csv=str(output_dir / "per_image.csv"),
         exports=str(output_dir / "disparity") if max_exports != 0 else None,

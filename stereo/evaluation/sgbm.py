@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stereo.inference.predictor import check_pair
+from stereo.inference.checks import check_pair
 from stereo.models import check_max_disp
 
 MODES = ("sgbm", "sgbm_3way", "hh", "hh4")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from stereo.inference.outputs import FORMATS, OutputWriter, depth_map, make_calibration, point_cloud, write_ply
-from stereo.inference.predictor import InputError, Prediction, Predictor, SwappedPairWarning
+from stereo.inference.checks import InputError, SwappedPairWarning
+from stereo.inference.predictor import Prediction, Predictor
 
 __all__ = [
     "FORMATS",

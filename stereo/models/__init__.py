@@ -4,10 +4,10 @@ attention, checkpoint loading, padding helpers."""
 from __future__ import annotations
 
 from .attention import DotProductAttention, EfficientAttention, dot_product_attention, efficient_attention
-from .network import DEFAULT_MAX_DISP, MIN_INPUT_SIZE, SIZE_DIVISOR, StereoNetwork, check_max_disp
+from .network import DEFAULT_MAX_DISP, SIZE_DIVISOR, StereoNetwork, check_max_disp
 from . import aggregations, cost_volumes, features, refinements, regression  # noqa: F401,I001 (registers the components)
 from .checkpoints import CheckpointError, load_model, load_psmnet_checkpoint
-from .padding import Padder
+from .padding import InputSpec, Padder
 from .performance import fold_batchnorm, optimize_for_inference
 from .presets import PSMNet
 
@@ -16,7 +16,7 @@ __all__ = [
     "DEFAULT_MAX_DISP",
     "DotProductAttention",
     "EfficientAttention",
-    "MIN_INPUT_SIZE",
+    "InputSpec",
     "PSMNet",
     "Padder",
     "SIZE_DIVISOR",

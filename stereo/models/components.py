@@ -17,16 +17,46 @@ Inference forms: every component (and attention block, and the network) is a ``H
 ``optimize_for_inference`` asks each for ``for_inference()``, its faster evaluation of the same
 function, which is the module itself unless the class says otherwise. So a new component runs there
 unchanged, and a fast path is the business of the class that has it, not of the optimiser.
+
+Memory: each component estimates what it adds to the peak of one eval-mode forward pass
+(``inference_bytes``, from its channel counts and the resolution it works at; see ``InferenceShape``),
+and the network adds them up (``StereoNetwork.inference_bytes``), so the predictor's strip planning
+and memory refusal follow the network actually loaded, not PSMNet's figure. A component without a
+measured figure gets its kind's default, documented on each base below.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 _REGISTRY: dict[str, dict[str, type[Component]]] = {}
+FLOAT_BYTES = 4  # fp32 activations: the estimates are for the CPU fp32 path (half precision needs less)
+
+
+@dataclass(frozen=True)
+class InferenceShape:
+    """One forward pass a memory estimate is for: ``batch`` padded ``height`` x ``width`` inputs searched
+    over ``max_disp`` levels by a network whose volume is at 1/``stride``."""
+
+    batch: int
+    height: int
+    width: int
+    max_disp: int
+    stride: int
+
+    @property
+    def pixel_levels(self) -> float:
+        """Full-resolution pixels x disparity levels: the unit of a full-resolution volume."""
+        return self.batch * self.height * self.width * self.max_disp
+
+    @property
+    def cells(self) -> float:
+        """Positions of the cost volume (per channel): pixel levels / stride³."""
+        return self.pixel_levels / self.stride**3
 
 
 class HasInferenceForm(nn.Module):
@@ -61,6 +91,13 @@ class Component(HasInferenceForm):
     def insert(self, point: str, x: torch.Tensor) -> torch.Tensor:
         """The block inserted at ``point`` applied to ``x``, or ``x`` when there is none."""
         return self.inserted[point](x) if point in self.inserted else x
+
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        """Bytes this component adds to the peak of one eval-mode forward pass (CPU fp32; ``optimized``:
+        through ``optimize_for_inference``). 0 here: 2-D maps (features, a refinement) and a one-channel
+        cost at the volume's resolution (a low-resolution regression) are small beside the volumes that
+        grow with pixels x levels and decide whether an image fits; the fixed overhead covers them."""
+        return 0.0
 
     def add_block(self, point: str, block: nn.Module) -> None:
         if point not in self.insertion_points:
@@ -98,6 +135,12 @@ class CostVolume(Component):
     # output directly in NDHWC reads it (``ConcatenationVolume``); others may ignore it.
     channels_last: bool = False
 
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        """The volume itself (``out_channels`` at the network's stride), alive beside the aggregation's
+        peak in the plain network; the optimised one hands it over (``release_volume``) and the
+        aggregation drops it after its first layer (counted in the aggregation's figure)."""
+        return 0.0 if optimized else FLOAT_BYTES * self.out_channels * shape.cells
+
 
 class Aggregation(Component):
     """Volume (``in_channels``, given by the network) -> list of N x 1 x levels x h x w costs; in eval
@@ -110,6 +153,14 @@ class Aggregation(Component):
     kind = "aggregation"
     checkpointing: bool = False
     takes_volume_handoff: ClassVar[bool] = False
+    # 3-D activations as wide as its widest layer alive at once at the volume's resolution (the
+    # default: a layer's input and output and a residual's); a head with a measured figure says so.
+    live_activations: ClassVar[int] = 3
+
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        widest = max((m.out_channels for m in self.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))),
+                     default=1)
+        return FLOAT_BYTES * self.live_activations * widest * shape.cells
 
 
 class Regression(Component):

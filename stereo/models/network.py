@@ -28,6 +28,8 @@ PSMNet and EA-PSMNet as component configs, and the ``PSMNet(...)`` constructor: 
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,8 +39,9 @@ from torch import nn
 
 from .activation_checkpointing import maybe_checkpoint
 from .attention import DotProductAttention, EfficientAttention, NORMALIZATIONS
-from .components import Component, HasInferenceForm, VolumeHandoff, component_class
+from .components import Component, HasInferenceForm, InferenceShape, VolumeHandoff, component_class
 from .layout import set_memory_format
+from .padding import InputSpec
 
 NETWORK_TARGET = "stereo.models.StereoNetwork"
 ATTENTION_KINDS = {"efficient": EfficientAttention, "dot_product": DotProductAttention}
@@ -46,8 +49,6 @@ ATTENTION_KEYS = ("at", "kind", "key_channels", "value_channels", "heads", "norm
 COMPONENTS = ("features", "cost_volume", "aggregation", "regression")
 OPTIONAL_COMPONENTS = ("refinement",)
 SIZE_DIVISOR = 16
-# PSMNet's SPP coarsest branch average-pools 64×64 cells of the 1/4-resolution map.
-MIN_INPUT_SIZE = 256
 # The disparity search range wherever none is given: PSMNet's, with which the authors trained their
 # checkpoints and which Scene Flow's evaluation convention (0 < gt < 192) follows.
 DEFAULT_MAX_DISP = 192
@@ -180,17 +181,41 @@ class StereoNetwork(HasInferenceForm):
 
     @property
     def max_disp(self) -> int:
-        """Disparity range (a multiple of 16 and of the feature stride); changing it keeps the weights."""
+        """Disparity range it was built with (a multiple of 16 and of its stride); ``with_max_disp`` for another."""
         return self._max_disp
 
-    @max_disp.setter
-    def max_disp(self, max_disp: int) -> None:
+    def with_max_disp(self, max_disp: int) -> StereoNetwork:
+        """This network searching ``max_disp`` levels: a copy sharing every weight and run setting (the
+        weights do not depend on the range: 3-D convolutions); this one is unchanged. Callers pass the
+        range they want instead of writing it into a network someone else holds."""
         check_max_disp(max_disp)
         check_max_disp(max_disp, self.stride)
-        self._max_disp = max_disp
-        self.cost_volume.levels = max_disp // self.feature_extraction.stride
-        self.regression.max_disp = max_disp
-        self.config["max_disp"] = max_disp
+        if max_disp == self._max_disp:
+            return self
+        shared = {id(t): t for t in itertools.chain(self.parameters(), self.buffers())}
+        network = copy.deepcopy(self, shared)
+        network._max_disp = max_disp
+        network.cost_volume.levels = max_disp // self.feature_extraction.stride
+        network.regression.max_disp = max_disp
+        network.config["max_disp"] = max_disp
+        return network
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """What ``forward`` accepts: H and W multiples of 16 (the 3-D heads' coarsest level) and at least
+        the features' ``min_input_size`` (PSMNet's SPP 256; the light and census features 16)."""
+        return InputSpec(SIZE_DIVISOR, self.feature_extraction.min_input_size)
+
+    def inference_bytes(self, height: int, width: int, max_disp: int | None = None, batch: int = 1,
+                        optimized: bool = True) -> float:
+        """Estimated peak bytes of one eval-mode forward pass on ``batch`` padded ``height`` x ``width``
+        pairs over ``max_disp`` levels (default: its own): the sum of what each component says it adds
+        (``Component.inference_bytes``: measured for PSMNet's components, from channel counts and the
+        volume's resolution for the others). Without headroom or the process's fixed overhead
+        (``stereo.inference.memory`` adds both)."""
+        shape = InferenceShape(batch, height, width, max_disp or self._max_disp, self.stride)
+        parts = (self.feature_extraction, self.cost_volume, self.aggregation, self.regression, self.refinement)
+        return sum(part.inference_bytes(shape, optimized) for part in parts if part is not None)
 
     @property
     def channels_last(self) -> bool:
@@ -240,12 +265,12 @@ class StereoNetwork(HasInferenceForm):
                 f"left and right must be N×3×H×W of the same shape, got {tuple(left.shape)} and {tuple(right.shape)}"
             )
         height, width = left.shape[-2:]
-        smallest = self.feature_extraction.min_input_size
-        if height % SIZE_DIVISOR or width % SIZE_DIVISOR or min(height, width) < smallest:
+        spec = self.input_spec
+        if height % spec.divisor or width % spec.divisor or min(height, width) < spec.min_size:
             raise ValueError(
-                f"the network needs H and W to be multiples of {SIZE_DIVISOR} and at least {smallest}, "
+                f"the network needs H and W to be multiples of {spec.divisor} and at least {spec.min_size}, "
                 f"got {height}x{width}; pad with stereo.models.padding.Padder(height, width, "
-                f"divisor={SIZE_DIVISOR}, min_size=({smallest}, {smallest})) and unpad the output"
+                f"divisor={spec.divisor}, min_size=({spec.min_size}, {spec.min_size})) and unpad the output"
             )
 
     def _features(self, image: torch.Tensor) -> torch.Tensor:

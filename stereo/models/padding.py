@@ -7,6 +7,7 @@ bottom-left pixel grid and therefore the disparities are unchanged); ``center`` 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -48,3 +49,35 @@ class Padder:
     def unpad(self, tensor: torch.Tensor) -> torch.Tensor:
         """Crop the last two dimensions back to the original height and width."""
         return tensor[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a network accepts (``StereoNetwork.input_spec``): height and width multiples of ``divisor``
+    and at least ``min_size`` each. Every caller pads to it (evaluation, inference, export's checks)
+    instead of assuming PSMNet's 256, which the light networks' features do not need."""
+
+    divisor: int
+    min_size: int
+
+    def padder(self, height: int, width: int, mode: str = "top_right") -> Padder:
+        """The padder that brings a ``height`` x ``width`` input to what the network accepts."""
+        return Padder(height, width, self.divisor, mode=mode, min_size=(self.min_size, self.min_size))
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.padder(height, width).padded_size
+
+    def to_dict(self) -> dict[str, int]:
+        return {"divisor": self.divisor, "min_size": self.min_size}
+
+
+def run_padded(network: torch.nn.Module, left: torch.Tensor, right: torch.Tensor, mode: str = "top_right",
+               **options) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """The full-image route, the one way every caller runs a network on a whole image (the predictor,
+    evaluation, validation): N×3×H×W views zero-padded to ``network.input_spec`` (``mode``), the
+    network's output(s) cropped back to H×W. ``options`` go to the network's forward."""
+    padder = network.input_spec.padder(left.shape[-2], left.shape[-1], mode)
+    output = network(*padder.pad(left, right), **options)
+    if isinstance(output, (tuple, list)):
+        return tuple(padder.unpad(t) for t in output)
+    return padder.unpad(output)

@@ -55,9 +55,11 @@ def test_nonfinite_ground_truth_in_memory_is_reported_per_image_and_in_metrics_j
     import torch
 
     from stereo.evaluation.runner import evaluate_model
+    from stereo.models import InputSpec
 
     class Constant(torch.nn.Module):
         max_disp = 32
+        input_spec = InputSpec(16, 16)
 
         def forward(self, left, right):
             return torch.full(left.shape[:1] + left.shape[-2:], 5.0)

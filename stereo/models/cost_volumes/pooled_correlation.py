@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..components import CostVolume
+from ..components import FLOAT_BYTES, CostVolume, InferenceShape
 from .group_correlation import group_correlation_volume
 
 
@@ -42,6 +42,11 @@ class PooledCorrelationVolume(CostVolume):
         if levels < self.pool or levels % self.pool:
             raise ValueError(f"the pooled volume needs a multiple of pool={self.pool} disparity levels, got {levels}")
         self._levels = levels
+
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        """The one-channel correlation at the features' resolution (``pool``³ times the pooled
+        volume's cells) beside the pooled copy it becomes: larger than the pooled volume itself."""
+        return FLOAT_BYTES * shape.cells * self.pool**3 + super().inference_bytes(shape, optimized)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = left.shape
