@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from stereo.config import CONFIG_DIR
 from stereo.data.io import read_pfm
 from stereo.models import pretrained
 from stereo.models.checkpoints import load_model, read_checkpoint
@@ -49,3 +52,17 @@ def test_infer_without_a_checkpoint_uses_the_shipped_weights_and_says_so_first(t
     assert disparity.shape == (96, 160) and np.isfinite(disparity).all()
     # a textured pair shifted by 6 px: the interior is matched (borders lack the right view's content)
     assert abs(float(np.median(disparity[16:-16, 32:-16])) - 6.0) < 1.0
+
+
+def test_every_recipe_that_starts_from_a_shipped_name_finds_it():
+    """A recipe continuing shipped weights (experiment=ea_census_cpu_stage2 starts from ea_census_stage1)
+    must run from a fresh clone: the name it gives resolves to a file inside the package."""
+    named = {}
+    for recipe in sorted((Path(CONFIG_DIR) / "experiment").glob("*.yaml")):
+        start = OmegaConf.load(recipe).get("init_from")
+        if isinstance(start, str) and not start.endswith((".ckpt", ".tar", ".pth")):
+            named[recipe.stem] = start
+    assert named, "no recipe starts from a shipped name (the stage-2 recipe does)"
+    for recipe, name in named.items():
+        assert pretrained.is_shipped(name), f"{recipe}: init_from={name} is neither a file nor a shipped name"
+        assert pretrained.resolve_checkpoint(name).is_file()

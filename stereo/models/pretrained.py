@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-# name -> file in stereo/weights/ (fp16 tensors; trained by experiment=ea_census_cpu, see the model card)
-SHIPPED = {"ea_census_zero_shot": "ea_census_zero_shot.ckpt"}
+# name -> file in stereo/weights/ (fp16 tensors, see the model card): ea_census_zero_shot is trained by
+# experiment=ea_census_cpu then experiment=ea_census_cpu_stage2, which starts from ea_census_stage1 (the
+# first command's weights, shipped so that the second runs from a fresh clone)
+SHIPPED = {"ea_census_zero_shot": "ea_census_zero_shot.ckpt", "ea_census_stage1": "ea_census_stage1.ckpt"}
 DEFAULT = "ea_census_zero_shot"
 
 
