@@ -6,6 +6,7 @@ edits."""
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -211,11 +212,19 @@ def test_a_new_cost_volume_in_one_file_and_one_yaml_trains_through_the_command_a
     with pytest.MonkeyPatch.context() as patch:  # as the shell would run it: from the same folder
         patch.chdir(tmp_path)
         patch.syspath_prepend(str(tmp_path))
+        _forget_my_research(patch)
         importlib.import_module("my_research.abs_difference")  # what loading a checkpoint of it needs (docs)
         assert check_command_line("train", args[3:]) is None
         assert check_command_line("train", [a for a in args[3:] if a != documented[1]]) is not None
         model = load_model(checkpoint)  # the registry knows the class once its module is imported
     assert type(model.cost_volume).__name__ == "AbsDifferenceVolume"
+
+
+def _forget_my_research(patch: pytest.MonkeyPatch) -> None:
+    """Each test writes its own ``my_research`` package into its own folder: a copy another test
+    imported earlier in this process must not answer for it (its folder has other modules)."""
+    for name in [m for m in sys.modules if m == "my_research" or m.startswith("my_research.")]:
+        patch.delitem(sys.modules, name)
 
 
 def _documented_files(folder: Path) -> list[Path]:
@@ -247,6 +256,7 @@ def test_a_new_aggregation_as_documented_trains_and_runs_optimised_with_the_plai
     assert {"my_research/abs_difference.py", "my_research/plain_head.py", "my_conf/model/abs_light.yaml",
             "my_conf/model/abs_plain.yaml"} <= written
     monkeypatch.syspath_prepend(str(tmp_path))  # my_research importable, as the page says
+    _forget_my_research(monkeypatch)
     cfg = compose("train", train_overrides(
         "model=abs_plain", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "trainer.max_steps=2",
         "trainer.limit_val_batches=0", "evaluate_before=false", "evaluate_after=false", "logger=none",

@@ -7,7 +7,6 @@ runs on a tiny random checkpoint in both checkpoint formats.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,8 @@ from stereo.inference.checks import SWAP_RATIO, SwappedPairWarning, swap_score
 from stereo.inference.memory import estimate_memory_gb
 from stereo.inference.predictor import InputError, Predictor
 from stereo.models import InputSpec, PSMNet
-from stereo.models.build import build_network
+from stereo.models.components import InferenceShape
+from stereo.models.build import build_network, model_config
 
 REAL = default_real_data_dir()
 
@@ -106,6 +106,21 @@ def test_strip_height_is_the_tallest_that_the_memory_estimate_allows(optimize):
     assert estimate_memory_gb(network, 544, 960, 192, optimized=True) < estimate_memory_gb(network, 544, 960, 192, optimized=False)
 
 
+def test_an_aggregation_without_the_volume_handoff_keeps_the_volume_in_the_optimised_estimate(monkeypatch):
+    """The optimised network frees the cost volume early only through an aggregation that takes the
+    handoff; for any other (a researcher's head), the volume lives through the whole head, so the
+    optimised estimate must count it exactly as the plain one does."""
+    light = build_network(model_config("ea_light"))
+    assert light.aggregation.takes_volume_handoff
+    shape = (544, 960, 192)
+    volume = light.cost_volume.inference_bytes(InferenceShape(1, *shape, light.stride), False)
+    assert volume > 0
+    handed = light.inference_bytes(*shape, optimized=True)
+    monkeypatch.setattr(light.aggregation, "takes_volume_handoff", False)  # as a head that does not declare it
+    kept = light.inference_bytes(*shape, optimized=True)
+    assert kept == pytest.approx(handed + volume)
+
+
 def test_each_network_states_its_input_size_and_memory_from_its_components():
     """PSMNet's components reproduce the measured stacked-hourglass figures (12 B optimised, 21 B plain per
     padded pixel x level with headroom); the light network's features take 16 px, and its 1/8 volume of 16
@@ -115,7 +130,7 @@ def test_each_network_states_its_input_size_and_memory_from_its_components():
                  / (544 * 960 * 192) for optimized in (True, False)}
     assert per_level[True] == pytest.approx(12.0) and per_level[False] == pytest.approx(21.0)
     assert psmnet.input_spec == InputSpec(16, 256)
-    light = build_network(_model_config("ea_light"))
+    light = build_network(model_config("ea_light"))
     assert light.input_spec == InputSpec(16, 16)
     assert light.inference_bytes(544, 960, 192) < psmnet.inference_bytes(544, 960, 192) / 10
     predictor = Predictor(light, device="cpu", swap_check=False, optimize=False)
@@ -127,12 +142,6 @@ def test_each_network_states_its_input_size_and_memory_from_its_components():
     light.register_forward_pre_hook(lambda module, inputs: padded.append(tuple(inputs[0].shape[-2:])))
     predictor.predict(left, np.roll(left, -2, axis=1))
     assert padded == [(48, 80)], "padded to the network's own spec, not PSMNet's 256"
-
-
-def _model_config(name: str):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml")
 
 
 def test_downscale_mode_scales_disparity_by_the_width_ratio():

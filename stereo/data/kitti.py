@@ -18,6 +18,7 @@ from stereo.data.pairs import FOLDER_LAYOUTS, KITTI_FRAME, StereoPair
 
 TRAIN_FRAMES = 160
 
+
 class KITTIDataset(StereoPairDataset):
     """KITTI ``year`` (2012 or 2015) training pairs of ``split`` = "train" | "val" | "all"."""
 

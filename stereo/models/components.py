@@ -137,8 +137,9 @@ class CostVolume(Component):
 
     def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
         """The volume itself (``out_channels`` at the network's stride), alive beside the aggregation's
-        peak in the plain network; the optimised one hands it over (``release_volume``) and the
-        aggregation drops it after its first layer (counted in the aggregation's figure)."""
+        peak in the plain network; the optimised one hands it over (``release_volume``) to an aggregation
+        that declares ``takes_volume_handoff``, which drops it after its first layer (counted in the
+        aggregation's figure). ``optimized`` is therefore asked as "is the volume handed over"."""
         return 0.0 if optimized else FLOAT_BYTES * self.out_channels * shape.cells
 
 
@@ -153,8 +154,8 @@ class Aggregation(Component):
     kind = "aggregation"
     checkpointing: bool = False
     takes_volume_handoff: ClassVar[bool] = False
-    # 3-D activations as wide as its widest layer alive at once at the volume's resolution (the
-    # default: a layer's input and output and a residual's); a head with a measured figure says so.
+    # 3-D activations as wide as its widest layer alive at once at the volume's resolution (a layer's
+    # input and output and a residual's); a head with a measured figure overrides inference_bytes.
     live_activations: ClassVar[int] = 3
 
     def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:

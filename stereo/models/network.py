@@ -214,8 +214,11 @@ class StereoNetwork(HasInferenceForm):
         volume's resolution for the others). Without headroom or the process's fixed overhead
         (``stereo.inference.memory`` adds both)."""
         shape = InferenceShape(batch, height, width, max_disp or self._max_disp, self.stride)
-        parts = (self.feature_extraction, self.cost_volume, self.aggregation, self.regression, self.refinement)
-        return sum(part.inference_bytes(shape, optimized) for part in parts if part is not None)
+        # the optimised network hands the volume over only to an aggregation that takes the handoff;
+        # any other keeps it alive through the whole head, as the plain network does
+        volume = self.cost_volume.inference_bytes(shape, optimized and self.aggregation.takes_volume_handoff)
+        parts = (self.feature_extraction, self.aggregation, self.regression, self.refinement)
+        return volume + sum(part.inference_bytes(shape, optimized) for part in parts if part is not None)
 
     @property
     def channels_last(self) -> bool:

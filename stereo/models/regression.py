@@ -61,8 +61,8 @@ class SoftArgmaxRegression(Regression):
     def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
         """The plain path's full-resolution volume: 3.5 B per pixel-level, measured as the plain network's
         peak over the optimised one's (13.1 vs 9.2-9.8 B, both with the volume released: 3.3-3.9 B);
-        banded (optimised), only a band exists at a time: nothing that grows with the image."""
-        return 0.0 if optimized else 3.5 * shape.pixel_levels
+        banded (optimised, with ``align_corners=False`` only), a band at a time: nothing that grows with the image."""
+        return 0.0 if optimized and not self.align_corners else 3.5 * shape.pixel_levels
 
     def forward(self, cost: torch.Tensor, height: int, width: int, return_confidence: bool = False):
         return regress_disparity(cost, self.max_disp, height, width, self.align_corners, return_confidence,
