@@ -38,6 +38,7 @@ def compose(checkpoint, output_dir, *overrides):
         return hydra.compose("infer", overrides=[f"ckpt_path={checkpoint}", f"output_dir={output_dir}", *overrides])
 
 
+@pytest.mark.slow  # 2-2.5 s on 2 cores (the quick tier's budget is 2 minutes)
 def test_cli_on_two_files_of_odd_size_writes_every_format(tmp_path, checkpoint):
     write_pair(tmp_path / "in" / "a_left.png", tmp_path / "in" / "a_right.png")
     out = tmp_path / "out"

@@ -65,6 +65,7 @@ def test_weights_from_each_source_are_copied_exactly(source, tmp_path):
     _assert_loaded(model, original, half=source == "export")
 
 
+@pytest.mark.slow  # 2-2.5 s on 2 cores (the quick tier's budget is 2 minutes)
 def test_ea_psmnet_from_authors_psmnet_is_refused_strictly_and_equals_psmnet_otherwise(tmp_path):
     psmnet = _trained_like(seed=3)
     path = write_authors(tmp_path / "pretrained_sceneflow.tar", psmnet)

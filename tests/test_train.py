@@ -102,6 +102,7 @@ def test_truncated_and_foreign_checkpoints_give_a_clear_error_naming_the_file(tm
         train(compose("train", train_overrides(f"ckpt_path={truncated}")))
 
 
+@pytest.mark.slow  # 2-2.5 s on 2 cores (the quick tier's budget is 2 minutes)
 def test_report_prints_an_inference_command_that_runs(train_overrides, tiny_checkpoint, tmp_path):
     """The end-of-run report shows how to run the trained model on a pair; that exact command must work."""
     import shlex

@@ -45,6 +45,7 @@ def test_a_downscale_below_the_minimum_size_is_refused_not_clamped(workspace, ru
     assert infer(run_command, "mode=downscale", "downscale=2", "formats=[pfm]", "output_dir=out2").status == 0
 
 
+@pytest.mark.slow  # 2-2.5 s on 2 cores (the quick tier's budget is 2 minutes)
 def test_the_manifest_is_strict_json_and_a_rerun_is_the_same_producer(workspace, run_command):
     """max_memory_gb=inf (no budget) is valid; Python's json would write it as the bare word Infinity."""
     assert infer(run_command, "max_memory_gb=inf", "formats=[pfm]").status == 0

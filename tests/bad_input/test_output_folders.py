@@ -23,8 +23,9 @@ from conftest import compose
 
 COMMANDS = ("infer", "evaluate", "submit", "export", "train")
 # an evaluation takes a while: the case that needs a real one is slow (train's earlier run is a recorded
-# producer, never a training)
-SLOW = {"evaluate"}
+# producer, never a training); infer's and submit's cases run two real predictions each (3-4 s): the
+# quick tier keeps the mechanism's unit tests (test_output_dirs.py) and the export and train cases
+SLOW = {"evaluate", "infer", "submit"}
 
 
 def with_overrides(base: list[str], *extra: str) -> list[str]:
