@@ -221,7 +221,7 @@ def predict(model: torch.nn.Module, batch: Mapping[str, Any], protocol: Protocol
         ch, cw = protocol.crop_size
         left, right, gt, valid = (_crop_bottom_right(t, ch, cw) for t in (left, right, gt, valid))
         noc = _crop_bottom_right(noc, ch, cw) if noc is not None else None
-    # zero-padded (the protocol's pad mode) to what the network accepts (PSMNet's SPP: >= 256 px both ways)
+    # zero-padded (the protocol's pad mode) to what the network accepts (its input_spec)
     output = run_padded(model, left, right, protocol.pad_mode)
     prediction = (output[-1] if isinstance(output, tuple) else output).float()
     result = {
