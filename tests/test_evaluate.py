@@ -13,7 +13,8 @@ from conftest import compose
 
 from stereo.data.io import read_pfm
 from stereo.evaluate import evaluate
-from stereo.evaluation import protocols
+from stereo.evaluation import metrics, protocols
+from stereo.evaluation.loop import score_samples
 from stereo.models import InputSpec
 
 def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, tiny_checkpoint, tmp_path):
@@ -35,6 +36,8 @@ def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, 
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert [r["name"] for r in rows] == sorted({r["name"] for r in rows}) and len(rows) == 2
     assert np.mean([float(r["epe"]) for r in rows]) == pytest.approx(record["epe"])  # per-image mean
+    assert [r["route"] for r in rows] == ["full image"] * 2  # the loop's columns (stereo.evaluation.loop)
+    assert record["seconds"] == pytest.approx(sum(float(r["seconds"]) for r in rows)) and record["seconds"] > 0
 
     pfms = sorted((out / "disparity").rglob("*.pfm"))
     assert len(pfms) == 1, "export.max_images=1 exports exactly one image"
@@ -42,6 +45,23 @@ def test_evaluate_writes_csv_json_and_exports_with_the_protocol(synthetic_root, 
     assert disparity.shape == (256, 256) and np.isfinite(disparity).all()
     stem = str(pfms[0])[: -len(".pfm")]
     assert Path(stem + ".png").is_file() and Path(stem + "_error.png").is_file()
+
+
+def test_the_evaluation_loop_scores_each_sample_with_the_protocol_and_records_its_route():
+    """Both evaluators (runner.evaluate_model, methods.evaluate_method) are this loop with their own run."""
+    protocol = protocols.get_protocol("synthetic")
+    gt = torch.arange(12.0).reshape(1, 3, 4) * 20  # 0..220: the mask keeps 0 < gt < 192
+    samples = [(7, "a", 1.0), (9, "b", 3.0)]
+
+    def run(offset):
+        result = {"prediction": gt + offset, "disparity": gt, "mask": metrics.evaluation_mask(gt, None, 0.0, 192.0)}
+        return {**result, "record": {"offset": offset}}, {"route": "full image", "why": "test"}
+
+    rows = [row for row, _ in score_samples(samples, run, protocol, progress=False)]
+    assert [(r["index"], r["name"], r["height"], r["width"], r["offset"]) for r in rows] == [(7, "a", 3, 4, 1.0), (9, "b", 3, 4, 3.0)]
+    assert [r["epe"] for r in rows] == [1.0, 3.0] and [r["pixels"] for r in rows] == [9.0, 9.0]  # gt 20..180
+    assert [r["bad2"] for r in rows] == [0.0, 100.0] and all(r["route"] == {"route": "full image", "why": "test"} for r in rows)
+    assert all(r["seconds"] >= 0 for r in rows)
 
 
 class ConstantModel(torch.nn.Module):

@@ -18,16 +18,14 @@ verbatim next to every result):
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
-from tqdm import tqdm
-
 from stereo.evaluation import metrics
-from stereo.evaluation.protocols import Protocol, get_protocol, score
+from stereo.evaluation.loop import SampleRun, score_samples
+from stereo.evaluation.protocols import Protocol, get_protocol
 from stereo.evaluation.sgbm import SGBMMatcher, SGBMParams
 
 # (left uint8 H×W×3, right uint8 H×W×3, max_disp) -> (dense disparity H×W, raw valid H×W or None = all,
@@ -99,38 +97,42 @@ def evaluate_method(
     indices = [i for i in range(len(dataset)) if wanted is None or _name(dataset, i) in wanted]
     if not indices:
         raise ValueError(f"no sample to evaluate (dataset of {len(dataset)}, names {sorted(wanted or [])})")
+    samples = ((index, sample["name"], sample) for index, sample in ((i, dataset[i]) for i in indices))
     rows = []
-    for index in tqdm(indices, desc=desc, unit="pair", disable=not progress):
-        sample = dataset[index]
-        rows.append(score_sample(method, sample, protocol))
+    for row, result in score_samples(samples, raw_sample_run(method, protocol), protocol, desc=desc,
+                                     progress=progress, total=len(indices)):
+        row.update(_coverage(row, result))
+        rows.append(row)
     return {"rows": rows, "summary": summarize(rows, protocol), "protocol": protocol.to_dict()}
 
 
-def score_sample(method: DisparityMethod, sample: Mapping[str, Any], protocol: Protocol = PAIRS) -> dict[str, Any]:
-    """One raw sample (docs/data.md#sample-format) -> its metric row."""
-    gt, valid = np.asarray(sample["disparity"], np.float32), np.asarray(sample["valid"], bool)
-    max_disp = protocol.sample_max_disp(gt, valid)
-    started = time.perf_counter()
-    prediction, raw_valid, route = method(sample["left"], sample["right"], max_disp)
-    seconds = time.perf_counter() - started
-    prediction = np.asarray(prediction, np.float32)
-    if prediction.shape != gt.shape:
-        raise ValueError(f"{sample['name']}: method returned {prediction.shape}, ground truth is {gt.shape}")
-    mask = metrics.evaluation_mask(gt, valid, protocol.min_disp, float(max_disp))
-    row: dict[str, Any] = {"name": sample["name"], "height": gt.shape[0], "width": gt.shape[1],
-                           "max_disp": max_disp, "gt_max": float(gt[valid].max()) if valid.any() else math.nan}
-    (scores,) = score({"prediction": prediction[None], "disparity": gt[None], "mask": mask[None]}, protocol)
-    row.update(scores)  # the metric row every evaluator writes (stereo.evaluation.protocols.score)
-    if raw_valid is None:
-        row["coverage"], row["raw_epe"] = 100.0, row["epe"]
-    else:
-        raw_mask = mask.numpy() & np.asarray(raw_valid, bool)
-        scored = max(int(mask.sum()), 1)
-        row["coverage"] = 100.0 * int(raw_mask.sum()) / scored
-        row["raw_epe"] = float(metrics.epe(prediction, gt, raw_mask)[0])
-    row["seconds"] = seconds
-    row["route"] = route
-    return row
+def raw_sample_run(method: DisparityMethod, protocol: Protocol = PAIRS) -> SampleRun:
+    """``method`` on one raw sample (docs/data.md#sample-format) the ``pairs`` way, for :func:`score_samples`:
+    the sample's own search range (recorded as ``max_disp`` beside ``gt_max``), the mask at that range."""
+
+    def run(sample: Mapping[str, Any]) -> tuple[dict[str, Any], dict]:
+        gt, valid = np.asarray(sample["disparity"], np.float32), np.asarray(sample["valid"], bool)
+        max_disp = protocol.sample_max_disp(gt, valid)
+        prediction, raw_valid, route = method(sample["left"], sample["right"], max_disp)
+        prediction = np.asarray(prediction, np.float32)
+        if prediction.shape != gt.shape:
+            raise ValueError(f"{sample['name']}: method returned {prediction.shape}, ground truth is {gt.shape}")
+        mask = metrics.evaluation_mask(gt, valid, protocol.min_disp, float(max_disp))
+        record = {"max_disp": max_disp, "gt_max": float(gt[valid].max()) if valid.any() else math.nan}
+        return {"prediction": prediction[None], "disparity": gt[None], "mask": mask[None], "raw_valid": raw_valid,
+                "record": record}, route
+
+    return run
+
+
+def _coverage(row: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, float]:
+    """``coverage`` (% of scored pixels the method matched itself) and ``raw_epe`` (EPE over those only)."""
+    if result["raw_valid"] is None:
+        return {"coverage": 100.0, "raw_epe": row["epe"]}
+    mask = result["mask"][0].numpy()
+    raw_mask = mask & np.asarray(result["raw_valid"], bool)
+    return {"coverage": 100.0 * int(raw_mask.sum()) / max(int(mask.sum()), 1),
+            "raw_epe": float(metrics.epe(result["prediction"][0], result["disparity"][0], raw_mask)[0])}
 
 
 def summarize(rows: list[Mapping[str, Any]], protocol: Protocol = PAIRS) -> dict[str, float]:

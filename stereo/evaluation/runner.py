@@ -20,12 +20,12 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from stereo.data.datamodule import shard_indices
 from stereo.data.io import atomic_write, json_bytes, write_image, write_pfm
 from stereo.devices import resolve_device
 from stereo.evaluation import protocols
+from stereo.evaluation.loop import score_samples
 from stereo.evaluation.protocols import Protocol
 from stereo.models import DEFAULT_MAX_DISP
 from stereo.visualize import colorize_disparity, colorize_error
@@ -91,16 +91,20 @@ def evaluate_model(
     was_training = model.training
     model = model.to(device).eval()
     max_disp = float(getattr(model, "max_disp", protocol.max_disp or DEFAULT_MAX_DISP))
-    rows: list[dict[str, Any]] = []
-    for index, batch in zip(indices, tqdm(loader, desc=desc, disable=rank != 0, unit="img")):
+    network_route = protocols.route(model, protocol)
+
+    def run(batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        result = protocols.predict(model, batch, protocol)
-        (row,) = protocols.score(result, protocol)
-        name = batch["name"][0] if "name" in batch else f"{index:06d}"
-        rows.append({"index": index, "name": name, "height": result["prediction"].shape[-2],
-                     "width": result["prediction"].shape[-1], **row})
-        if max_exports is None or index < max_exports:
-            _export(output_dir / "disparity", name, result["prediction"][0], result["disparity"][0],
+        return protocols.predict(model, batch, protocol), network_route
+
+    samples = ((index, batch["name"][0] if "name" in batch else f"{index:06d}", batch)
+               for index, batch in zip(indices, loader))
+    rows: list[dict[str, Any]] = []
+    for row, result in score_samples(samples, run, protocol, desc=desc, progress=rank == 0, total=len(indices)):
+        row["route"] = row["route"]["route"]  # the CSV column; metrics.json holds the whole record
+        rows.append(row)
+        if max_exports is None or row["index"] < max_exports:
+            _export(output_dir / "disparity", row["name"], result["prediction"][0], result["disparity"][0],
                     result["mask"][0], max_disp, export)
     model.train(was_training)  # evaluate_before runs on the network that is trained next
     if world > 1:
@@ -114,7 +118,8 @@ def evaluate_model(
     summary: dict[str, Any] = dict(protocol.summarize(rows))
     summary.update(
         protocol=protocol.to_dict(),
-        route=protocols.route(model, protocol),
+        route=network_route,
+        seconds=float(sum(row["seconds"] for row in rows)),
         world_size=world,
         per_image_csv=str(output_dir / "per_image.csv"),
         exports=str(output_dir / "disparity") if max_exports != 0 else None,
