@@ -96,12 +96,14 @@ def test_auto_mode_tiles_only_when_the_estimate_exceeds_the_budget():
 
 
 @pytest.mark.parametrize("optimize", [True, False])
-def test_strip_height_is_the_tallest_that_the_memory_estimate_allows(optimize):
+@pytest.mark.parametrize("width, padded_width", [(2880, 2880), (100, 256)])  # 100 runs padded to the minimum 256
+def test_strip_height_is_the_tallest_that_the_memory_estimate_allows(optimize, width, padded_width):
     predictor = Predictor(EchoNet(), device="cpu", max_memory_gb=8.0, swap_check=False, optimize=optimize, max_disp=192)
     network = predictor.network()
-    rows = predictor._strip_height(network, 2880, 1)
-    assert estimate_memory_gb(network, rows, 2880, 192, optimized=optimize) <= 8.0
-    assert estimate_memory_gb(network, rows + 16, 2880, 192, optimized=optimize) > 8.0
+    assert network.input_spec.padded_size(256, width)[1] == padded_width
+    rows = predictor._strip_height(network, width, 1)
+    assert estimate_memory_gb(network, rows, padded_width, 192, optimized=optimize) <= 8.0
+    assert estimate_memory_gb(network, rows + 16, padded_width, 192, optimized=optimize) > 8.0
     # the optimised network needs less memory per pixel, so it plans taller strips (fewer seams)
     assert estimate_memory_gb(network, 544, 960, 192, optimized=True) < estimate_memory_gb(network, 544, 960, 192, optimized=False)
 

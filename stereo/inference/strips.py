@@ -5,8 +5,6 @@ may be and where each starts. Strips are full-width horizontal bands overlapping
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from stereo.inference.memory import FIXED_OVERHEAD_BYTES, HEADROOM
@@ -18,7 +16,7 @@ def strip_height(network: torch.nn.Module, width: int, max_disp: int, batch: int
     ``max_memory_gb``; at least the network's minimum input, and taller than both overlaps so that each
     strip adds new rows. The estimate grows linearly with the rows, so one row's figure scales it."""
     spec = network.input_spec
-    padded_width = math.ceil(width / spec.divisor) * spec.divisor
+    padded_width = spec.padded_size(spec.min_size, width)[1]  # the width the network runs: padded as a whole image
     per_row = HEADROOM * network.inference_bytes(1, padded_width, max_disp, batch, bool(optimized))
     rows = int((max_memory_gb * 1e9 - FIXED_OVERHEAD_BYTES) / per_row // spec.divisor * spec.divisor)
     return max(rows, spec.min_size, 2 * overlap + 4 * spec.divisor)
