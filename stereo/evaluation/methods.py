@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
+
 from stereo.evaluation import metrics
 from stereo.evaluation.loop import SampleRun, score_samples
 from stereo.evaluation.protocols import Protocol, get_protocol
