@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from stereo.cli import command
+from stereo.data.io import atomic_write
 from stereo.data.real_samples import load_real_samples
 from stereo.evaluation.methods import evaluate_method, network_method, sgbm_method
 from stereo.evaluation.reports import command_line, machine_info, markdown_table
@@ -31,12 +32,18 @@ def run(cfg: DictConfig) -> dict:
 
     dataset = load_real_samples(cfg.real_root)
     methods = {"StereoSGBM": sgbm_method()}
+    listed: set[Path] = set()
     for name in cfg.checkpoints:
         path = resolve_checkpoint(name)
+        if path.resolve() in listed:
+            raise ValueError(f"checkpoints: {name} is listed twice; list each checkpoint once")
+        listed.add(path.resolve())
         predictor = Predictor.from_checkpoint(path, device=str(cfg.device), swap_check=False,
                                               max_memory_gb=float(cfg.max_memory_gb))
-        methods[str(name) if is_shipped(name) else path.name] = network_method(predictor, str(cfg.search_range),
-                                                                                bool(cfg.allow_strips))
+        label = str(name) if is_shipped(name) else path.name
+        if label in methods:  # two runs' last.ckpt: the paths as given tell them apart
+            label = str(name)
+        methods[label] = network_method(predictor, str(cfg.search_range), bool(cfg.allow_strips))
     names = list(cfg.names) if cfg.names else None
     results = {name: evaluate_method(method, dataset, cap=int(cfg.cap), names=names, desc=name)
                for name, method in methods.items()}
@@ -64,8 +71,8 @@ def run(cfg: DictConfig) -> dict:
     report = {"command": typed, "machine": machine, "protocol": results["StereoSGBM"]["protocol"],
               "search_range": str(cfg.search_range),
               "methods": {name: {"summary": r["summary"], "rows": r["rows"]} for name, r in results.items()}}
-    (out / "compare_real.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "compare_real.md").write_text(table)
+    atomic_write(out / "compare_real.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write(out / "compare_real.md", table.encode())
     print(f"{machine}\n{table}\nwritten: {out / 'compare_real.json'}, {out / 'compare_real.md'}")
     return report
 

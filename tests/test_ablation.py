@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -77,6 +78,21 @@ def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkp
     assert rows[1]["coverage"] == 100.0  # a network is dense by construction
     assert [r["route"]["route"] for r in rows] == ["full image"] * 2
     assert "middlebury2001/tsukuba" in (tmp_path / "compare_real.md").read_text()
+
+
+def test_compare_real_keeps_two_checkpoints_of_one_file_name_apart_and_refuses_one_listed_twice(
+        tiny_checkpoint, real_data_dir, tmp_path):
+    """Two runs' last.ckpt are two methods, labelled by their paths (one result never replaces another)."""
+    paths = []
+    for run in ("run_a", "run_b"):
+        (tmp_path / run).mkdir()
+        paths.append(tmp_path / run / "last.ckpt")
+        shutil.copyfile(tiny_checkpoint, paths[-1])
+    options = [f"real_root={real_data_dir}", "names=[middlebury2001/tsukuba]", f"output_dir={tmp_path / 'out'}"]
+    report = compare_real.run(compose("compare_real", [f"checkpoints=[{paths[0]},{paths[1]}]", *options]))
+    assert list(report["methods"]) == ["StereoSGBM", "last.ckpt", str(paths[1])]
+    with pytest.raises(ValueError, match=r"^checkpoints: .*last.ckpt is listed twice"):
+        compare_real.run(compose("compare_real", [f"checkpoints=[{paths[0]},{paths[0]}]", *options]))
 
 
 def test_an_evaluation_never_switches_to_strips_silently(tiny_checkpoint, real_data_dir, tmp_path):
