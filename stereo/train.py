@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -120,11 +120,26 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> Path | None:
     return validate_resume_checkpoint(ckpt_path)
 
 
-def _instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a callbacks/logger group that has a _target_."""
+def _instantiate_group(group: DictConfig | None) -> dict[str, Any]:
+    """Instantiate every entry of a callbacks/logger group that has a _target_, by its key."""
     if not group:
-        return []
-    return [hydra.utils.instantiate(item) for item in group.values() if isinstance(item, DictConfig) and "_target_" in item]
+        return {}
+    return {name: hydra.utils.instantiate(item) for name, item in group.items()
+            if isinstance(item, DictConfig) and "_target_" in item}
+
+
+def _refuse_twin_checkpoint_callbacks(callbacks: dict[str, Any]) -> None:
+    """Lightning keys a ModelCheckpoint's saved state by its monitor, mode and intervals, not by its folder,
+    and stops with a RuntimeError when two share them (``callbacks.snapshots.every_n_train_steps`` equal to
+    ``callbacks.last_checkpoint``'s): refused here, in one line naming both."""
+    seen: dict[str, str] = {}
+    for name, callback in callbacks.items():
+        if isinstance(callback, ModelCheckpoint):
+            if callback.state_key in seen:
+                raise ValueError(f"callbacks.{seen[callback.state_key]} and callbacks.{name} are checkpoint callbacks "
+                                 "with the same monitor and saving interval: Lightning cannot tell their states apart "
+                                 f"when it resumes; give callbacks.{name}.every_n_train_steps another value")
+            seen[callback.state_key] = name
 
 
 def _pick_checkpoint(trainer: pl.Trainer, which: str = "last") -> str | None:
@@ -208,8 +223,10 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None,
         seed=int(cfg.seed),
         **OmegaConf.to_container(cfg.module, resolve=True),
     )
-    callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
+    named_callbacks = _instantiate_group(cfg.get("callbacks"))
+    _refuse_twin_checkpoint_callbacks(named_callbacks)
+    callbacks = list(named_callbacks.values())
+    loggers = list(_instantiate_group(cfg.get("logger")).values())
     if not loggers:  # logger=none: the LR monitor has nowhere to write (Lightning would refuse to start)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
