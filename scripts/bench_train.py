@@ -2,11 +2,14 @@
 
     python scripts/bench_train.py [--models psmnet ea_psmnet] [--batches 1 2] [--steps 2] [--warmup 1]
                                   [--device cpu|cuda] [--max-disp 192] [--backend plain|cpu]
-                                  [--crop 256 512] [--json bench_train.json]
+                                  [--crop 256 512] [--compile] [--json bench_train.json]
     # the demo's training step (experiment=demo_cpu: 256×256 crops, batch 2, max_disp 48, CPU backend):
     python scripts/bench_train.py --models psmnet_basic ea_light --batches 2 --crop 256 256 --max-disp 48 --backend cpu
 
 "x ref" is each case's speed-up over the first model's case of the same batch, measured in this run.
+``--compile`` adds, after each plain case, the same case with the network's call through
+``torch.compile`` (measured, not offered as a training option: docs/performance.md); its warm-up step
+compiles (reported as ``first_step_seconds``) and is not timed.
 
 The network is built from conf/train.yaml as ``python -m stereo.train`` builds it (the model config,
 then ``model_backend``: ``--backend cpu`` measures stereo/accel/cpu.py's routes). Each (model, batch) case runs in a fresh
@@ -30,7 +33,7 @@ MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
 
 def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, max_disp: int, backend: str,
-             crop: tuple[int, int] = (256, 512)) -> dict:
+             crop: tuple[int, int] = (256, 512), torch_compile: bool = False) -> dict:
     """One case, in this process: build the network from its Hydra config and time full training steps."""
     import hydra
     import torch
@@ -44,6 +47,7 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
                                                 f"model_backend={backend}", "paths.output_dir=."])
     torch.manual_seed(0)
     model = build_training_network(cfg).to(device).train()
+    forward = torch.compile(model.__call__) if torch_compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
     loss_fn = PSMNetLoss(max_disp)
     height, width = crop
@@ -55,19 +59,22 @@ def run_case(model_name: str, batch: int, steps: int, warmup: int, device: str, 
         torch.cuda.reset_peak_memory_stats()
     for step in range(warmup + steps):
         start = time.perf_counter()
-        total, _ = loss_fn(model(left, right), gt)
+        total, _ = loss_fn(forward(left, right), gt)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
+        if step == 0:
+            first_step = time.perf_counter() - start
         if step >= warmup:
             times.append(time.perf_counter() - start)
     seconds = sum(times) / len(times)
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
     return {"model": model_name, "batch": batch, "device": device, "max_disp": max_disp, "steps": steps,
             "warmup": warmup, "crop": list(crop), "seconds_per_step": seconds, "samples_per_sec": batch / seconds,
-            "peak_memory_mib": peak_mib, "model_backend": backend, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
+            "peak_memory_mib": peak_mib, "model_backend": backend, "torch_compile": torch_compile,
+            "first_step_seconds": first_step, "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "ru_maxrss (process)"}
 
 
 def main() -> None:
@@ -80,6 +87,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--backend", default="plain", choices=["plain", "cpu"], help="model_backend (stereo/accel)")
     parser.add_argument("--crop", nargs=2, type=int, default=[256, 512], metavar=("H", "W"))
+    parser.add_argument("--compile", action="store_true", help="also each case through torch.compile")
     parser.add_argument("--json", default="bench_train.json")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
@@ -88,9 +96,9 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.case:
-        model_name, batch = args.case.split(":")
+        model_name, batch, compiled = args.case.split(":")
         print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp, args.backend,
-                                  tuple(args.crop))))
+                                  tuple(args.crop), compiled == "compiled")))
         return
 
     machine = machine_info(device=device)
@@ -99,29 +107,32 @@ def main() -> None:
     results = []
     for model_name in args.models:
         for batch in args.batches:
-            command = [sys.executable, __file__, "--case", f"{model_name}:{batch}", "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--max-disp", str(args.max_disp), "--device", device,
-                       "--backend", args.backend, "--crop", *map(str, args.crop)]
-            results.append({"model": model_name, "batch": batch, **run_json(command)})
-            print(json.dumps(results[-1]), flush=True)
+            for compiled in ("plain", "compiled") if args.compile else ("plain",):
+                command = [sys.executable, __file__, "--case", f"{model_name}:{batch}:{compiled}", "--steps",
+                           str(args.steps), "--warmup", str(args.warmup), "--max-disp", str(args.max_disp),
+                           "--device", device, "--backend", args.backend, "--crop", *map(str, args.crop)]
+                results.append({"model": model_name, "batch": batch, "torch_compile": compiled == "compiled",
+                                **run_json(command)})
+                print(json.dumps(results[-1]), flush=True)
     probe_after = matmul_gflops(device, MATMUL_SIZE, MATMUL_REPEATS)
     for r in results:
         reference = next((q for q in results if q["model"] == args.models[0] and q["batch"] == r["batch"]
-                          and "error" not in q), None)
+                          and not q["torch_compile"] and "error" not in q), None)
         if reference and "error" not in r:
             r["speedup_vs_" + args.models[0]] = reference["seconds_per_step"] / r["seconds_per_step"]
-    header = f"{'model':<12} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10} {'x ref':>7}"
+    header = f"{'model':<12} {'compiled':>8} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10} {'x ref':>7}"
     print(f"\nTraining at {args.crop[0]}x{args.crop[1]}, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, "
           f"{device}, model_backend {args.backend}")
     print(header)
     for r in results:
         if "error" in r:
-            print(f"{r['model']:<12} {r['batch']:>5}  failed: {r['error'].splitlines()[-1]}")
+            print(f"{r['model']:<12} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5}  failed: "
+                  f"{r['error'].splitlines()[-1]}")
         else:
             ratio = r.get("speedup_vs_" + args.models[0])
-            print(f"{r['model']:<12} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} "
+            print(f"{r['model']:<12} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} "
                   f"{r['peak_memory_mib']:>10.0f} {f'{ratio:.2f}x' if ratio else '-':>7}")
-    print(f"x ref: speed-up over {args.models[0]} (same batch, this run)")
+    print(f"x ref: speed-up over {args.models[0]} (plain, same batch, this run)")
     print(f"matmul probe: {probe_before:.1f} GFLOP/s before, {probe_after:.1f} GFLOP/s after")
     Path(args.json).write_text(json.dumps({"machine": machine, "matmul_gflops_before": probe_before,
                                            "matmul_gflops_after": probe_after, "results": results}, indent=2) + "\n")
