@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
 
+    if args.compile and args.warmup < 1:
+        parser.error("--compile needs --warmup 1 or more: the first step compiles and must not be timed")
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

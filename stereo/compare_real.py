@@ -26,23 +26,31 @@ from stereo.models.pretrained import is_shipped, resolve_checkpoint
 COLUMNS = ("epe", "bad2", "bad3", "d1")
 
 
+def checkpoint_labels(checkpoints: list) -> dict[str, str]:
+    """Each listed checkpoint -> its column in the tables: a shipped name as it is, a file by its name, or
+    by its path as given where two files share a name (two runs' last.ckpt), so that no result replaces
+    another. One file listed twice is refused, before anything is loaded."""
+    seen: set[Path] = set()
+    for name in checkpoints:
+        path = resolve_checkpoint(name).resolve()
+        if path in seen:
+            raise ValueError(f"checkpoints: {name} is listed twice; list each checkpoint once")
+        seen.add(path)
+    short = {str(name): str(name) if is_shipped(name) else resolve_checkpoint(name).name for name in checkpoints}
+    clashing = {label for label in short.values() if list(short.values()).count(label) > 1}
+    return {name: name if label in clashing else label for name, label in short.items()}
+
+
 def run(cfg: DictConfig) -> dict:
     """Score StereoSGBM and every checkpoint on the same pairs; write and print the table."""
     from stereo.inference import Predictor
 
+    labels = checkpoint_labels(list(cfg.checkpoints))
     dataset = load_real_samples(cfg.real_root)
     methods = {"StereoSGBM": sgbm_method()}
-    listed: set[Path] = set()
-    for name in cfg.checkpoints:
-        path = resolve_checkpoint(name)
-        if path.resolve() in listed:
-            raise ValueError(f"checkpoints: {name} is listed twice; list each checkpoint once")
-        listed.add(path.resolve())
-        predictor = Predictor.from_checkpoint(path, device=str(cfg.device), swap_check=False,
+    for name, label in labels.items():
+        predictor = Predictor.from_checkpoint(resolve_checkpoint(name), device=str(cfg.device), swap_check=False,
                                               max_memory_gb=float(cfg.max_memory_gb))
-        label = str(name) if is_shipped(name) else path.name
-        if label in methods:  # two runs' last.ckpt: the paths as given tell them apart
-            label = str(name)
         methods[label] = network_method(predictor, str(cfg.search_range), bool(cfg.allow_strips))
     names = list(cfg.names) if cfg.names else None
     results = {name: evaluate_method(method, dataset, cap=int(cfg.cap), names=names, desc=name)

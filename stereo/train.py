@@ -189,23 +189,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                              "resume without overwrite, or start a new run in another paths.output_dir")
     if not overwrite:
         check_run_dir(output_dir, ckpt_path)
+    callbacks = _instantiate_group(cfg.get("callbacks"))  # builds no file: refused before the run folder is claimed
+    _refuse_twin_checkpoint_callbacks(callbacks)
     if rank_zero_only.rank != 0:
-        return _fit(cfg, output_dir, ckpt_path)
+        return _fit(cfg, output_dir, ckpt_path, list(callbacks.values()))
     with output_dirs.open_run(output_dir, "paths.output_dir", training_producer(cfg), overwrite=overwrite,
                               resumable=ckpt_path is not None, extra=output_dirs.config_record(cfg),
                               check=lambda: check_run_dir(output_dir, ckpt_path)) as record:
         output_dirs.write_hydra_record(record, cfg)
         record.own_folders(output_dir / name for name in TRAINING_FOLDERS)
         try:
-            return _fit(cfg, output_dir, ckpt_path, record)
+            return _fit(cfg, output_dir, ckpt_path, list(callbacks.values()), record)
         finally:
             record.adopt_new_files()
 
 
-def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None,
+def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None, callbacks: list[Any],
          record: output_dirs.Run | None = None) -> dict[str, Any]:
-    """Build and fit. ``record``: the run folder's record (rank 0), through which Lightning's
-    checkpoints are recorded as written and deleted only when they are the run's (AtomicCheckpointIO)."""
+    """Build and fit with ``callbacks`` (the config's, built and checked by :func:`train`). ``record``: the
+    run folder's record (rank 0), through which Lightning's checkpoints are recorded as written and
+    deleted only when they are the run's (AtomicCheckpointIO)."""
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_training_network(cfg)
@@ -223,9 +226,6 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None,
         seed=int(cfg.seed),
         **OmegaConf.to_container(cfg.module, resolve=True),
     )
-    named_callbacks = _instantiate_group(cfg.get("callbacks"))
-    _refuse_twin_checkpoint_callbacks(named_callbacks)
-    callbacks = list(named_callbacks.values())
     loggers = list(_instantiate_group(cfg.get("logger")).values())
     if not loggers:  # logger=none: the LR monitor has nowhere to write (Lightning would refuse to start)
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]

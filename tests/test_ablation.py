@@ -82,7 +82,7 @@ def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkp
 
 def test_compare_real_keeps_two_checkpoints_of_one_file_name_apart_and_refuses_one_listed_twice(
         tiny_checkpoint, real_data_dir, tmp_path):
-    """Two runs' last.ckpt are two methods, labelled by their paths (one result never replaces another)."""
+    """Two runs' last.ckpt are two methods, each labelled by its path as given (one result never replaces another)."""
     paths = []
     for run in ("run_a", "run_b"):
         (tmp_path / run).mkdir()
@@ -90,7 +90,7 @@ def test_compare_real_keeps_two_checkpoints_of_one_file_name_apart_and_refuses_o
         shutil.copyfile(tiny_checkpoint, paths[-1])
     options = [f"real_root={real_data_dir}", "names=[middlebury2001/tsukuba]", f"output_dir={tmp_path / 'out'}"]
     report = compare_real.run(compose("compare_real", [f"checkpoints=[{paths[0]},{paths[1]}]", *options]))
-    assert list(report["methods"]) == ["StereoSGBM", "last.ckpt", str(paths[1])]
+    assert list(report["methods"]) == ["StereoSGBM", str(paths[0]), str(paths[1])]
     with pytest.raises(ValueError, match=r"^checkpoints: .*last.ckpt is listed twice"):
         compare_real.run(compose("compare_real", [f"checkpoints=[{paths[0]},{paths[0]}]", *options]))
 

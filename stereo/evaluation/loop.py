@@ -1,13 +1,15 @@
 """The one evaluation loop: run a method on each sample, score it under the protocol, record how it ran.
 
-Every evaluator goes through :func:`score_samples` — ``stereo.evaluate`` and training's
-``evaluate_before``/``evaluate_after`` (a network on a dataset config's tensors,
+Every evaluation of a whole dataset goes through :func:`score_samples` — ``stereo.evaluate`` and
+training's ``evaluate_before``/``evaluate_after`` (a network on a dataset config's tensors,
 :func:`stereo.evaluation.runner.evaluate_model`) as well as the ablation, ``compare_real`` and
-``tune_sgbm`` (any method, StereoSGBM included, on raw pairs, :func:`stereo.evaluation.methods.evaluate_method`).
-So every row is scored by :func:`stereo.evaluation.protocols.score` and carries the same columns:
-where it came from (``index``, ``name``), the scored size, what the sample's preparation recorded
-(e.g. its search range), the metrics, the ``seconds`` the run took and the ``route`` it took (full
-image or stitched strips, with the padding) — a route is always recorded, never assumed.
+``tune_sgbm`` (any method, StereoSGBM included, on raw pairs, :func:`stereo.evaluation.methods.evaluate_method`);
+validation during training scores its batches with the same :func:`stereo.evaluation.protocols.predict`
+and :func:`~stereo.evaluation.protocols.score` inside Lightning's loop. So every row is scored by
+``protocols.score`` and carries the same columns: where it came from (``index``, ``name``), the scored
+size, what the sample's preparation recorded (e.g. its search range), the metrics, the ``seconds`` the
+run took and the ``route`` it took (full image or stitched strips, with the padding) — a route is
+always recorded, never assumed. (``per_image.csv`` keeps the route's kind; ``metrics.json`` the whole record.)
 """
 
 from __future__ import annotations

@@ -95,7 +95,10 @@ def evaluate_model(
 
     def run(batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        return protocols.predict(model, batch, protocol), network_route
+        result = protocols.predict(model, batch, protocol)
+        if result["prediction"].is_cuda:  # the row's seconds: the work done, not the kernels queued
+            torch.cuda.synchronize(result["prediction"].device)
+        return result, network_route
 
     samples = ((index, batch["name"][0] if "name" in batch else f"{index:06d}", batch)
                for index, batch in zip(indices, loader))

@@ -22,20 +22,16 @@ def test_a_value_of_the_wrong_type_names_the_key(workspace, run_command, train_o
     assert not (workspace / "run").exists()
 
 
-def test_two_checkpoint_callbacks_lightning_cannot_tell_apart_are_refused_naming_both(train_overrides, tmp_path):
+def test_two_checkpoint_callbacks_lightning_cannot_tell_apart_are_refused_before_the_run_folder(
+        workspace, run_command, train_overrides):
     """experiment=ea_census_cpu keeps last.ckpt every 250 steps; snapshots every 250 too used to stop the
-    Trainer with Lightning's RuntimeError about state keys."""
-    from stereo.train import train
-
-    cfg = compose("train", train_overrides("model=ea_light", "model.max_disp=16", "trainer.max_steps=1",
-                                           "callbacks.last_checkpoint.every_n_train_steps=250",
-                                           "+callbacks.snapshots._target_=lightning.pytorch.callbacks.ModelCheckpoint",
-                                           f"+callbacks.snapshots.dirpath={tmp_path / 'snapshots'}",
-                                           "+callbacks.snapshots.every_n_train_steps=250"))
-    with pytest.raises(ValueError, match=r"^callbacks.last_checkpoint and callbacks.snapshots are checkpoint callbacks "
-                                         r".*give callbacks.snapshots.every_n_train_steps another value$"):
-        train(cfg)
-    assert not (tmp_path / "snapshots").exists()
+    Trainer with Lightning's RuntimeError about state keys, after the run folder was claimed."""
+    result = run_command("train", *train_overrides("model=ea_light", "model.max_disp=16"),
+                         "callbacks.last_checkpoint.every_n_train_steps=250",
+                         "+callbacks.snapshots._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+                         "+callbacks.snapshots.every_n_train_steps=250")
+    result.error_line("callbacks.last_checkpoint and callbacks.snapshots", "give callbacks.snapshots.every_n_train_steps")
+    assert not (workspace / "run").exists()
 
 
 @pytest.mark.slow
