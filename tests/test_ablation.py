@@ -80,19 +80,37 @@ def test_compare_real_scores_a_checkpoint_and_sgbm_on_the_same_pairs(tiny_checkp
     assert "middlebury2001/tsukuba" in (tmp_path / "compare_real.md").read_text()
 
 
-def test_compare_real_keeps_two_checkpoints_of_one_file_name_apart_and_refuses_one_listed_twice(
-        tiny_checkpoint, real_data_dir, tmp_path):
-    """Two runs' last.ckpt are two methods, each labelled by its path as given (one result never replaces another)."""
+def _two_last_checkpoints(tiny_checkpoint, folder):
     paths = []
     for run in ("run_a", "run_b"):
-        (tmp_path / run).mkdir()
-        paths.append(tmp_path / run / "last.ckpt")
+        (folder / run).mkdir()
+        paths.append(folder / run / "last.ckpt")
         shutil.copyfile(tiny_checkpoint, paths[-1])
-    options = [f"real_root={real_data_dir}", "names=[middlebury2001/tsukuba]", f"output_dir={tmp_path / 'out'}"]
-    report = compare_real.run(compose("compare_real", [f"checkpoints=[{paths[0]},{paths[1]}]", *options]))
-    assert list(report["methods"]) == ["StereoSGBM", str(paths[0]), str(paths[1])]
+    return paths
+
+
+def test_checkpoints_sharing_a_file_name_are_labelled_by_their_paths_and_one_listed_twice_is_refused(
+        tiny_checkpoint, tmp_path):
+    first, second = _two_last_checkpoints(tiny_checkpoint, tmp_path)
+    assert compare_real.checkpoint_labels([str(first), str(second), "ea_census_zero_shot", str(tiny_checkpoint)]) == {
+        str(first): str(first), str(second): str(second), "ea_census_zero_shot": "ea_census_zero_shot",
+        str(tiny_checkpoint): tiny_checkpoint.name}
     with pytest.raises(ValueError, match=r"^checkpoints: .*last.ckpt is listed twice"):
-        compare_real.run(compose("compare_real", [f"checkpoints=[{paths[0]},{paths[0]}]", *options]))
+        compare_real.checkpoint_labels([str(first), str(tmp_path / "run_a" / ".." / "run_a" / "last.ckpt")])
+
+
+@pytest.mark.slow  # 2.4 s; the labels themselves are checked in the quick tier (above)
+def test_compare_real_reports_two_runs_last_checkpoints_side_by_side(tiny_checkpoint, real_data_dir, tmp_path):
+    """One result never replaces another in the report (it did when both were labelled last.ckpt)."""
+    paths = _two_last_checkpoints(tiny_checkpoint, tmp_path)
+    report = compare_real.run(compose("compare_real", [f"checkpoints=[{paths[0]},{paths[1]}]",
+                                                       f"real_root={real_data_dir}", "names=[middlebury2001/tsukuba]",
+                                                       f"output_dir={tmp_path / 'out'}"]))
+    assert list(report["methods"]) == ["StereoSGBM", str(paths[0]), str(paths[1])]
+    first, second = (report["methods"][str(path)]["rows"][0] for path in paths)
+    # the same weights on the same pair: the same scores (float32 reduction order is all that may differ)
+    assert first["name"] == second["name"] and first["pixels"] == second["pixels"] > 0
+    assert first["epe"] == pytest.approx(second["epe"], rel=1e-6)
 
 
 def test_an_evaluation_never_switches_to_strips_silently(tiny_checkpoint, real_data_dir, tmp_path):
