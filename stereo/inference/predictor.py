@@ -161,9 +161,8 @@ class Predictor:
         ``full image``, ``strips`` (with their rows, count and overlap) or ``downscale``, and the padding
         (top-right zeros up to the network's ``input_spec``) with the estimated peak of the full image."""
         network = self.network(max_disp)
-        padded = network.input_spec.padded_size(height, width)
         record = {"route": "full image", "padding": {"mode": "top_right", **network.input_spec.to_dict()},
-                  "full_image_gb": round(estimate_memory_gb(network, *padded, network.max_disp, 1, self.optimized), 3)}
+                  "full_image_gb": round(self._full_image_gb(network, height, width), 3)}
         mode = self.plan(height, width, 1, network.max_disp)
         rows = self._strip_height(network, width, 1)
         if mode == "tiled" and rows < height:
@@ -196,7 +195,7 @@ class Predictor:
         if mode == "tiled" and rows < padded_height and (height, width, batch, max_disp) not in self._announced:
             self._announced.add((height, width, batch, max_disp))
             strips = len(strip_starts(height, rows, self.tile_overlap))
-            full = estimate_memory_gb(network, padded_height, padded_width, max_disp, batch, self.optimized)
+            full = self._full_image_gb(network, height, width, batch)
             print(f"{name}: {width}x{height} runs in {strips} strips of {rows} rows (mode={self.mode}: the full image "
                   f"would need about {full:.3g} GB, max_memory_gb={self.max_memory_gb:g}); about {strips}x the time "
                   "of one strip, timed on the first", file=sys.stderr, flush=True)
@@ -216,9 +215,13 @@ class Predictor:
         disparity, confidence = run(network, left, right)
         return [Prediction(d.numpy(), c.numpy()) for d, c in zip(disparity, confidence)]
 
-    def _fits(self, network: torch.nn.Module, height: int, width: int, batch: int = 1) -> bool:
+    def _full_image_gb(self, network: torch.nn.Module, height: int, width: int, batch: int = 1) -> float:
+        """Estimated peak of ``batch`` ``height`` x ``width`` pairs as one image (padded as the network runs them)."""
         padded = network.input_spec.padded_size(height, width)
-        return estimate_memory_gb(network, *padded, network.max_disp, batch, self.optimized) <= self.max_memory_gb
+        return estimate_memory_gb(network, *padded, network.max_disp, batch, self.optimized)
+
+    def _fits(self, network: torch.nn.Module, height: int, width: int, batch: int = 1) -> bool:
+        return self._full_image_gb(network, height, width, batch) <= self.max_memory_gb
 
     def _strip_height(self, network: torch.nn.Module, width: int, batch: int) -> int:
         return strip_height(network, width, network.max_disp, batch, self.max_memory_gb, self.tile_overlap,
