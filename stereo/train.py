@@ -24,6 +24,7 @@ from stereo import output_dirs
 from stereo.cli import OutputDirError, command
 from stereo.evaluation import protocols
 from stereo.evaluation.runner import build_eval_dataset, evaluate_model
+from stereo.inference.checks import warn_if_precision_is_emulated
 from stereo.models.build import architecture, build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
@@ -231,6 +232,8 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None, callbacks: l
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   plugins=[AtomicCheckpointIO(record)])
+    if str(trainer.precision).startswith("bf16"):
+        warn_if_precision_is_emulated(trainer.strategy.root_device, "bf16", f"trainer.precision={trainer.precision}")
 
     results: dict[str, Any] = {}
     no_export = {"max_images": 0}

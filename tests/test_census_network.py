@@ -42,6 +42,17 @@ def test_census_features_match_their_definition_and_ignore_brightness_offsets():
     assert not list(census.parameters()) and not census.state_dict()
 
 
+def test_census_features_keep_the_input_precision_under_autocast():
+    """Mixed-precision training (trainer.precision=bf16-mixed) must not round the grey differences to
+    bf16: under autocast the descriptors are the ones computed without it, bit for bit."""
+    image = torch.randn(2, 3, 32, 48)
+    census = CensusFeatures(radius=2, scale=2, sigma=0.05)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = census(image)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, census(image), rtol=0, atol=0)
+
+
 def _pooled_reference(left: np.ndarray, right: np.ndarray, levels: int, pool: int) -> np.ndarray:
     channels, h, w = left.shape
     fine = np.zeros((levels, h, w))

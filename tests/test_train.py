@@ -45,6 +45,25 @@ def test_fast_dev_run_trains_and_validates_each_model_config(model, train_overri
     assert all(math.isfinite(results[k]) for k in heads)
 
 
+@pytest.mark.slow
+def test_bf16_mixed_training_runs_on_cpu_and_warns_only_where_bf16_is_emulated(train_overrides):
+    """trainer.precision=bf16-mixed on a CPU (the fast CPU setting on AVX512-BF16/AMX machines,
+    docs/performance.md) trains the census network through the real path; where the CPU has no native
+    bf16, autocast emulates it far slower than fp32, and the run says so. (max_disp 32: a 4-level
+    volume at 1/8; torch 2.13's oneDNN returns garbage bf16 weight gradients for 3-D convolutions over
+    a depth-2 volume with batch > 1, docs/performance.md.)"""
+    import warnings
+
+    cfg = compose("train", train_overrides("model=ea_census", "model.max_disp=32", "debug=fast_dev_run",
+                                           "trainer.precision=bf16-mixed"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = train(cfg)
+    assert results["global_step"] == 1 and math.isfinite(results["train/loss"]) and math.isfinite(results["val/epe"])
+    emulated = not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert any("trainer.precision=bf16-mixed on this CPU has no native bf16" in str(w.message) for w in caught) == emulated
+
+
 def best_constant_epe(samples, max_disp: float) -> float:
     """The training EPE (mean over images of each image's mean |gt - c| over 0 < gt < max_disp) of the
     best constant prediction c: a weighted median of the pooled ground truth, each image's pixels

@@ -53,10 +53,12 @@ class PooledCorrelationVolume(CostVolume):
         if height % self.pool or width % self.pool:
             raise ValueError(f"features of {height}x{width} do not pool by {self.pool}")
         volume = group_correlation_volume(left, right, self.levels, groups=1)  # N×1×levels×h×w
+        # Pool each fine level over pixels first, then regroup level l = c·pool + k as channel k of coarse
+        # level c: the regrouping copies the pooled volume (pool² times smaller), not the fine one.
+        pooled = F.avg_pool2d(volume.view(batch, self.levels, height, width), self.pool)
         coarse = self.levels // self.pool
-        volume = volume.view(batch, coarse, self.pool, height, width).transpose(1, 2)
-        pooled = F.avg_pool2d(volume.reshape(batch, self.pool * coarse, height, width), self.pool)
-        return pooled.view(batch, self.pool, coarse, height // self.pool, width // self.pool)
+        pooled = pooled.view(batch, coarse, self.pool, height // self.pool, width // self.pool)
+        return pooled.transpose(1, 2).contiguous()
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, pool={self.pool}"
