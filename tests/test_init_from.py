@@ -139,3 +139,25 @@ def test_stereo_train_refuses_a_mismatch_and_init_from_with_resume(train_overrid
     torch.save({**torch.load(resume), "loops": {}, "optimizer_states": []}, resume)
     with pytest.raises(ValueError, match="init_from=... and ckpt_path=... together"):
         train(compose("train", train_overrides("model=psmnet", f"init_from={path}", f"ckpt_path={resume}")))
+
+
+def test_a_light_head_given_zero_initialised_blocks_starts_as_the_trained_network(tmp_path):
+    """init_from with init_strict=false into EA-Census with a second residual 3-D block
+    (zero_init_residuals): every tensor of the file is copied, the new block starts as the identity,
+    so the new network computes exactly what the file's network computes (the block adds a hard 0)."""
+    from inference_checkpoints import write_our_checkpoint
+
+    from stereo.models.build import model_config
+
+    config = model_config("ea_census", max_disp=32)
+    path = write_our_checkpoint(tmp_path / "trained.ckpt", config, seed=5, calibrated=True)
+    deeper = dict(config, aggregation={**config["aggregation"], "blocks": 2, "zero_init_residuals": True})
+    torch.manual_seed(6)
+    model = build_network(deeper)
+    report = init_from_weights(model, path, strict=False)
+    assert report.missing and all(key.startswith("aggregation.residuals.1.") for key in report.missing), report.missing
+    trained = build_network(config)
+    init_from_weights(trained, path)
+    left, right = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(left, right), trained.eval()(left, right), rtol=0, atol=0)

@@ -3,6 +3,10 @@
 halvings); global context comes from attention inserted at ``dres1`` (``ea_light``).
 
 Insertion points: ``dres1`` (after the stem) and ``output`` (before the classifier), ``channels`` wide.
+
+``zero_init_residuals``: each residual block's last BatchNorm starts with weight 0, so the block starts as
+the identity (Goyal et al. 2017, torchvision's ``zero_init_residual``): a trained head given more blocks
+(``init_from`` with ``init_strict=false``) starts as exactly the trained network.
 """
 
 from __future__ import annotations
@@ -17,13 +21,21 @@ from .blocks import CostStem, classifier, residual_3d
 class LightAggregation(CostStem):
     """Volume → [cost], N×1×levels×h×w."""
 
-    def __init__(self, in_channels: int, channels: int = 16, blocks: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: int = 16, blocks: int = 1, zero_init_residuals: bool = False) -> None:
         if not isinstance(blocks, int) or blocks < 0 or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"LightAggregation needs channels >= 1 and blocks >= 0, got {channels!r}, {blocks!r}")
+        if not isinstance(zero_init_residuals, bool):
+            raise ValueError(f"LightAggregation: zero_init_residuals must be true or false, got {zero_init_residuals!r}")
         super().__init__(in_channels, channels)
+        self.zero_init_residuals = zero_init_residuals
         self.insertion_points["output"] = channels
         self.residuals = nn.ModuleList(residual_3d(channels) for _ in range(blocks))
         self.classify = classifier(channels)
+
+    def after_network_init(self) -> None:
+        if self.zero_init_residuals:
+            for block in self.residuals:
+                nn.init.zeros_(block[-1][1].weight)  # conv_bn_3d's BatchNorm3d
 
     def forward(self, volume: torch.Tensor) -> list[torch.Tensor]:
         cost = self.stem(volume)

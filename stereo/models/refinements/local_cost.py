@@ -101,8 +101,7 @@ class LocalCostRefinement(Refinement):
         self.blocks = nn.Sequential(*[_DilatedBlock(channels, d) for d in dilations])
         self.residual = nn.Conv2d(channels, 1, 3, padding=1)
         self.mask = nn.Conv2d(channels, 9 * resolution * resolution, 1) if resolution > 1 else None
-        nn.init.zeros_(self.residual.weight)  # starts as the coarse estimate
-        nn.init.zeros_(self.residual.bias)
+        nn.init.zeros_(self.residual.bias)  # the weight gets the network's init (init_authors_weights)
 
     def forward(self, disparity: torch.Tensor, left_image: torch.Tensor, left: torch.Tensor,
                 right: torch.Tensor) -> torch.Tensor:
