@@ -45,7 +45,6 @@ def test_fast_dev_run_trains_and_validates_each_model_config(model, train_overri
     assert all(math.isfinite(results[k]) for k in heads)
 
 
-@pytest.mark.slow
 def test_bf16_mixed_training_runs_on_cpu_and_warns_only_where_bf16_is_emulated(train_overrides):
     """trainer.precision=bf16-mixed on a CPU (the fast CPU setting on AVX512-BF16/AMX machines,
     docs/performance.md) trains the census network through the real path; where the CPU has no native
