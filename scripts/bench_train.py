@@ -114,7 +114,9 @@ def main() -> None:
 
     machine = machine_info(device=device)
     if device == "cpu":
-        machine["bf16_native"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        from stereo.inference.checks import cpu_has_native
+
+        machine["bf16_native"] = cpu_has_native("bf16")
     probe_before = matmul_gflops(device, MATMUL_SIZE, MATMUL_REPEATS)
     print(f"machine: {machine}\nmatmul probe: {probe_before:.1f} GFLOP/s", flush=True)
     results = []

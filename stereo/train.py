@@ -28,6 +28,7 @@ from stereo.inference.checks import warn_if_precision_is_emulated
 from stereo.models.build import architecture, build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
+from stereo.training.cpu_bf16 import refuse_depth2_bf16_convolutions
 from stereo.models.pretrained import resolve_checkpoint
 from stereo.training.init_from import init_from_weights
 from stereo.training.module import StereoModule
@@ -232,8 +233,10 @@ def _fit(cfg: DictConfig, output_dir: Path, ckpt_path: Path | None, callbacks: l
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   plugins=[AtomicCheckpointIO(record)])
-    if str(trainer.precision).startswith("bf16"):
-        warn_if_precision_is_emulated(trainer.strategy.root_device, "bf16", f"trainer.precision={trainer.precision}")
+    if str(trainer.precision).startswith("bf16") and trainer.strategy.root_device.type == "cpu":
+        option = f"trainer.precision={trainer.precision}"
+        warn_if_precision_is_emulated(trainer.strategy.root_device, "bf16", option)
+        refuse_depth2_bf16_convolutions(model, option)
 
     results: dict[str, Any] = {}
     no_export = {"max_images": 0}

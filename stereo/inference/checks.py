@@ -102,14 +102,20 @@ def warn_if_swapped(left: np.ndarray, right: np.ndarray, disparity: np.ndarray, 
         )
 
 
+def cpu_has_native(precision: str) -> bool:
+    """Whether this CPU computes ``precision`` (bf16, fp16) natively (oneDNN's own probe; True where this
+    torch build cannot tell)."""
+    check = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[precision]
+    supported = getattr(torch.ops.mkldnn, check, None)
+    return supported is None or bool(supported())
+
+
 def warn_if_precision_is_emulated(device: torch.device, precision: str, option: str | None = None) -> None:
     """bf16/fp16 on a CPU without native units is emulated: measured >20× slower than fp32 here.
     ``option``: the setting as the user wrote it (default ``precision=<precision>``)."""
     if device.type != "cpu" or precision == "fp32":
         return
-    check = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[precision]
-    supported = getattr(torch.ops.mkldnn, check, None)
-    if supported is not None and not supported():
+    if not cpu_has_native(precision):
         warnings.warn(
             f"{option or f'precision={precision}'} on this CPU has no native {precision} support: autocast emulates it "
             "and runs far slower than fp32 (use fp32 on this machine, bf16/fp16 on GPUs or AMX CPUs)",

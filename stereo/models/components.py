@@ -89,8 +89,9 @@ class Component(HasInferenceForm):
         self.inserted = nn.ModuleDict()
 
     def after_network_init(self) -> None:
-        """Called by the network once its weight init (PSMNet's, over every component) has run: a
-        component whose own init must survive that (an identity start) sets it here. Nothing by default."""
+        """Called by the network, for every component in it, once its weight init (PSMNet's, over every
+        component) has run: a component whose own init must survive that (an identity start) sets it
+        here. Nothing by default."""
 
     def insert(self, point: str, x: torch.Tensor) -> torch.Tensor:
         """The block inserted at ``point`` applied to ``x``, or ``x`` when there is none."""

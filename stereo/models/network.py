@@ -147,9 +147,9 @@ class StereoNetwork(HasInferenceForm):
             self.refinement, refinement = _component(
                 "refinement", refinement, feature_channels=self.feature_extraction.out_channels, stride=feature_stride)
         init_authors_weights(self)
-        for component in self.children():
-            if isinstance(component, Component):
-                component.after_network_init()
+        for module in self.modules():
+            if isinstance(module, Component):
+                module.after_network_init()
         self.attention_config = [attention_spec(spec) for spec in (attention or [])]
         for spec in self.attention_config:
             self._insert_attention(spec)

@@ -4,9 +4,10 @@ halvings); global context comes from attention inserted at ``dres1`` (``ea_light
 
 Insertion points: ``dres1`` (after the stem) and ``output`` (before the classifier), ``channels`` wide.
 
-``zero_init_residuals``: each residual block's last BatchNorm starts with weight 0, so the block starts as
-the identity (Goyal et al. 2017, torchvision's ``zero_init_residual``): a trained head given more blocks
-(``init_from`` with ``init_strict=false``) starts as exactly the trained network.
+``zero_init_residuals``: the last BatchNorm of each of the ``blocks`` residual blocks (not the stem's
+``dres1``) starts with weight 0, so the block starts as the identity (Goyal et al. 2017, torchvision's
+``zero_init_residual``): a trained head given more blocks (``init_from`` with ``init_strict=false``)
+starts as exactly the trained network. Set at construction and again after the network's own init.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class LightAggregation(CostStem):
         self.insertion_points["output"] = channels
         self.residuals = nn.ModuleList(residual_3d(channels) for _ in range(blocks))
         self.classify = classifier(channels)
+        self.after_network_init()  # a head built on its own starts as the identity too
 
     def after_network_init(self) -> None:
         if self.zero_init_residuals:
