@@ -135,17 +135,17 @@ def main() -> None:
                           and q["precision"] == args.precision[0] and not q["torch_compile"] and "error" not in q), None)
         if reference and "error" not in r:
             r["speedup_vs_" + args.models[0]] = reference["seconds_per_step"] / r["seconds_per_step"]
-    header = f"{'model':<12} {'precision':>10} {'compiled':>8} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10} {'x ref':>7}"
+    header = f"{'model':<15} {'precision':>10} {'compiled':>8} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10} {'x ref':>7}"
     print(f"\nTraining at {args.crop[0]}x{args.crop[1]}, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, "
           f"{device}, model_backend {args.backend}")
     print(header)
     for r in results:
         if "error" in r:
-            print(f"{r['model']:<12} {r['precision']:>10} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5}  failed: "
+            print(f"{r['model']:<15} {r['precision']:>10} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5}  failed: "
                   f"{r['error'].splitlines()[-1]}")
         else:
             ratio = r.get("speedup_vs_" + args.models[0])
-            print(f"{r['model']:<12} {r['precision']:>10} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} "
+            print(f"{r['model']:<15} {r['precision']:>10} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} "
                   f"{r['peak_memory_mib']:>10.0f} {f'{ratio:.2f}x' if ratio else '-':>7}")
     print(f"x ref: speed-up over {args.models[0]} ({args.precision[0]}, not compiled, same batch, this run)")
     print(f"matmul probe: {probe_before:.1f} GFLOP/s before, {probe_after:.1f} GFLOP/s after")
