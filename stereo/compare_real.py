@@ -12,6 +12,7 @@ to output_dir. Options: conf/compare_real.yaml.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -31,14 +32,15 @@ def checkpoint_labels(checkpoints: list) -> dict[str, str]:
     by its path as given where two files share a name (two runs' last.ckpt), so that no result replaces
     another. One file listed twice is refused, before anything is loaded."""
     seen: set[Path] = set()
-    for name in checkpoints:
-        path = resolve_checkpoint(name).resolve()
-        if path in seen:
+    short: dict[str, str] = {}
+    for name in map(str, checkpoints):
+        path = resolve_checkpoint(name)
+        if path.resolve() in seen:
             raise ValueError(f"checkpoints: {name} is listed twice; list each checkpoint once")
-        seen.add(path)
-    short = {str(name): str(name) if is_shipped(name) else resolve_checkpoint(name).name for name in checkpoints}
-    clashing = {label for label in short.values() if list(short.values()).count(label) > 1}
-    return {name: name if label in clashing else label for name, label in short.items()}
+        seen.add(path.resolve())
+        short[name] = name if is_shipped(name) else path.name
+    uses = Counter(short.values())
+    return {name: name if uses[label] > 1 else label for name, label in short.items()}
 
 
 def run(cfg: DictConfig) -> dict:

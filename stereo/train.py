@@ -27,9 +27,9 @@ from stereo.evaluation.runner import build_eval_dataset, evaluate_model
 from stereo.inference.checks import warn_if_precision_is_emulated
 from stereo.models.build import architecture, build_training_network
 from stereo.models.checkpoints import model_arguments, model_config_of, read_checkpoint
+from stereo.models.pretrained import resolve_checkpoint
 from stereo.training.checkpoint_io import AtomicCheckpointIO
 from stereo.training.cpu_bf16 import refuse_depth2_bf16_convolutions
-from stereo.models.pretrained import resolve_checkpoint
 from stereo.training.init_from import init_from_weights
 from stereo.training.module import StereoModule
 
