@@ -285,3 +285,19 @@ def test_a_config_naming_a_class_of_the_wrong_kind_is_refused():
     config["cost_volume"] = {"_target_": "collections.OrderedDict"}
     with pytest.raises(ValueError, match="not a CostVolume subclass"):
         build_network(config)
+
+
+@pytest.mark.parametrize("levels", [2, 24])
+def test_a_light_head_through_half_resolution_keeps_the_volume_size_and_refuses_bad_counts(levels):
+    """LightAggregation's context blocks halve the 1/8 volume and come back to exactly its size at the
+    smallest (max_disp 16: 2 levels) and the trained (192: 24 levels) range; counts are whole numbers."""
+    from stereo.models.aggregations import LightAggregation
+
+    head = LightAggregation(in_channels=4, channels=8, blocks=1, context_blocks=2).eval()
+    volume = torch.randn(2, 4, levels, 6, 10)
+    with torch.no_grad():
+        (cost,) = head(volume)
+    assert cost.shape == (2, 1, levels, 6, 10) and torch.isfinite(cost).all()
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="context_blocks must be a whole number >= 0"):
+            LightAggregation(in_channels=4, context_blocks=bad)

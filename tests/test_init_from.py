@@ -141,21 +141,23 @@ def test_stereo_train_refuses_a_mismatch_and_init_from_with_resume(train_overrid
         train(compose("train", train_overrides("model=psmnet", f"init_from={path}", f"ckpt_path={resume}")))
 
 
-def test_a_light_head_given_zero_initialised_blocks_starts_as_the_trained_network(tmp_path):
-    """init_from with init_strict=false into EA-Census with a second residual 3-D block
-    (zero_init_residuals): every tensor of the file is copied, the new block starts as the identity,
-    so the new network computes exactly what the file's network computes (the block adds a hard 0)."""
+@pytest.mark.parametrize("added, new_prefix", [({"blocks": 2}, "aggregation.residuals.1."),
+                                               ({"context_blocks": 1}, "aggregation.context.0.")])
+def test_a_light_head_given_zero_initialised_blocks_starts_as_the_trained_network(tmp_path, added, new_prefix):
+    """init_from with init_strict=false into EA-Census with a second residual 3-D block, or a block
+    through 1/16 (zero_init_residuals): every tensor of the file is copied, the new block starts as the
+    identity, so the new network computes exactly what the file's network computes (the block adds a hard 0)."""
     from inference_checkpoints import write_our_checkpoint
 
     from stereo.models.build import model_config
 
     config = model_config("ea_census", max_disp=32)
     path = write_our_checkpoint(tmp_path / "trained.ckpt", config, seed=5, calibrated=True)
-    deeper = dict(config, aggregation={**config["aggregation"], "blocks": 2, "zero_init_residuals": True})
+    deeper = dict(config, aggregation={**config["aggregation"], **added, "zero_init_residuals": True})
     torch.manual_seed(6)
     model = build_network(deeper)
     report = init_from_weights(model, path, strict=False)
-    assert report.missing and all(key.startswith("aggregation.residuals.1.") for key in report.missing), report.missing
+    assert report.missing and all(key.startswith(new_prefix) for key in report.missing), report.missing
     trained = build_network(config)
     init_from_weights(trained, path)
     left, right = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)

@@ -75,6 +75,11 @@ def test_bf16_mixed_training_on_cpu_refuses_a_depth_2_volume_naming_the_layer(tr
     with pytest.raises(ValueError, match=r"trainer.precision=bf16-mixed on a CPU: the 3-D convolution "
                                          r"aggregation\.dres0\.0\.0 runs over a volume of depth 2"):
         train(cfg)
+    # a block through 1/16 halves max_disp 32's 4-level volume to 2 levels: refused at its middle layer
+    cfg = compose("train", train_overrides("model=ea_census", "model.max_disp=32", "model.aggregation.context_blocks=1",
+                                           "debug=fast_dev_run", "trainer.precision=bf16-mixed"))
+    with pytest.raises(ValueError, match=r"the 3-D convolution aggregation\.context\.0\.2\.0 runs over a volume of depth 2"):
+        train(cfg)
 
 
 def best_constant_epe(samples, max_disp: float) -> float:
