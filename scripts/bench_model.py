@@ -20,7 +20,10 @@ Paths, for every inference and training case:
 - "plain": the network as built from its model config (``stereo.train``'s default training path);
   inference under ``torch.no_grad()``.
 - "after" (inference only): ``optimize_for_inference(model)`` (BatchNorm folded, channels-last,
-  banded regression) under ``torch.inference_mode()``, as ``stereo.infer`` runs it.
+  banded regression, the 3-D convolutions' CPU small-volume route) under ``torch.inference_mode()``, as
+  ``stereo.infer`` runs it.
+- "after-noroute" (inference only, on request): "after" with that route switched off (the plain
+  ``torch.nn`` 3-D layers), to measure what the route gives in the same run.
 - "cpu" (training only): ``model_backend=cpu``, the CPU convolution routes of stereo/accel/cpu.py
   (the demo_cpu recipe's training path).
 - "plain+ckpt" (training only): the memory-lean option, ``activation_checkpointing.aggregation`` and
@@ -50,8 +53,9 @@ from benchlib import baseline_tree, machine_info, matmul_gflops, peak_rss_mb, ru
 
 MATMUL_SIZE = 2048
 # Run-time settings per path (applied to the built network, as stereo.train applies them). The
-# baseline path gets none: the old code does not have them. "after" inference runs optimize_for_inference.
-INFER_OPTIONS = {"plain": {}, "after": {}}
+# baseline path gets none: the old code does not have them. "after" inference runs optimize_for_inference;
+# "after-noroute" the same with its 3-D convolutions switched back to torch.nn's (the routes' share).
+INFER_OPTIONS = {"plain": {}, "after": {}, "after-noroute": {}}
 TRAIN_OPTIONS = {"plain": {}, "cpu": dict(backend="cpu"), "plain+ckpt": dict(checkpointing=True)}
 
 
@@ -98,6 +102,10 @@ def run_case(case: dict) -> dict:
             from stereo.models import optimize_for_inference  # not in the baseline tree
 
             model = optimize_for_inference(model)
+            if case["path"] == "after-noroute":
+                from stereo.accel import use_plain_convolutions
+
+                use_plain_convolutions(model)
         context = torch.inference_mode if optimized else torch.no_grad
 
         def step() -> None:
@@ -168,7 +176,7 @@ def main() -> None:
     parser.add_argument("--baseline", default="f5d6fa1", metavar="REV",
                         help="git revision measured as the 'baseline@REV' path (default: f5d6fa1, before issue 6; none: skip)")
     parser.add_argument("--paths", nargs="*", default=None,
-                        help="inference paths to run (default: all of plain, after); FLOPs come from 'plain' or, "
+                        help="inference paths to run (default: plain, after; also after-noroute); FLOPs come from 'plain' or, "
                              "without it, from one extra counted pass of the plain network")
     parser.add_argument("--reference", default=None, metavar="MODEL",
                         help="also report each inference case's speed-up and peak ratio against MODEL's same path")
@@ -191,7 +199,7 @@ def main() -> None:
     print("machine:", machine)
     mm = matmul_gflops(size=MATMUL_SIZE)
     print(f"fp32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}: {mm:.1f} GFLOP/s")
-    infer_paths = args.paths if args.paths is not None else list(INFER_OPTIONS)
+    infer_paths = args.paths if args.paths is not None else ["plain", "after"]
     models, train_models = ([m for m in names if m.lower() != "none"] for names in (args.models, args.train_models))
     cases = [dict(kind="infer", model=m, path=p, **infer) for m in models for p in [*infer_paths, *extra]]
     cases += [dict(kind="train", model=m, path=p, **train) for m in train_models for p in [*TRAIN_OPTIONS, *extra]]

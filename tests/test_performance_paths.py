@@ -295,3 +295,34 @@ def test_training_regression_takes_the_matrix_path_and_matches_inference():
     # two float32 roundings of the same function: no further from float64 than twice the inference path
     rounding = (plain.double() - exact).abs().max()
     assert 0 < (trained.detach().double() - exact).abs().max() <= 2 * rounding
+
+
+def test_optimized_inference_routes_small_3d_volumes_around_the_slow_cpu_kernel_with_the_same_function():
+    """optimize_for_inference switches the 3-D convolutions to the CPU small-volume route (depth and
+    width swapped where PyTorch would pick its slow native kernel for a batch-1 fp32 volume). A 96×1920
+    pair gives the shipped network's 1/16 context volumes (32×12×6×120 channels×D×H×W) that route; its
+    output agrees with float64 as closely as the plain float32 network's (the swapped convolution sums
+    the same 864 products per output in another order: float32 rounding, not another function)."""
+    from stereo.accel.cpu import CpuConv3d, CpuConvTranspose3d, _native_kernel_but_not_swapped
+    from stereo.models import load_model, pretrained
+
+    model = load_model(pretrained.resolve_checkpoint("ea_census_zero_shot")).eval()
+    fast = optimize_for_inference(model)
+    routed = []
+    for module in fast.modules():
+        if isinstance(module, (CpuConv3d, CpuConvTranspose3d)):
+            module.register_forward_pre_hook(lambda m, args: routed.append(_native_kernel_but_not_swapped(args[0], m.groups)))
+    assert not any(isinstance(m, (CpuConv3d, CpuConvTranspose3d)) for m in model.modules())  # the original stays plain
+    gen = torch.Generator().manual_seed(3)
+    texture = F.avg_pool2d(torch.rand(1, 3, 96, 1920 + 24, generator=gen), 3, 1, 1)
+    left, right = texture[..., :-24], texture[..., 24:]  # 24 px of disparity
+    with torch.no_grad():
+        plain = model(left, right)
+        exact = copy.deepcopy(model).double()(left.double(), right.double())
+    with torch.inference_mode():
+        routed_out = fast(left, right)
+    assert sum(routed) >= 3, routed  # the three context blocks' 1/16 convolutions took the route
+    float32_rounding = (plain.double() - exact).abs().max()
+    assert 0 < float32_rounding < 1e-2
+    assert (routed_out.double() - exact).abs().max() <= 10 * float32_rounding
+    assert abs(float(exact[0, 16:-16, 64:-64].median()) - 24.0) < 1.0  # a network that matches, not noise

@@ -4,14 +4,15 @@ The network classes in ``stereo.models`` are plain PyTorch; a backend only chang
 their layers compute on a given device, never what they compute, and never their parameters or
 state-dict keys (checkpoints do not record a backend). ``plain`` (the default) leaves the network
 as built; ``cpu`` is ``stereo.accel.cpu``: convolution routes around slow PyTorch CPU kernels, for
-CPU training (the ``demo_cpu`` recipe). GPU recipes use ``plain``.
+CPU training (the ``demo_cpu`` recipe). GPU recipes use ``plain``. Inference takes the 3-D routes
+through ``optimize_for_inference`` whatever the backend (they only act on CPU fp32 input).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from .cpu import use_cpu_convolutions, use_plain_convolutions
+from .cpu import use_cpu_convolutions, use_cpu_volume_convolutions, use_plain_convolutions
 
 BACKENDS = ("plain", "cpu")
 
@@ -27,4 +28,4 @@ def apply_backend(model: nn.Module, backend: str) -> nn.Module:
     return model
 
 
-__all__ = ["BACKENDS", "apply_backend", "use_cpu_convolutions", "use_plain_convolutions"]
+__all__ = ["BACKENDS", "apply_backend", "use_cpu_convolutions", "use_cpu_volume_convolutions", "use_plain_convolutions"]

@@ -1,11 +1,13 @@
-"""Faster evaluations of the same network for inference: BatchNorm folding and each component's
-inference form (plain PyTorch; the CPU convolution routes are the opt-in backend in ``stereo/accel/``).
+"""Faster evaluations of the same network for inference: BatchNorm folding, each component's
+inference form, and the 3-D convolutions' CPU routes (``stereo/accel/cpu.py``: the same convolution
+with depth and width swapped, around PyTorch's slow native kernel for small batch-1 volumes; they act
+only on CPU fp32 input, and for training they stay the opt-in ``model_backend=cpu``).
 Memory layouts live in ``layout.py``, activation checkpointing for training in
 ``activation_checkpointing.py``.
 
-None of these changes the model's function. Folding BatchNorm into the preceding convolution and the
-channels-last convolution kernels change float rounding only (≈1e-6 relative); the banded
-regression is exact. ``tests/test_performance_paths.py`` checks each against the plain path.
+None of these changes the model's function. Folding BatchNorm into the preceding convolution, the
+channels-last convolution kernels and the swapped 3-D convolutions change float rounding only (≈1e-6
+relative); the banded regression is exact. ``tests/test_performance_paths.py`` checks each against the plain path.
 """
 
 from __future__ import annotations
@@ -56,11 +58,15 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
     """An eval-mode copy of a ``StereoNetwork`` with BatchNorm folded and every component, attention
     block and the network itself in its inference form (``HasInferenceForm.for_inference``): the
     network's channels-last layout and cost volume handed over to an aggregation that takes it, the
-    concatenation volume built in place, streaming efficient attention, banded regression.
+    concatenation volume built in place, streaming efficient attention, banded regression; its 3-D
+    convolutions take the CPU small-volume route where PyTorch would pick its slow kernel.
 
     The original model is left untouched (it stays the one to train, save or export). Run the copy
     under ``torch.inference_mode()`` (the streaming and in-place paths refuse to record gradients).
     """
+    from stereo.accel import use_cpu_volume_convolutions  # accel reads models.layout: imported when used
+
     fast = copy.deepcopy(model).eval()
     fold_batchnorm(fast)
+    use_cpu_volume_convolutions(fast)  # after folding, which builds new convolution layers
     return inference_form(fast)
