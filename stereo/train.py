@@ -294,6 +294,8 @@ def report(cfg: DictConfig, results: dict[str, Any], trainer: pl.Trainer) -> str
         lines.append(f"  open with:         tensorboard --logdir {output_dir / 'tensorboard'}   (then http://localhost:6006)")
     if results.get("resume_checkpoint"):  # the file this run actually wrote (last.ckpt, or last-v1.ckpt ...)
         arguments = [*_overrides(), f"hydra.run.dir={output_dir}", f"ckpt_path={Path(results['resume_checkpoint']).resolve()}"]
+        if cfg.get("init_from"):  # set by the command or its recipe: a resumed run takes its weights from ckpt_path
+            arguments.append("init_from=null")
         lines.append(f"  resume with:       python -m stereo.train {shlex.join(arguments)}")
     lines.append("=" * 72)
     return "\n".join(lines)
@@ -310,8 +312,8 @@ def _example_pair(cfg: DictConfig) -> tuple[str, str]:
 
 def _overrides() -> list[str]:
     """The command line to repeat when resuming: the config search path (the user's own config folders,
-    e.g. docs/models.md's ``hydra.searchpath=[file://my_conf]``) and every override but the two the
-    resume command sets itself."""
+    e.g. docs/models.md's ``hydra.searchpath=[file://my_conf]``) and every override but the ones the
+    resume command sets itself (``ckpt_path``, the run folder, ``init_from``)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -319,7 +321,7 @@ def _overrides() -> list[str]:
     except ValueError:  # called outside @hydra.main (tests)
         return []
     search = [o for o in given.hydra if o.lstrip("+~").startswith("hydra.searchpath=")]
-    return search + [o for o in given.task if not o.startswith(("ckpt_path=", "paths.output_dir="))]
+    return search + [o for o in given.task if not o.startswith(("ckpt_path=", "paths.output_dir=", "init_from="))]
 
 
 @command("train")

@@ -163,3 +163,24 @@ def test_a_light_head_given_zero_initialised_blocks_starts_as_the_trained_networ
     left, right = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(left, right), trained.eval()(left, right), rtol=0, atol=0)
+
+
+def test_the_resume_line_of_a_run_started_from_weights_resumes_it_instead_of_refusing(tmp_path):
+    """A recipe that starts from weights (experiment=ea_census_cpu_context sets init_from) prints a
+    resume line that stereo.train accepts: ckpt_path and init_from together are refused, so the line
+    sets init_from=null (the resumed run takes its weights from the checkpoint)."""
+    import shlex
+    from types import SimpleNamespace
+
+    from stereo.train import report
+
+    cfg = compose("train", ["experiment=ea_census_cpu_context", f"paths.output_dir={tmp_path}"])
+    assert cfg.init_from == "ea_census_stage5"
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    text = report(cfg, {"global_step": 250, "train/seconds": 1.0, "resume_checkpoint": str(checkpoint)},
+                  SimpleNamespace(loggers=[]))
+    args = shlex.split(text.split("resume with:")[1].splitlines()[0])
+    assert args[:3] == ["python", "-m", "stereo.train"] and args[-1] == "init_from=null", args
+    resumed = compose("train", ["experiment=ea_census_cpu_context",
+                                *(a for a in args[3:] if not a.startswith("hydra.run.dir="))])
+    assert resumed.init_from is None and resumed.ckpt_path == str(checkpoint.resolve())

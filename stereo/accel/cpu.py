@@ -194,8 +194,8 @@ def use_cpu_convolutions(model: nn.Module) -> int:
 def use_cpu_volume_convolutions(model: nn.Module) -> int:
     """Only the 3-D layers' routes (``Conv3d``, ``ConvTranspose3d``), in place; returns how many layers
     were switched. What ``optimize_for_inference`` uses: in inference only the small-volume route can
-    apply, and it took EA-Census with three blocks through 1/16 from 0.50 to 0.32 s per 544×960 pair
-    (``ea_light`` 0.16 → 0.08 s, EA-PSMNet level) on a 2-core CPU; the dilated 2-D route is left out
+    apply, and it took EA-Census with three blocks through 1/16 from 0.61 to 0.34 s per 544×960 pair
+    (``ea_light`` 0.17 → 0.10 s, EA-PSMNet level) on a 2-core CPU (docs/performance.md); the dilated 2-D route is left out
     because it slowed EA-PSMNet's inference (5.79 → 6.19 s)."""
     return _switch(model, {plain: fast for plain, fast in _CPU_CLASSES.items() if plain is not nn.Conv2d})
 

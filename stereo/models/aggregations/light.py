@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..activation_checkpointing import maybe_checkpoint
+from ..components import FLOAT_BYTES, InferenceShape
 from .blocks import CostStem, classifier, coarse_residual_3d, residual_3d
 
 
@@ -38,6 +39,11 @@ class LightAggregation(CostStem):
         self.context = nn.ModuleList(coarse_residual_3d(channels) for _ in range(context_blocks))
         self.classify = classifier(channels)
         self.after_network_init()  # a head built on its own starts as the identity too
+
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        """The full-resolution layers (``channels`` wide) are the widest live activations: the context
+        blocks' twice-as-wide layers run on an eighth of the volume's cells."""
+        return FLOAT_BYTES * self.live_activations * self.channels * shape.cells
 
     def after_network_init(self) -> None:
         if self.zero_init_residuals:
