@@ -23,7 +23,7 @@ from stereo.models import EfficientAttention, PSMNet, fold_batchnorm, optimize_f
 from stereo.models.attention import _AttentionBlock
 from stereo.models.interpolation import interpolation_matrix, upsample_bilinear, upsample_trilinear
 from stereo.models.regression import regress_disparity
-from stereo.models.build import architecture, build_training_network
+from stereo.models.build import architecture, build_network, build_training_network, model_config
 
 SIZE = 256  # PSMNet's SPP needs H, W ≥ 256
 MAX_DISP = 64
@@ -328,3 +328,18 @@ def test_optimized_inference_routes_small_3d_volumes_around_the_slow_cpu_kernel_
     assert 0 < float32_rounding < 1e-2
     assert (routed_out.double() - exact).abs().max() <= 10 * float32_rounding
     assert abs(float(exact[0, 16:-16, 64:-64].median()) - 24.0) < 1.0  # a network that matches, not noise
+
+
+def test_optimized_inference_keeps_only_the_3d_routes_of_a_network_built_with_the_cpu_backend():
+    """A network trained with model_backend=cpu carries every CPU route; its inference copy keeps the
+    3-D ones and switches the dilated 2-D one (slower in inference) back to nn.Conv2d."""
+    from stereo.accel import use_cpu_convolutions
+    from stereo.accel.cpu import CpuConv2d, CpuConv3d
+
+    model = build_network(model_config("ea_census_context", max_disp=32))
+    assert use_cpu_convolutions(model) > 0
+    fast = optimize_for_inference(model.eval())
+    assert not any(isinstance(m, CpuConv2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.Conv2d) for m in fast.modules())
+    assert all(isinstance(m, CpuConv3d) for m in fast.modules() if isinstance(m, torch.nn.Conv3d))
+    assert any(isinstance(m, CpuConv2d) for m in model.modules())  # the original is left as it was

@@ -182,6 +182,8 @@ def _offsets(kernel: tuple[int, ...]) -> list[tuple[int, int, int]]:
 # Plain layer class → its CPU-route subclass (exact types only: other subclasses are left alone).
 _CPU_CLASSES = {nn.Conv2d: CpuConv2d, nn.Conv3d: CpuConv3d, nn.ConvTranspose3d: CpuConvTranspose3d}
 _PLAIN_CLASSES = {fast: plain for plain, fast in _CPU_CLASSES.items()}
+# Inference: the 3-D routes on, the dilated 2-D route off (also on a network built with model_backend=cpu).
+_VOLUME_CLASSES = {nn.Conv3d: CpuConv3d, nn.ConvTranspose3d: CpuConvTranspose3d, CpuConv2d: nn.Conv2d}
 
 
 def use_cpu_convolutions(model: nn.Module) -> int:
@@ -192,12 +194,13 @@ def use_cpu_convolutions(model: nn.Module) -> int:
 
 
 def use_cpu_volume_convolutions(model: nn.Module) -> int:
-    """Only the 3-D layers' routes (``Conv3d``, ``ConvTranspose3d``), in place; returns how many layers
-    were switched. What ``optimize_for_inference`` uses: in inference only the small-volume route can
-    apply, and it took EA-Census with three blocks through 1/16 from 0.61 to 0.34 s per 544×960 pair
-    (``ea_light`` 0.17 → 0.10 s, EA-PSMNet level) on a 2-core CPU (docs/performance.md); the dilated 2-D route is left out
-    because it slowed EA-PSMNet's inference (5.79 → 6.19 s)."""
-    return _switch(model, {plain: fast for plain, fast in _CPU_CLASSES.items() if plain is not nn.Conv2d})
+    """The 3-D layers' routes (``Conv3d``, ``ConvTranspose3d``) and plain 2-D layers, in place; returns
+    how many layers were switched. What ``optimize_for_inference`` uses: in inference only the
+    small-volume route can apply, and it took EA-Census with three blocks through 1/16 from 0.61 to
+    0.34 s per 544×960 pair (``ea_light`` 0.17 → 0.10 s, EA-PSMNet level) on a 2-core CPU
+    (docs/performance.md); the dilated 2-D route is switched off, also where ``use_cpu_convolutions``
+    had switched it on, because it slowed EA-PSMNet's inference (5.79 → 6.19 s)."""
+    return _switch(model, _VOLUME_CLASSES)
 
 
 def use_plain_convolutions(model: nn.Module) -> int:

@@ -64,10 +64,9 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
     The original model is left untouched (it stays the one to train, save or export). Run the copy
     under ``torch.inference_mode()`` (the streaming and in-place paths refuse to record gradients).
     """
-    from stereo.accel import use_cpu_volume_convolutions, use_plain_convolutions  # accel reads models.layout
+    from stereo.accel import use_cpu_volume_convolutions  # accel reads models.layout: imported when used
 
     fast = copy.deepcopy(model).eval()
     fold_batchnorm(fast)
-    use_plain_convolutions(fast)  # a network built with model_backend=cpu: no training-only route at inference
-    use_cpu_volume_convolutions(fast)
+    use_cpu_volume_convolutions(fast)  # also turns a model_backend=cpu network's 2-D route off
     return inference_form(fast)
