@@ -161,14 +161,26 @@ def _run_evaluation(model: torch.nn.Module, cfg: DictConfig, out_dir: Path, expo
                           device=trainer.strategy.root_device, extra_record=record, desc=out_dir.name)
 
 
-def training_producer(cfg: DictConfig) -> dict[str, Any]:
+def training_producer(cfg: DictConfig, resumed_from: Path | None = None) -> dict[str, Any]:
     """What a run folder's checkpoints come from: the weights started from (init_from) and the settings
-    that define the training problem. Trainer settings (steps, devices) may change when resuming."""
+    that define the training problem. Trainer settings (steps, devices) may change when resuming.
+
+    A run resumed from a checkpoint (``resumed_from``) without init_from continues the weights that the
+    checkpoint's run started from (the resume line of a run started from weights sets init_from=null):
+    it takes that run folder's record of them (the nearest manifest.json above the checkpoint), not "none"."""
     settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg.get(key), DictConfig) else cfg.get(key)
                 for key in ("data", "optim", "loss", "seed")}
     settings["model"] = architecture(cfg.model)  # as checkpoints record it (Hydra's instantiate keys dropped)
     init_from = cfg.get("init_from")
-    return output_dirs.producer("stereo.train", resolve_checkpoint(init_from) if init_from else None, settings)
+    produced = output_dirs.producer("stereo.train", resolve_checkpoint(init_from) if init_from else None, settings)
+    if not init_from and resumed_from is not None:
+        folders = [folder for folder in Path(resumed_from).resolve().parents[:3]
+                   if (folder / output_dirs.MANIFEST_NAME).is_file()]
+        earlier = output_dirs.read_manifest(folders[0] / output_dirs.MANIFEST_NAME) if folders else None
+        for key in ("checkpoint", "checkpoint_sha256"):
+            if isinstance(earlier, dict) and isinstance(earlier.get(key), str):
+                produced[key] = earlier[key]
+    return produced
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -195,7 +207,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _refuse_twin_checkpoint_callbacks(callbacks)
     if rank_zero_only.rank != 0:
         return _fit(cfg, output_dir, ckpt_path, list(callbacks.values()))
-    with output_dirs.open_run(output_dir, "paths.output_dir", training_producer(cfg), overwrite=overwrite,
+    with output_dirs.open_run(output_dir, "paths.output_dir", training_producer(cfg, ckpt_path), overwrite=overwrite,
                               resumable=ckpt_path is not None, extra=output_dirs.config_record(cfg),
                               check=lambda: check_run_dir(output_dir, ckpt_path)) as record:
         output_dirs.write_hydra_record(record, cfg)

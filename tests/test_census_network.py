@@ -12,7 +12,7 @@ from stereo.models.build import build_network, model_config
 from stereo.models.checkpoints import CheckpointError, load_model
 from stereo.models.cost_volumes import PooledCorrelationVolume
 from stereo.models.features import CensusFeatures
-from stereo.models.refinements.local_cost import convex_upsample, local_cost, shift_right_features
+from stereo.models.refinements.blocks import convex_upsample, local_cost, shift_right_features
 
 
 def _census_reference(image: np.ndarray, radius: int, scale: int, sigma: float) -> np.ndarray:
@@ -123,6 +123,36 @@ def test_the_network_with_a_refinement_trains_both_outputs_and_infers_the_refine
     assert confidence.shape == (2, 64, 96)
     # the residual starts at zero: an untrained refinement returns the coarse map convexly upsampled
     assert (refined - coarse).abs().mean() < coarse.abs().mean()
+
+
+def test_the_full_resolution_step_trains_as_a_third_output_and_starts_as_the_identity():
+    """refinement.detail_channels: training returns coarse, half-resolution refined and full-resolution
+    outputs; the new step's output layer starts at zero (after the network's weight init), so eval gives
+    exactly the refinement's own map until it has learned, and the loss reaches that layer."""
+    torch.manual_seed(0)
+    config = model_config("ea_census", max_disp=32)
+    network = build_network({**config, "refinement": {**config["refinement"], "detail_channels": 4}})
+    assert network.refinement.detail.residual.weight.abs().sum() == 0
+    left, right = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
+    outputs = network.train()(left, right)
+    assert len(outputs) == 3 and all(o.shape == (2, 64, 96) for o in outputs)
+    torch.testing.assert_close(outputs[2], outputs[1], rtol=0, atol=0)
+    sum(o.mean() for o in outputs).backward()
+    assert network.refinement.detail.residual.weight.grad.abs().sum() > 0
+    network.eval()
+    with torch.no_grad():
+        final = network(left, right)
+        network.refinement.detail = None
+        torch.testing.assert_close(final, network(left, right), rtol=0, atol=0)
+    for bad in (-1, 2.5, "8", True):
+        with pytest.raises(ValueError, match="refinement.detail_channels must be a whole number >= 0"):
+            build_network({**config, "refinement": {**config["refinement"], "detail_channels": bad}})
+        with pytest.raises(ValueError, match="refinement.detail_radius must be a whole number >= 1"):
+            build_network({**config, "refinement": {**config["refinement"], "detail_channels": 4, "detail_radius": bad}})
+    # its inference memory: the full-resolution maps it counts, on top of the network without it
+    with_step = build_network({**config, "refinement": {**config["refinement"], "detail_channels": 4}})
+    added = with_step.inference_bytes(64, 96) - build_network(config).inference_bytes(64, 96)
+    assert added == 4 * 64 * 96 * with_step.refinement.detail.live_maps() > 0
 
 
 def test_a_refinement_is_saved_and_loaded_through_the_validated_checkpoint_path(tmp_path):

@@ -141,19 +141,23 @@ def test_stereo_train_refuses_a_mismatch_and_init_from_with_resume(train_overrid
         train(compose("train", train_overrides("model=psmnet", f"init_from={path}", f"ckpt_path={resume}")))
 
 
-@pytest.mark.parametrize("added, new_prefix", [({"blocks": 2}, "aggregation.residuals.1."),
-                                               ({"context_blocks": 1}, "aggregation.context.0.")])
-def test_a_light_head_given_zero_initialised_blocks_starts_as_the_trained_network(tmp_path, added, new_prefix):
-    """init_from with init_strict=false into EA-Census with a second residual 3-D block, or a block
-    through 1/16 (zero_init_residuals): every tensor of the file is copied, the new block starts as the
-    identity, so the new network computes exactly what the file's network computes (the block adds a hard 0)."""
+@pytest.mark.parametrize("part, added, new_prefix", [
+    ("aggregation", {"blocks": 2, "zero_init_residuals": True}, "aggregation.residuals.1."),
+    ("aggregation", {"context_blocks": 1, "zero_init_residuals": True}, "aggregation.context.0."),
+    ("refinement", {"detail_channels": 4}, "refinement.detail.")])
+def test_a_census_network_given_zero_initialised_blocks_starts_as_the_trained_network(tmp_path, part, added,
+                                                                                       new_prefix):
+    """init_from with init_strict=false into EA-Census with a second residual 3-D block, a block through
+    1/16 (zero_init_residuals), or the refinement's full-resolution step: every tensor of the file is
+    copied, the new part starts as the identity, so the new network computes exactly what the file's
+    network computes (the new block adds a hard 0)."""
     from inference_checkpoints import write_our_checkpoint
 
     from stereo.models.build import model_config
 
     config = model_config("ea_census", max_disp=32)
     path = write_our_checkpoint(tmp_path / "trained.ckpt", config, seed=5, calibrated=True)
-    deeper = dict(config, aggregation={**config["aggregation"], **added, "zero_init_residuals": True})
+    deeper = dict(config, **{part: {**config[part], **added}})
     torch.manual_seed(6)
     model = build_network(deeper)
     report = init_from_weights(model, path, strict=False)
@@ -175,12 +179,23 @@ def test_the_resume_line_of_a_run_started_from_weights_resumes_it_instead_of_ref
     from stereo.train import report
 
     cfg = compose("train", ["experiment=ea_census_cpu_context", f"paths.output_dir={tmp_path}"])
-    assert cfg.init_from == "ea_census_stage5"
+    assert cfg.init_from == "ea_census_stage6"
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"
     text = report(cfg, {"global_step": 250, "train/seconds": 1.0, "resume_checkpoint": str(checkpoint)},
                   SimpleNamespace(loggers=[]))
     args = shlex.split(text.split("resume with:")[1].splitlines()[0])
     assert args[:3] == ["python", "-m", "stereo.train"] and args[-1] == "init_from=null", args
-    resumed = compose("train", ["experiment=ea_census_cpu_context",
+    resumed = compose("train", ["experiment=ea_census_cpu_context", f"paths.output_dir={tmp_path}",
                                 *(a for a in args[3:] if not a.startswith("hydra.run.dir="))])
     assert resumed.init_from is None and resumed.ckpt_path == str(checkpoint.resolve())
+    # ... and the run folder's guard takes it for the same producer: the folder's record of the weights it
+    # started from stands for init_from=null (without that record the weights differ: "none now")
+    import json
+
+    from stereo.output_dirs import differences
+    from stereo.train import training_producer
+
+    original = training_producer(cfg)
+    assert differences(original, training_producer(resumed, checkpoint))
+    (tmp_path / "manifest.json").write_text(json.dumps({**original, "status": "failed"}))
+    assert differences(original, training_producer(resumed, checkpoint)) == []

@@ -322,8 +322,8 @@ def test_optimized_inference_routes_small_3d_volumes_around_the_slow_cpu_kernel_
         exact = copy.deepcopy(model).double()(left.double(), right.double())
     with torch.inference_mode():
         routed_out = fast(left, right)
-    # every convolution of the three context blocks (stride-2, 1/16, transposed: 9) took the route
-    assert sum(name.startswith("aggregation.context.") for name in routed) == 9, routed
+    # every convolution of the four context blocks (stride-2, 1/16, transposed: 12) took the route
+    assert sum(name.startswith("aggregation.context.") for name in routed) == 12, routed
     float32_rounding = (plain.double() - exact).abs().max()
     assert 0 < float32_rounding < 1e-2
     assert (routed_out.double() - exact).abs().max() <= 10 * float32_rounding

@@ -196,8 +196,8 @@ def use_cpu_convolutions(model: nn.Module) -> int:
 def use_cpu_volume_convolutions(model: nn.Module) -> int:
     """The 3-D layers' routes (``Conv3d``, ``ConvTranspose3d``) and plain 2-D layers, in place; returns
     how many layers were switched. What ``optimize_for_inference`` uses: in inference only the
-    small-volume route can apply, and it took EA-Census with three blocks through 1/16 from 0.61 to
-    0.34 s per 544×960 pair (``ea_light`` 0.17 → 0.10 s, EA-PSMNet level) on a 2-core CPU
+    small-volume route can apply, and it took EA-Census with three blocks through 1/16 (stage 6) from 0.61
+    to 0.34 s per 544×960 pair (``ea_light`` 0.17 → 0.10 s, EA-PSMNet level) on a 2-core CPU
     (docs/performance.md); the dilated 2-D route is switched off, also where ``use_cpu_convolutions``
     had switched it on, because it slowed EA-PSMNet's inference (5.79 → 6.19 s)."""
     return _switch(model, _VOLUME_CLASSES)

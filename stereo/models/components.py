@@ -176,10 +176,12 @@ class Regression(Component):
 
 
 class Refinement(Component):
-    """Optional last stage: (N x H x W disparity, left image, left and right features) -> refined N x H x W.
+    """Optional last stage: (N x H x W disparity, left and right images, left and right features) ->
+    refined N x H x W.
 
     Built with the features' ``feature_channels`` and ``stride`` by the network. Training adds its
-    output after the regression's (the loss weighs both)."""
+    output after the regression's (the loss weighs both); a refinement with several steps returns
+    each step's output in training, in order, the last the final one."""
 
     kind = "refinement"
 

@@ -8,7 +8,7 @@ previous one produces: the features' ``out_channels`` and ``stride`` give the vo
 channels and its ``max_disp / stride`` levels, the volume's ``out_channels`` the aggregation's
 input, ``max_disp`` and the network's stride (the features' times the volume's ``pool``) the
 regression's. A refinement gets the features' channels and stride, and in forward the regressed
-disparity, the left image and both views' features (kept only when there is a refinement). Nothing
+disparity, both images and both views' features (kept only when there is a refinement). Nothing
 downstream hard-codes a width.
 
 ``attention`` is a list of insertions, each ``{at: <point or list of points>, kind, key_channels,
@@ -313,11 +313,12 @@ class StereoNetwork(HasInferenceForm):
             disparities = tuple(maybe_checkpoint(self.checkpoint_aggregation, self.aggregation, self.regression,
                                                  cost, height, width) for cost in costs)
             if features is not None:
-                disparities += (self.refinement(disparities[-1], left, *features),)
+                refined = self.refinement(disparities[-1], left, right, *features)
+                disparities += refined if isinstance(refined, tuple) else (refined,)
             return disparities
         result = self.regression(costs[-1], height, width, return_confidence)
         if features is None:
             return result
         if return_confidence:  # the confidence stays the regression's: the refinement has no distribution
-            return self.refinement(result[0], left, *features), result[1]
-        return self.refinement(result, left, *features)
+            return self.refinement(result[0], left, right, *features), result[1]
+        return self.refinement(result, left, right, *features)

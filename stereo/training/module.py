@@ -213,7 +213,12 @@ class StereoModule(pl.LightningModule):
             self._window_started, self._window_samples, self._window_batches = now, 0, 0
 
     def on_validation_start(self) -> None:
-        self._window_started = None  # validation time is not training throughput
+        self.restart_throughput_window()
+
+    def restart_throughput_window(self) -> None:
+        """Start the next train/samples_per_sec window at the next batch: time spent outside training
+        steps (validation, a BatchNorm recalibration) is not training throughput."""
+        self._window_started = None
 
     def _device_time(self) -> float:
         """perf_counter once the device has finished the work queued so far."""

@@ -17,7 +17,10 @@ a fraction and still matches at the features' precision):
    being smeared by bilinear interpolation.
 
 ``iterations`` repeats 2-3 with the same weights, looking the cost up again around the new
-estimate. Training returns the refined disparity of the last iteration.
+estimate. ``detail_channels`` > 0 adds a last step at full resolution on full-resolution census
+descriptors (``detail.py``: sub-pixel precision the half-resolution cost cannot give), starting as the
+identity. Training returns the refined disparity of the last iteration, and the full-resolution
+step's after it when there is one (the loss weighs both).
 """
 
 from __future__ import annotations
@@ -28,62 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..components import Refinement
-
-
-def shift_right_features(right: torch.Tensor, disparity: torch.Tensor, step: int = 1) -> torch.Tensor:
-    """``right`` (N×C×H×W) sampled at (step·x − disparity(y, x), step·y) by linear interpolation
-    along x, for every pixel (x, y) of ``disparity`` (N×1×H/step×W/step, in ``right``'s pixels);
-    zero outside the image."""
-    batch, _, height, width = right.shape
-    rows, cols = disparity.shape[-2:]
-    xs = torch.arange(cols, device=right.device, dtype=right.dtype).view(1, 1, cols) * step
-    ys = torch.arange(rows, device=right.device, dtype=right.dtype).view(1, rows, 1) * step
-    x = (xs - disparity.squeeze(1)) * (2.0 / max(width - 1, 1)) - 1.0
-    y = (ys * (2.0 / max(height - 1, 1)) - 1.0).expand(batch, rows, cols)
-    grid = torch.stack((x, y), dim=-1)
-    return F.grid_sample(right, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
-
-def local_cost(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, radius: int,
-               step: int = 1) -> torch.Tensor:
-    """N×(2·radius+1)×h×w: mean over channels of left(x) · right(x − d − δ), δ = −radius..radius, at
-    every ``step``-th pixel of the features (``disparity`` is N×1×h×w at that grid, in feature pixels)."""
-    left = left[..., ::step, ::step]
-    return torch.stack([(left * shift_right_features(right, disparity + delta, step)).mean(dim=1)
-                        for delta in range(-radius, radius + 1)], dim=1)
-
-
-def convex_upsample(disparity: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:
-    """N×1×h×w disparity (in pixels of this resolution) → N×1×(factor·h)×(factor·w) in full-resolution
-    pixels: each output pixel a convex combination (softmax over 9 weights of ``mask``,
-    N×(9·factor²)×h×w) of the 3×3 neighbourhood around its low-resolution pixel (RAFT)."""
-    batch, _, height, width = disparity.shape
-    weights = torch.softmax(mask.view(batch, 1, 9, factor, factor, height, width), dim=2)
-    patches = F.unfold(disparity * factor, kernel_size=3, padding=1).view(batch, 1, 9, 1, 1, height, width)
-    up = (weights * patches).sum(dim=2)  # N×1×f×f×h×w
-    return up.permute(0, 1, 4, 2, 5, 3).reshape(batch, 1, factor * height, factor * width)
-
-
-class _DilatedBlock(nn.Module):
-    def __init__(self, channels: int, dilation: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(self.bn1(self.conv1(x)), 0.2)
-        return F.leaky_relu(x + self.bn2(self.conv2(y)), 0.2)
+from ..components import FLOAT_BYTES, InferenceShape, Refinement
+from .blocks import DilatedBlock, convex_upsample, local_cost
+from .detail import FullResolutionDetail
 
 
 class LocalCostRefinement(Refinement):
-    """(disparity N×H×W, left image, left/right features at 1/``stride``) → refined N×H×W."""
+    """(disparity N×H×W, left/right images, left/right features at 1/``stride``) → refined N×H×W."""
 
     def __init__(self, feature_channels: int, stride: int, radius: int = 3, channels: int = 32,
                  dilations: Sequence[int] = (1, 2, 4, 8, 1), iterations: int = 1,
-                 resolution: int | None = None) -> None:
+                 resolution: int | None = None, detail_channels: int = 0, detail_radius: int = 2) -> None:
         super().__init__()
         dilations = [int(d) for d in dilations]
         resolution = stride if resolution is None else resolution
@@ -98,13 +56,32 @@ class LocalCostRefinement(Refinement):
         inputs = (2 * radius + 1) + 1 + 3  # local cost, disparity, left image
         self.stem = nn.Sequential(nn.Conv2d(inputs, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
                                   nn.LeakyReLU(0.2, inplace=True))
-        self.blocks = nn.Sequential(*[_DilatedBlock(channels, d) for d in dilations])
+        self.blocks = nn.Sequential(*[DilatedBlock(channels, d) for d in dilations])
         self.residual = nn.Conv2d(channels, 1, 3, padding=1)
         self.mask = nn.Conv2d(channels, 9 * resolution * resolution, 1) if resolution > 1 else None
         nn.init.zeros_(self.residual.bias)  # the weight gets the network's init (init_authors_weights)
+        if isinstance(detail_channels, bool) or not isinstance(detail_channels, int) or detail_channels < 0:
+            raise ValueError(f"refinement.detail_channels must be a whole number >= 0 (0: no full-resolution step), "
+                             f"got {detail_channels!r}")
+        if isinstance(detail_radius, bool) or not isinstance(detail_radius, int) or detail_radius < 1:
+            raise ValueError(f"refinement.detail_radius must be a whole number >= 1 (pixels looked up on each side), "
+                             f"got {detail_radius!r}")
+        self.detail = FullResolutionDetail(detail_channels, detail_radius) if detail_channels else None
 
-    def forward(self, disparity: torch.Tensor, left_image: torch.Tensor, left: torch.Tensor,
-                right: torch.Tensor) -> torch.Tensor:
+    def inference_bytes(self, shape: InferenceShape, optimized: bool) -> float:
+        """The full-resolution step's maps, which unlike the half-resolution ones weigh as much as the 1/8
+        volume's share per pixel (77 floats counted, 161 MB at 544x960, where bench_model measured 139 MB
+        more peak than without the step); nothing without it."""
+        if self.detail is None:
+            return 0.0
+        return FLOAT_BYTES * shape.batch * shape.height * shape.width * self.detail.live_maps()
+
+    def after_network_init(self) -> None:
+        if self.detail is not None:
+            self.detail.start_as_identity()
+
+    def forward(self, disparity: torch.Tensor, left_image: torch.Tensor, right_image: torch.Tensor,
+                left: torch.Tensor, right: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = left_image.shape[-2:]
         image = F.avg_pool2d(left_image, self.stride) if self.stride > 1 else left_image
         current = F.adaptive_avg_pool2d(disparity.unsqueeze(1), image.shape[-2:]) / self.stride
@@ -115,6 +92,9 @@ class LocalCostRefinement(Refinement):
             hidden = self.blocks(self.stem(torch.cat((cost, current / scale * 4.0, image), dim=1)))
             hidden = self.insert("hidden", hidden)
             current = F.relu(current + self.residual(hidden))
-        if self.mask is None:
-            return current.squeeze(1)
-        return convex_upsample(current, self.mask(hidden), self.stride).view(-1, height, width)
+        if self.mask is not None:
+            current = convex_upsample(current, self.mask(hidden), self.stride)
+        if self.detail is None:
+            return current.view(-1, height, width)
+        detailed = self.detail(current, left_image, right_image).view(-1, height, width)
+        return (current.view(-1, height, width), detailed) if self.training else detailed
