@@ -1,5 +1,6 @@
 """The pieces the refinement steps share: the local matching cost around an estimate (linear
-interpolation of the right features along x), RAFT's convex upsampling, and a dilated residual block."""
+interpolation of the right features along x), the correction network's input and first layer, RAFT's
+convex upsampling, and a dilated residual block."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ def local_cost(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
     left = left[..., ::step, ::step]
     return torch.stack([(left * shift_right_features(right, disparity + delta, step)).mean(dim=1)
                         for delta in range(-radius, radius + 1)], dim=1)
+
+
+def correction_stem(radius: int, channels: int) -> nn.Sequential:
+    """The first layer of a correction network reading :func:`correction_input` with a ±``radius`` cost."""
+    inputs = (2 * radius + 1) + 1 + 3  # local cost, disparity, left image
+    return nn.Sequential(nn.Conv2d(inputs, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                         nn.LeakyReLU(0.2, inplace=True))
+
+
+def correction_input(cost: torch.Tensor, disparity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """[local cost, disparity, left image] at one resolution; the disparity as a fraction of the width
+    (x4): inputs of the same order as the cost's and the image's, at any image size."""
+    return torch.cat((cost, disparity / float(image.shape[-1]) * 4.0, image), dim=1)
 
 
 def convex_upsample(disparity: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..features.census import CensusFeatures
-from .blocks import DilatedBlock, local_cost
+from .blocks import DilatedBlock, correction_input, correction_stem, local_cost
 
 # A 3x3 window (8 signs): a third of the 5x5 window's look-up cost at full resolution, where the
 # look-up and the descriptors are most of this step's time, and only ±radius px to tell apart.
@@ -38,9 +38,7 @@ class FullResolutionDetail(nn.Module):
                              f"channels={channels}, radius={radius}, dilations={list(dilations)}")
         self.radius = radius
         self.census = CensusFeatures(radius=CENSUS_RADIUS, scale=1, sigma=CENSUS_SIGMA)
-        inputs = (2 * radius + 1) + 1 + 3  # local cost, disparity, left image
-        self.stem = nn.Sequential(nn.Conv2d(inputs, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.LeakyReLU(0.2, inplace=True))
+        self.stem = correction_stem(radius, channels)
         self.blocks = nn.Sequential(*[DilatedBlock(channels, d) for d in dilations])
         self.residual = nn.Conv2d(channels, 1, 3, padding=1)
 
@@ -60,6 +58,5 @@ class FullResolutionDetail(nn.Module):
     def forward(self, disparity: torch.Tensor, left_image: torch.Tensor, right_image: torch.Tensor) -> torch.Tensor:
         disparity = disparity.detach()
         cost = local_cost(self.census(left_image), self.census(right_image), disparity, self.radius)
-        scale = float(left_image.shape[-1])  # disparities as a fraction of the width, as the refinement's
-        hidden = self.blocks(self.stem(torch.cat((cost, disparity / scale * 4.0, left_image), dim=1)))
+        hidden = self.blocks(self.stem(correction_input(cost, disparity, left_image)))
         return F.relu(disparity + self.residual(hidden))

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..components import FLOAT_BYTES, InferenceShape, Refinement
-from .blocks import DilatedBlock, convex_upsample, local_cost
+from .blocks import DilatedBlock, convex_upsample, correction_input, correction_stem, local_cost
 from .detail import FullResolutionDetail
 
 
@@ -53,9 +53,7 @@ class LocalCostRefinement(Refinement):
         self.step = resolution // stride  # feature pixels per refinement pixel
         self.stride, self.radius, self.iterations = resolution, radius, iterations
         self.insertion_points = {"hidden": channels}
-        inputs = (2 * radius + 1) + 1 + 3  # local cost, disparity, left image
-        self.stem = nn.Sequential(nn.Conv2d(inputs, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.LeakyReLU(0.2, inplace=True))
+        self.stem = correction_stem(radius, channels)
         self.blocks = nn.Sequential(*[DilatedBlock(channels, d) for d in dilations])
         self.residual = nn.Conv2d(channels, 1, 3, padding=1)
         self.mask = nn.Conv2d(channels, 9 * resolution * resolution, 1) if resolution > 1 else None
@@ -85,11 +83,10 @@ class LocalCostRefinement(Refinement):
         height, width = left_image.shape[-2:]
         image = F.avg_pool2d(left_image, self.stride) if self.stride > 1 else left_image
         current = F.adaptive_avg_pool2d(disparity.unsqueeze(1), image.shape[-2:]) / self.stride
-        scale = float(image.shape[-1])  # disparities as a fraction of the width: well-conditioned inputs
         for _ in range(self.iterations):
             current = current.detach()  # each update learns a correction of the estimate it is given
             cost = local_cost(left, right, current * self.step, self.radius, self.step)
-            hidden = self.blocks(self.stem(torch.cat((cost, current / scale * 4.0, image), dim=1)))
+            hidden = self.blocks(self.stem(correction_input(cost, current, image)))
             hidden = self.insert("hidden", hidden)
             current = F.relu(current + self.residual(hidden))
         if self.mask is not None:
