@@ -202,8 +202,11 @@ class StereoModule(pl.LightningModule):
         """train/samples_per_sec over each log_every_n_steps window, all ranks together.
 
         The device is synchronised only at the window's ends, so the figure is what the device really
-        processed, without stalling every step.
+        processed, without stalling every step. A step whose window a callback restarted at its end (a
+        BatchNorm recalibration; callbacks' hooks run before the module's) is not counted.
         """
+        if self._window_started is None:
+            return
         self._window_samples += batch["left"].shape[0] * self.trainer.world_size
         self._window_batches += 1
         interval = self.trainer.log_every_n_steps
