@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> dict:
     methods = {"StereoSGBM": sgbm_method()}
     for name, label in labels.items():
         predictor = Predictor.from_checkpoint(resolve_checkpoint(name), device=str(cfg.device), swap_check=False,
-                                              max_memory_gb=float(cfg.max_memory_gb))
+                                              max_memory_gb=float(cfg.max_memory_gb), min_width=cfg.min_width)
         methods[label] = network_method(predictor, str(cfg.search_range), bool(cfg.allow_strips))
     names = list(cfg.names) if cfg.names else None
     results = {name: evaluate_method(method, dataset, cap=int(cfg.cap), names=names, desc=name)

@@ -203,7 +203,7 @@ def run(cfg: DictConfig) -> dict[str, list[str]]:
     predictor = Predictor.from_checkpoint(
         checkpoint, device=cfg.device, precision=cfg.precision, max_disp=cfg.max_disp, mode=cfg.mode,
         max_memory_gb=cfg.max_memory_gb, downscale=cfg.downscale, tile_overlap=cfg.tile_overlap,
-        swap_check=cfg.swap_check, optimize=cfg.optimize,
+        swap_check=cfg.swap_check, optimize=cfg.optimize, min_width=cfg.min_width,
     )
     config = OmegaConf.to_container(cfg, resolve=True)
     settings = {k: v for k, v in config.items() if k not in NOT_PRODUCER_KEYS}

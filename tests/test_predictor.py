@@ -1,4 +1,4 @@
-"""Predictor: padding/unpadding, batching, tiled and downscaled modes, input checks, swap warning.
+"""Predictor: padding/unpadding, batching, tiled and downscaled modes, narrow pairs enlarged, input checks, swap warning.
 
 Mechanics are checked with a per-pixel "echo" network whose exact output is known; the real network
 runs on a tiny random checkpoint in both checkpoint formats.
@@ -152,6 +152,49 @@ def test_downscale_mode_scales_disparity_by_the_width_ratio():
     result = predictor.predict(grey, grey)
     assert result.disparity.shape == (96, 160)
     np.testing.assert_allclose(result.disparity, echo_expected(grey)[0] * 2.0, rtol=1e-5)
+
+
+class RecordingEchoNet(EchoNet):
+    """EchoNet that records the (height, width, max_disp) of every call, shared by its range copies."""
+
+    def __init__(self, max_disp: int = 32, calls: list | None = None) -> None:
+        super().__init__(max_disp)
+        self.calls = [] if calls is None else calls
+
+    def with_max_disp(self, max_disp: int) -> "RecordingEchoNet":
+        return RecordingEchoNet(max_disp, self.calls)
+
+    def forward(self, left, right, return_confidence=False):
+        self.calls.append((*left.shape[-2:], self.max_disp))
+        return super().forward(left, right, return_confidence)
+
+
+def test_a_pair_narrower_than_min_width_runs_enlarged_and_comes_back_at_its_size():
+    """min_width: a 160-wide pair runs at 240 (x1.5; padded to the echo net's 256), at most x2, and the
+    result is brought back to 96x160 with disparities scaled by the width ratio; the network's own range
+    is searched at the enlarged size, a range given is scaled to cover the same input pixels; wide pairs
+    run as given; the route records the enlargement."""
+    grey = np.full((96, 160, 3), 200, np.uint8)
+    net = RecordingEchoNet()
+    result = Predictor(net, device="cpu", swap_check=False, optimize=False, min_width=240).predict(grey, grey)
+    assert net.calls == [(256, 256, 32)]  # 240x144 padded to the net's minimum
+    assert result.disparity.shape == result.confidence.shape == (96, 160)
+    np.testing.assert_allclose(result.disparity, echo_expected(grey)[0] * 160 / 240, rtol=1e-5)
+    predictor = Predictor(net, device="cpu", swap_check=False, optimize=False, min_width=240)
+    predictor.predict(grey, grey, max_disp=32)
+    assert net.calls[-1][2] == 48  # 32 input pixels at x1.5
+    assert Predictor(net, device="cpu", swap_check=False, optimize=False, min_width=240, max_disp=32).covered_range(160) == 32
+    assert predictor.covered_range(160) == 32 * 160 // 240 and predictor.covered_range(240) == 32
+    assert predictor.route(96, 160)["enlarged"] == {"to": [240, 144], "from": [160, 96], "min_width": 240}
+    assert "enlarged" not in predictor.route(96, 240)
+    Predictor(net, device="cpu", swap_check=False, optimize=False, min_width=1000).predict(grey, grey)
+    assert net.calls[-1][:2] == (256, 320)  # at most x2: 320x192, padded
+    wide = np.full((96, 272, 3), 200, np.uint8)
+    Predictor(net, device="cpu", swap_check=False, optimize=False, min_width=240).predict(wide, wide)
+    assert net.calls[-1] == (256, 272, 32)
+    for bad in (-1, 2.5, True, "768"):
+        with pytest.raises(ValueError, match="min_width must be a whole number of pixels >= 0"):
+            Predictor(net, device="cpu", min_width=bad)
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,8 @@ def network_method(predictor: Any, search_range: str = "pair", allow_strips: boo
     """A :class:`stereo.inference.Predictor` as a :data:`DisparityMethod`.
 
     ``search_range``: ``pair`` runs the network over the sample's own range (what the protocol scores);
-    ``network`` never runs it over less than the range it was built with (its ``max_disp`` when
-    this method is made) and more only when the sample needs it: a network that regresses at 1/8
+    ``network`` runs it over the predictor's own range (at the size it runs: a narrow pair may run
+    enlarged, ``Predictor(min_width=...)``) and over more only when the sample needs it: a network that regresses at 1/8
     keeps its levels on a 16-px pair instead of having two (docs/evaluation.md). Scoring masks at the
     sample's range either way.
 
@@ -65,13 +65,14 @@ def network_method(predictor: Any, search_range: str = "pair", allow_strips: boo
     """
     if search_range not in SEARCH_RANGES:
         raise ValueError(f"search_range must be one of {SEARCH_RANGES}, got {search_range!r}")
-    built = predictor.max_disp
 
     def run(left: np.ndarray, right: np.ndarray, max_disp: int) -> tuple[np.ndarray, None, dict]:
-        searched = max(max_disp, built) if search_range == "network" else max_disp
+        # network: the predictor's own range (at the size it runs) unless the pair needs more
+        own = search_range == "network" and max_disp <= predictor.covered_range(left.shape[1])
+        searched = None if own else max_disp
         route = predictor.route(*left.shape[:2], max_disp=searched)
         if route["route"] != "full image" and not allow_strips:
-            raise ValueError(f"a {left.shape[1]}x{left.shape[0]} pair with max_disp {searched} needs about "
+            raise ValueError(f"a {left.shape[1]}x{left.shape[0]} pair with max_disp {searched or predictor.max_disp} needs about "
                              f"{route['full_image_gb']:g} GB as one image, more than max_memory_gb="
                              f"{predictor.max_memory_gb:g}: evaluations score full images; raise max_memory_gb, or "
                              "allow_strips=true to score stitched strips (an approximation, recorded per pair)")

@@ -6,13 +6,14 @@ serves every pair of a sequence. The network only ever sees ImageNet-normalised 
 it accepts (``network.input_spec``: multiples of 16, at least its features' minimum;
 docs/inference.md#network-input); everything users hand in is brought to that here. The pieces live
 beside it: input checks (``checks``), the memory model (``memory``), strip planning (``strips``) and
-stitching (``stitching``), the downscaled mode (``downscale``); padding is the network's
+stitching (``stitching``), other resolutions (``resolution``: ``mode=downscale``, ``min_width``); padding is the network's
 (``stereo.models.padding``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from stereo.data.normalize import normalize_image
 from stereo.devices import resolve_device
 from stereo.inference.checks import (InputError, check_finite_weights, check_pair, warn_if_precision_is_emulated,
                                      warn_if_swapped)
-from stereo.inference.downscale import downscaled_size, enlarge, shrink
+from stereo.inference.resolution import downscaled_size, enlarge_image, enlarged_size, shrink, to_input_size
 from stereo.inference.memory import device_memory_gb, estimate_memory_gb
 from stereo.inference.stitching import run_in_strips
 from stereo.inference.strips import strip_height, strip_starts
@@ -52,6 +53,11 @@ class Predictor:
     (with ``tile_overlap`` rows of overlap, linearly blended) so peak memory follows the strip, not the
     image; ``downscale`` runs at 1/``downscale`` resolution and multiplies the disparity back;
     ``auto`` is ``full`` when the estimated peak fits in ``max_memory_gb`` and ``tiled`` otherwise.
+    ``min_width``: a pair narrower than this runs enlarged to it (bicubic, at most 2x) and its result is
+    brought back to the input's size (``resolution.py``); 0 = off. A range given (here or per call) is in
+    the input's pixels and scales with the enlargement; the network's own range (no ``max_disp`` given)
+    is searched at the size the network runs: it is the range the network was trained for, where searching
+    the scaled one measured worse (docs/evaluation.md#narrow-pairs).
     ``max_disp``: the search range when a call names none (default: the network's own); the caller's
     network is never changed (``network.with_max_disp`` gives one over another range).
     """
@@ -68,6 +74,7 @@ class Predictor:
         tile_overlap: int = 64,
         swap_check: bool = True,
         optimize: bool = True,
+        min_width: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -77,6 +84,8 @@ class Predictor:
             raise ValueError(f"downscale must be >= 1 (a reduction factor), got {downscale}")
         if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) or not max_memory_gb > 0:
             raise ValueError(f"max_memory_gb={max_memory_gb}: must be a positive number of GB (inf: no budget)")
+        if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 0:
+            raise ValueError(f"min_width must be a whole number of pixels >= 0 (0: off), got {min_width!r}")
         if tile_overlap % SIZE_DIVISOR or tile_overlap < 0:
             raise ValueError(f"tile_overlap must be a non-negative multiple of {SIZE_DIVISOR}, got {tile_overlap}")
         self.device = resolve_device(device)
@@ -89,9 +98,10 @@ class Predictor:
         self.optimized = bool(optimize)
         self._networks = {int(self.model.max_disp): self.model}  # search range -> network (shared weights)
         self.max_disp = int(self.model.max_disp) if max_disp is None else check_max_disp(max_disp)
+        self._own_range = max_disp is None  # searched at the size the network runs, not scaled
         self.network(self.max_disp)  # refuses a range the network cannot search (not a multiple of its stride)
         self.mode, self.max_memory_gb, self.downscale = mode, max_memory_gb, downscale
-        self.tile_overlap, self.swap_check = tile_overlap, swap_check
+        self.tile_overlap, self.swap_check, self.min_width = tile_overlap, swap_check, min_width
         self._announced: set[tuple[int, int, int, int]] = set()  # sizes whose switch to strips was announced
         self._timed: set[tuple[int, int]] = set()
 
@@ -144,7 +154,7 @@ class Predictor:
         network = self.network(max_disp)
         results: list[Prediction] = []
         for group in _groups_of_equal_size(pairs):
-            results.extend(self._predict_same_size(network, group, names[len(results)][0]))
+            results.extend(self._predict_same_size(max_disp, group, names[len(results)][0]))
         if self.swap_check:
             for (left, right), result, (left_name, _) in zip(pairs, results, names):
                 warn_if_swapped(left, right, result.disparity, network.max_disp, left_name)
@@ -160,9 +170,14 @@ class Predictor:
         """How one ``height`` x ``width`` pair will run (``auto`` resolved), as evaluations record it:
         ``full image``, ``strips`` (with their rows, count and overlap) or ``downscale``, and the padding
         (top-right zeros up to the network's ``input_spec``) with the estimated peak of the full image."""
+        record: dict = {}
+        runs_at = enlarged_size(width, height, self.min_width)
+        if runs_at != (width, height):
+            record["enlarged"] = {"to": list(runs_at), "from": [width, height], "min_width": self.min_width}
+            (width, height), max_disp = runs_at, self._range_at(max_disp, width, runs_at[0])
         network = self.network(max_disp)
         record = {"route": "full image", "padding": {"mode": "top_right", **network.input_spec.to_dict()},
-                  "full_image_gb": round(self._full_image_gb(network, height, width), 3)}
+                  "full_image_gb": round(self._full_image_gb(network, height, width), 3), **record}
         mode = self.plan(height, width, 1, network.max_disp)
         rows = self._strip_height(network, width, 1)
         if mode == "tiled" and rows < height:
@@ -203,9 +218,27 @@ class Predictor:
 
     # ------------------------------------------------------------------ internals
 
-    def _predict_same_size(self, network: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]],
+    def covered_range(self, width: int) -> int:
+        """The disparities, in the input's pixels, that the predictor's range covers on a pair this wide
+        (less than ``max_disp`` when the pair runs enlarged and the range is the network's own)."""
+        runs_at = enlarged_size(width, 1, self.min_width)[0]
+        return self.max_disp if runs_at == width or not self._own_range else self.max_disp * width // runs_at
+
+    def _predict_same_size(self, max_disp: int | None, pairs: list[tuple[np.ndarray, np.ndarray]],
                            name: str) -> list[Prediction]:
+        """Equal-sized pairs, enlarged first when narrower than ``min_width``."""
         height, width = pairs[0][0].shape[:2]
+        runs_at = enlarged_size(width, height, self.min_width)
+        if runs_at != (width, height):
+            enlarged = [(enlarge_image(l, runs_at), enlarge_image(r, runs_at)) for l, r in pairs]
+            results = self._predict_as_given(self._range_at(max_disp, width, runs_at[0]), enlarged, name)
+            return [Prediction(*to_input_size(p.disparity, p.confidence, width, height)) for p in results]
+        return self._predict_as_given(max_disp, pairs, name)
+
+    def _predict_as_given(self, max_disp: int | None, pairs: list[tuple[np.ndarray, np.ndarray]],
+                          name: str) -> list[Prediction]:
+        height, width = pairs[0][0].shape[:2]
+        network = self.network(max_disp)
         mode = self.check_memory(height, width, len(pairs), name, network.max_disp)
         if mode == "downscale":
             return [self._predict_downscaled(network, l, r) for l, r in pairs]
@@ -214,6 +247,14 @@ class Predictor:
         run = self._run_padded if mode == "full" else self._run_tiled
         disparity, confidence = run(network, left, right)
         return [Prediction(d.numpy(), c.numpy()) for d, c in zip(disparity, confidence)]
+
+    def _range_at(self, max_disp: int | None, width: int, enlarged_width: int) -> int:
+        """The search range at the enlarged size: the network's own as it is, a range given scaled so that
+        it covers ``max_disp`` of the input's pixels."""
+        if max_disp is None and self._own_range:
+            return self.max_disp
+        given = self.max_disp if max_disp is None else max_disp
+        return SIZE_DIVISOR * math.ceil(given * enlarged_width / width / SIZE_DIVISOR)
 
     def _full_image_gb(self, network: torch.nn.Module, height: int, width: int, batch: int = 1) -> float:
         """Estimated peak of ``batch`` ``height`` x ``width`` pairs as one image (padded as the network runs them)."""
@@ -233,7 +274,7 @@ class Predictor:
         tensors = normalize_image(shrink(left, small))[None], normalize_image(shrink(right, small))[None]
         run = self._run_padded if self._fits(network, small[1], small[0]) else self._run_tiled
         disparity, confidence = (t[0].numpy() for t in run(network, *tensors))
-        return Prediction(*enlarge(disparity, confidence, width, height))
+        return Prediction(*to_input_size(disparity, confidence, width, height))
 
     def _run_padded(self, network: torch.nn.Module, left: torch.Tensor,
                     right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
