@@ -169,7 +169,8 @@ class Predictor:
     def route(self, height: int, width: int, max_disp: int | None = None) -> dict:
         """How one ``height`` x ``width`` pair will run (``auto`` resolved), as evaluations record it:
         ``full image``, ``strips`` (with their rows, count and overlap) or ``downscale``, and the padding
-        (top-right zeros up to the network's ``input_spec``) with the estimated peak of the full image."""
+        (top-right zeros up to the network's ``input_spec``) with the estimated peak of the full image;
+        ``enlarged`` (the size it runs at) for a pair narrower than ``min_width``."""
         record: dict = {}
         runs_at = enlarged_size(width, height, self.min_width)
         if runs_at != (width, height):
@@ -216,13 +217,13 @@ class Predictor:
                   "of one strip, timed on the first", file=sys.stderr, flush=True)
         return mode
 
-    # ------------------------------------------------------------------ internals
-
     def covered_range(self, width: int) -> int:
         """The disparities, in the input's pixels, that the predictor's range covers on a pair this wide
         (less than ``max_disp`` when the pair runs enlarged and the range is the network's own)."""
         runs_at = enlarged_size(width, 1, self.min_width)[0]
         return self.max_disp if runs_at == width or not self._own_range else self.max_disp * width // runs_at
+
+    # ------------------------------------------------------------------ internals
 
     def _predict_same_size(self, max_disp: int | None, pairs: list[tuple[np.ndarray, np.ndarray]],
                            name: str) -> list[Prediction]:
