@@ -155,6 +155,34 @@ def test_the_full_resolution_step_trains_as_a_third_output_and_starts_as_the_ide
     assert added == 4 * 64 * 96 * with_step.refinement.detail.live_maps() > 0
 
 
+def test_every_refinement_iteration_is_a_training_output_and_inference_returns_the_last():
+    """refinement.iterations=2 with the full-resolution step: training returns coarse, both half-resolution
+    updates and the full-resolution output; the first update is exactly what a one-iteration refinement
+    returns, the loss on it alone reaches the shared update and upsampling layers, and inference returns
+    the last output of the training sequence (same batch statistics: only the refinement's own flag set)."""
+    torch.manual_seed(0)
+    config = model_config("ea_census", max_disp=32)
+    network = build_network({**config, "refinement": {**config["refinement"], "detail_channels": 4, "iterations": 2}})
+    left, right = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
+    outputs = network.train()(left, right)
+    assert len(outputs) == 4 and all(o.shape == (2, 64, 96) for o in outputs)
+    outputs[1].mean().backward()
+    assert network.refinement.residual.weight.grad.abs().sum() > 0 and network.refinement.mask.weight.grad.abs().sum() > 0
+    network.eval()
+    network.refinement.training = True  # the refinement's sequence, with the eval-mode layers inside it
+    with torch.no_grad():
+        sequence = network(left, right)
+        network.refinement.iterations = 1
+        single = network(left, right)
+        network.refinement.iterations = 2
+        network.refinement.training = False
+        final = network(left, right)
+    assert len(sequence) == 3 and len(single) == 2  # eval: the refinement's outputs only, no coarse map
+    torch.testing.assert_close(sequence[0], single[0], rtol=0, atol=0)
+    torch.testing.assert_close(final, sequence[-1], rtol=0, atol=0)
+    assert not torch.equal(sequence[1], sequence[0])
+
+
 def test_a_refinement_is_saved_and_loaded_through_the_validated_checkpoint_path(tmp_path):
     config = model_config("ea_census", max_disp=32)
     path = write_our_checkpoint(tmp_path / "census.ckpt", config, seed=3)

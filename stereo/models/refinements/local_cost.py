@@ -17,10 +17,12 @@ a fraction and still matches at the features' precision):
    being smeared by bilinear interpolation.
 
 ``iterations`` repeats 2-3 with the same weights, looking the cost up again around the new
-estimate. ``detail_channels`` > 0 adds a last step at full resolution on full-resolution census
+estimate: an edge the coarse level blurred over more than ``radius`` is reached in two updates. ``detail_channels`` > 0 adds a last step at full resolution on full-resolution census
 descriptors (``detail.py``: sub-pixel precision the half-resolution cost cannot give), starting as the
-identity. Training returns the refined disparity of the last iteration, and the full-resolution
-step's after it when there is one (the loss weighs both).
+identity. Training returns every iteration's refined disparity (each upsampled with its own mask, so
+each is supervised, as RAFT's sequence loss does: an update trained only on the last iteration's input
+would never see the coarse estimate it corrects first), and the full-resolution step's after them when
+there is one; the loss weighs each.
 """
 
 from __future__ import annotations
@@ -83,15 +85,19 @@ class LocalCostRefinement(Refinement):
         height, width = left_image.shape[-2:]
         image = F.avg_pool2d(left_image, self.stride) if self.stride > 1 else left_image
         current = F.adaptive_avg_pool2d(disparity.unsqueeze(1), image.shape[-2:]) / self.stride
-        for _ in range(self.iterations):
+        steps = []  # training: every iteration's upsampled estimate (each is supervised, as in RAFT)
+        for iteration in range(self.iterations):
             current = current.detach()  # each update learns a correction of the estimate it is given
             cost = local_cost(left, right, current * self.step, self.radius, self.step)
             hidden = self.blocks(self.stem(correction_input(cost, current, image)))
             hidden = self.insert("hidden", hidden)
             current = F.relu(current + self.residual(hidden))
-        if self.mask is not None:
-            current = convex_upsample(current, self.mask(hidden), self.stride)
-        if self.detail is None:
-            return current.view(-1, height, width)
-        detailed = self.detail(current, left_image, right_image).view(-1, height, width)
-        return (current.view(-1, height, width), detailed) if self.training else detailed
+            if self.training or iteration == self.iterations - 1:
+                steps.append(self._upsample(current, hidden).view(-1, height, width))
+        if self.detail is not None:
+            steps.append(self.detail(steps[-1].unsqueeze(1), left_image, right_image).view(-1, height, width))
+        return tuple(steps) if self.training and len(steps) > 1 else steps[-1]
+
+    def _upsample(self, current: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The estimate at full resolution: convex upsampling with the mask the last update predicts."""
+        return current if self.mask is None else convex_upsample(current, self.mask(hidden), self.stride)
