@@ -121,7 +121,9 @@ def test_an_evaluation_never_switches_to_strips_silently(tiny_checkpoint, real_d
         compare_real.run(compose("compare_real", options))
     report = compare_real.run(compose("compare_real", options + ["allow_strips=true"]))
     route = report["methods"][tiny_checkpoint.name]["rows"][0]["route"]
-    assert route["route"] == "strips" and route["strips"] == 2 and route["strip_rows"] == 256
+    # the 384x288 pair runs enlarged to min_width 768 (768x576): three 256-row strips with 64 rows of overlap
+    assert route["enlarged"]["to"] == [768, 576]
+    assert route["route"] == "strips" and route["strips"] == 3 and route["strip_rows"] == 256
     assert report["methods"][tiny_checkpoint.name]["summary"]["routes"] == ["strips"]
 
 
@@ -142,8 +144,11 @@ def test_a_network_searches_at_least_its_own_range_unless_told_to_search_the_pai
     from stereo.evaluation.methods import network_method
 
     class Recorder:  # the part of Predictor that network_method uses
-        def __init__(self) -> None:
-            self.max_disp, self.ranges = 192, []
+        def __init__(self, covered: int = 192) -> None:
+            self.max_disp, self.covered, self.ranges = 192, covered, []
+
+        def covered_range(self, width):  # input pixels its own range covers (less on a pair it enlarges)
+            return self.covered
 
         def route(self, height, width, max_disp=None):
             return {"route": "full image"}
@@ -153,12 +158,17 @@ def test_a_network_searches_at_least_its_own_range_unless_told_to_search_the_pai
             return type("P", (), {"disparity": np.zeros(left.shape[:2], np.float32)})()
 
     image = np.zeros((32, 48, 3), np.uint8)
-    for search_range, expected in (("network", [192, 208]), ("pair", [16, 208])):
+    for search_range, expected in (("network", [None, 208]), ("pair", [16, 208])):  # None: the predictor's own
         predictor = Recorder()
         method = network_method(predictor, search_range)
         method(image, image, 16)
         method(image, image, 208)
         assert predictor.ranges == expected
+    enlarged = Recorder(covered=96)  # its own 192 px at x2 cover 96 px of the pair: more is asked for
+    method = network_method(enlarged, "network")
+    method(image, image, 96)
+    method(image, image, 112)
+    assert enlarged.ranges == [None, 112]
     with pytest.raises(ValueError, match="search_range must be one of"):
         network_method(Recorder(), "all")
 
