@@ -192,6 +192,9 @@ def test_a_pair_narrower_than_min_width_runs_enlarged_and_comes_back_at_its_size
     wide = np.full((96, 272, 3), 200, np.uint8)
     Predictor(net, device="cpu", swap_check=False, optimize=False, min_width=240).predict(wide, wide)
     assert net.calls[-1] == (256, 272, 32)
+    downscaled = Predictor(net, device="cpu", swap_check=False, optimize=False, min_width=240, mode="downscale")
+    assert downscaled.predict(grey, grey).disparity.shape == (96, 160) and "enlarged" not in downscaled.route(96, 160)
+    assert net.calls[-1] == (256, 256, 32)  # 80x48, padded: mode=downscale asks for a smaller run, never enlarged
     for bad in (-1, 2.5, True, "768"):
         with pytest.raises(ValueError, match="min_width must be a whole number of pixels >= 0"):
             Predictor(net, device="cpu", min_width=bad)

@@ -53,8 +53,8 @@ class Predictor:
     (with ``tile_overlap`` rows of overlap, linearly blended) so peak memory follows the strip, not the
     image; ``downscale`` runs at 1/``downscale`` resolution and multiplies the disparity back;
     ``auto`` is ``full`` when the estimated peak fits in ``max_memory_gb`` and ``tiled`` otherwise.
-    ``min_width``: a pair narrower than this runs enlarged to it (bicubic, at most 2x) and its result is
-    brought back to the input's size (``resolution.py``); 0 = off. A range given (here or per call) is in
+    ``min_width``: a pair narrower than this runs enlarged to it (bicubic, at most 2x; not in ``downscale``
+    mode) and its result is brought back to the input's size (``resolution.py``); 0 = off. A range given (here or per call) is in
     the input's pixels and scales with the enlargement; the network's own range (no ``max_disp`` given)
     is searched at the size the network runs: it is the range the network was trained for, where searching
     the scaled one measured worse (docs/evaluation.md#narrow-pairs).
@@ -172,7 +172,7 @@ class Predictor:
         (top-right zeros up to the network's ``input_spec``) with the estimated peak of the full image;
         ``enlarged`` (the size it runs at) for a pair narrower than ``min_width``."""
         record: dict = {}
-        runs_at = enlarged_size(width, height, self.min_width)
+        runs_at = self._runs_at(width, height)
         if runs_at != (width, height):
             record["enlarged"] = {"to": list(runs_at), "from": [width, height], "min_width": self.min_width}
             (width, height), max_disp = runs_at, self._range_at(max_disp, width, runs_at[0])
@@ -220,7 +220,7 @@ class Predictor:
     def covered_range(self, width: int) -> int:
         """The disparities, in the input's pixels, that the predictor's range covers on a pair this wide
         (less than ``max_disp`` when the pair runs enlarged and the range is the network's own)."""
-        runs_at = enlarged_size(width, 1, self.min_width)[0]
+        runs_at = self._runs_at(width, 1)[0]
         return self.max_disp if runs_at == width or not self._own_range else self.max_disp * width // runs_at
 
     # ------------------------------------------------------------------ internals
@@ -229,7 +229,7 @@ class Predictor:
                            name: str) -> list[Prediction]:
         """Equal-sized pairs, enlarged first when narrower than ``min_width``."""
         height, width = pairs[0][0].shape[:2]
-        runs_at = enlarged_size(width, height, self.min_width)
+        runs_at = self._runs_at(width, height)
         if runs_at != (width, height):
             enlarged = [(enlarge_image(l, runs_at), enlarge_image(r, runs_at)) for l, r in pairs]
             results = self._predict_as_given(self._range_at(max_disp, width, runs_at[0]), enlarged, name)
@@ -248,6 +248,11 @@ class Predictor:
         run = self._run_padded if mode == "full" else self._run_tiled
         disparity, confidence = run(network, left, right)
         return [Prediction(d.numpy(), c.numpy()) for d, c in zip(disparity, confidence)]
+
+    def _runs_at(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) a pair runs at: enlarged when narrower than ``min_width``, except in
+        ``mode=downscale``, which asks for a smaller run."""
+        return (width, height) if self.mode == "downscale" else enlarged_size(width, height, self.min_width)
 
     def _range_at(self, max_disp: int | None, width: int, enlarged_width: int) -> int:
         """The search range at the enlarged size: the network's own as it is, a range given scaled so that
