@@ -55,9 +55,9 @@ def network_method(predictor: Any, search_range: str = "pair", allow_strips: boo
 
     ``search_range``: ``pair`` runs the network over the sample's own range (what the protocol scores);
     ``network`` runs it over the predictor's own range (at the size it runs: a narrow pair may run
-    enlarged, ``Predictor(min_width=...)``) and over more only when the sample needs it: a network that regresses at 1/8
-    keeps its levels on a 16-px pair instead of having two (docs/evaluation.md). Scoring masks at the
-    sample's range either way.
+    enlarged, ``Predictor(min_width=...)``) and over more only when the sample needs it: a network
+    that regresses at 1/8 keeps its levels on a 16-px pair instead of having two (docs/evaluation.md).
+    Scoring masks at the sample's range either way.
 
     A pair runs as one full image. One whose estimate exceeds the predictor's ``max_memory_gb`` is
     refused, naming the options, unless ``allow_strips``: stitched strips only approximate the

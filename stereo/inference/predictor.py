@@ -6,8 +6,8 @@ serves every pair of a sequence. The network only ever sees ImageNet-normalised 
 it accepts (``network.input_spec``: multiples of 16, at least its features' minimum;
 docs/inference.md#network-input); everything users hand in is brought to that here. The pieces live
 beside it: input checks (``checks``), the memory model (``memory``), strip planning (``strips``) and
-stitching (``stitching``), other resolutions (``resolution``: ``mode=downscale``, ``min_width``); padding is the network's
-(``stereo.models.padding``).
+stitching (``stitching``), other resolutions (``resolution``: ``mode=downscale``, ``min_width``);
+padding is the network's (``stereo.models.padding``).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class Predictor:
     (with ``tile_overlap`` rows of overlap, linearly blended) so peak memory follows the strip, not the
     image; ``downscale`` runs at 1/``downscale`` resolution and multiplies the disparity back;
     ``auto`` is ``full`` when the estimated peak fits in ``max_memory_gb`` and ``tiled`` otherwise.
-    ``min_width``: a pair narrower than this runs enlarged to it (bicubic, at most 2x; not in ``downscale``
-    mode) and its result is brought back to the input's size (``resolution.py``); 0 = off. A range given (here or per call) is in
-    the input's pixels and scales with the enlargement; the network's own range (no ``max_disp`` given)
+    ``min_width``: a pair narrower than this runs enlarged to it (bicubic, at most 2x; not in
+    ``downscale`` mode) and its result is brought back to the input's size (``resolution.py``); 0 = off.
+    A range given (here or per call) is in the input's pixels and scales with the enlargement; the network's own range (no ``max_disp`` given)
     is searched at the size the network runs: it is the range the network was trained for, where searching
     the scaled one measured worse (docs/evaluation.md#narrow-pairs).
     ``max_disp``: the search range when a call names none (default: the network's own); the caller's
