@@ -207,11 +207,14 @@ def export(
     tolerance_factor: float = 10.0,
     check: bool = True,
     overwrite: bool = False,
+    regression_window: int | None = None,
 ) -> float | None:
     """Export a checkpoint; returns the worst measured/bound ratio of the verification (None when not verified).
 
     ``output`` is replaced only when its manifest (``<output>.manifest.json``) says an export of the same
-    checkpoint and settings wrote it, or with ``overwrite``: an unrelated file there is refused."""
+    checkpoint and settings wrote it, or with ``overwrite``: an unrelated file there is refused.
+    ``regression_window`` (None: the checkpoint's) sets the eval-mode window of a low-resolution
+    soft-argmax (``StereoNetwork.regression_window``), which the weights file then records."""
     from stereo.inference.predictor import Predictor
 
     if fmt not in FORMATS:
@@ -227,10 +230,13 @@ def export(
     ckpt_path = resolve_checkpoint(ckpt_path)
     predictor = Predictor.from_checkpoint(ckpt_path, device="cpu", max_disp=max_disp, optimize=False)
     network = predictor.network()  # at the requested max_disp (the loaded network is not changed)
+    if regression_window is not None:
+        network.regression_window = regression_window
     check_sizes(verify_sizes, network.input_spec.min_size)
     module = DisparityAndConfidence(network).eval()
     made_by = output_dirs.producer("stereo.export", ckpt_path, {
-        "format": fmt, "max_disp": predictor.max_disp, "opset": opset, "verify": check,
+        "format": fmt, "max_disp": predictor.max_disp, "regression_window": network.regression_window,
+        "opset": opset, "verify": check,
         "verify_sizes": [list(size) for size in verify_sizes], "tolerance_factor": tolerance_factor})
     with output_dirs.open_run(output, "output", made_by, overwrite=overwrite, is_file=True):
         temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")  # per process; a dead one's is removed
@@ -254,7 +260,7 @@ def export(
 def main(cfg: DictConfig) -> None:
     export(cfg.ckpt_path, cfg.format, cfg.output, cfg.max_disp, cfg.opset,
            cfg.verify_sizes, float(cfg.tolerance_factor), bool(cfg.verify),
-           bool(cfg.get("overwrite", False)))
+           bool(cfg.get("overwrite", False)), cfg.get("regression_window"))
 
 
 if __name__ == "__main__":

@@ -257,6 +257,23 @@ class StereoNetwork(HasInferenceForm):
         self.regression.chunk_rows = rows
 
     @property
+    def regression_window(self) -> int | None:
+        """Levels either side of the most probable one that the eval-mode estimate averages (None: all;
+        ``LowResolutionSoftArgmax.window``). Part of the architecture's config, so a saved network keeps it."""
+        return getattr(self.regression, "window", None)
+
+    @regression_window.setter
+    def regression_window(self, window: int | None) -> None:
+        if not hasattr(self.regression, "window"):
+            raise ValueError(f"{type(self.regression).__name__} has no windowed estimate (regression_window); "
+                             "only a low-resolution soft-argmax (LowResolutionSoftArgmax) has")
+        self.regression.window = window
+        if window is None:
+            self.config["regression"].pop("window", None)
+        else:
+            self.config["regression"]["window"] = window
+
+    @property
     def checkpoint_aggregation(self) -> bool:
         """Recompute the 3-D head's and the regression's activations in backward (training memory)."""
         return self.aggregation.checkpointing

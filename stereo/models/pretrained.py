@@ -16,11 +16,11 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # name -> file in stereo/weights/ (fp16 tensors, see the model card): ea_census_zero_shot is trained by
 # experiment=ea_census_cpu, then experiment=ea_census_cpu_stage2 (from ea_census_stage1), then
 # experiment=ea_census_cpu_deep (from ea_census_stage2), then experiment=ea_census_cpu_context four times
-# (from ea_census_stage3 to ea_census_stage6), then experiment=ea_census_cpu_detail three times (from
-# ea_census_stage7, ea_census_stage8, then ea_census_stage9); each earlier stage's weights ship so that
-# every command runs from a fresh clone
+# (from ea_census_stage3 to ea_census_stage6), then experiment=ea_census_cpu_detail four times (from
+# ea_census_stage7 to ea_census_stage10), exported with regression_window=1; each earlier stage's weights
+# ship so that every command runs from a fresh clone
 SHIPPED = {"ea_census_zero_shot": "ea_census_zero_shot.ckpt",
-           **{f"ea_census_stage{n}": f"ea_census_stage{n}.ckpt" for n in range(1, 10)}}
+           **{f"ea_census_stage{n}": f"ea_census_stage{n}.ckpt" for n in range(1, 11)}}
 DEFAULT = "ea_census_zero_shot"
 
 

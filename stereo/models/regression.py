@@ -12,7 +12,10 @@ N×H×W disparity by soft-argmax.
   each side reproduces the plain path's values (the halo rows' outputs are discarded; only the matrix products'
   rounding order may differ).
 - ``LowResolutionSoftArgmax`` (light networks): soft-argmax over the volume's own levels, then the
-  disparity map (×stride) upsampled bilinearly: no full-resolution volume ever exists.
+  disparity map (×stride) upsampled bilinearly: no full-resolution volume ever exists. Its ``window``
+  (eval mode only) averages over the levels within ±window of the most probable one instead of all:
+  a 1/8 cell on a depth edge holds two surfaces, and the full expectation lands between them, on
+  neither (Tulyakov et al., NeurIPS 2018, "Practical Deep Stereo": sub-pixel MAP).
 """
 
 from __future__ import annotations
@@ -72,18 +75,37 @@ class SoftArgmaxRegression(Regression):
 class LowResolutionSoftArgmax(Regression):
     """Soft-argmax over the cost's levels at 1/``stride``, disparity ×stride upsampled bilinearly.
 
+    ``window`` (None: all levels): in eval mode, the expectation over the levels within ±``window`` of
+    the most probable one, renormalised. Training keeps the full expectation, whose gradient reaches
+    every level; the window only decides which mode an estimate follows where the distribution has
+    two (a depth edge inside a 1/``stride`` cell), so a refinement that searches ±``window`` levels
+    around the estimate starts on one of the surfaces instead of between them.
     Confidence: the probability mass of the levels within ±1 of the estimate (±``stride`` pixels).
     """
 
-    def __init__(self, max_disp: int, stride: int, align_corners: bool = False) -> None:
+    def __init__(self, max_disp: int, stride: int, align_corners: bool = False, window: int | None = None) -> None:
         super().__init__()
         self.max_disp, self.stride, self.align_corners = max_disp, stride, bool(align_corners)
+        self.window = window
+
+    @property
+    def window(self) -> int | None:
+        """Levels either side of the most probable one that the eval-mode estimate averages (None: all)."""
+        return self._window
+
+    @window.setter
+    def window(self, window: int | None) -> None:
+        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+            raise ValueError(f"regression window (model.regression.window, stereo.export regression_window) must "
+                             f"be a whole number of levels >= 1 or null (all levels), got {window!r}")
+        self._window = window
 
     def forward(self, cost: torch.Tensor, height: int, width: int, return_confidence: bool = False):
         levels = self.max_disp // self.stride
         if cost.shape[-3] != levels:
             raise ValueError(f"cost has {cost.shape[-3]} levels, expected max_disp/stride = {levels}")
-        result = _soft_argmax(cost, levels, return_confidence, radius=1)
+        result = _soft_argmax(cost, levels, return_confidence, radius=1,
+                              window=None if self.training else self.window)
         maps = result if return_confidence else (result,)
         upsampled = [upsample_bilinear(m.unsqueeze(1), (height, width), self.align_corners).squeeze(1)
                      for m in maps]
@@ -147,15 +169,25 @@ def _levels(prob: torch.Tensor) -> torch.Tensor:
 
 
 def _soft_argmax(
-    cost: torch.Tensor, max_disp: int, return_confidence: bool, radius: int = CONFIDENCE_RADIUS
+    cost: torch.Tensor, max_disp: int, return_confidence: bool, radius: int = CONFIDENCE_RADIUS,
+    window: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """N×1×D×h×w cost → N×h×w expected level (and the mass within ±``radius`` levels of it)."""
+    """N×1×D×h×w cost → N×h×w expected level (and the mass within ±``radius`` levels of it); with
+    ``window``, the expectation over the levels within ±window of the most probable one."""
     # At least fp32 even under autocast: a bf16 soft-argmax would quantise disparities to ~0.5 px
     # steps. Never lower than the input's precision: float64 references stay float64 throughout.
     with autocast_off(cost.device.type):
-        prob = torch.softmax(cost.squeeze(1).to(torch.promote_types(cost.dtype, torch.float32)), dim=1)  # N×D×H×W
+        logits = cost.squeeze(1).to(torch.promote_types(cost.dtype, torch.float32))  # N×D×H×W
         del cost
-        disparity = torch.einsum("ndhw,d->nhw", prob, _levels(prob))
+        prob = torch.softmax(logits, dim=1)
+        if window is None:
+            del logits  # a converted copy (bf16 under autocast) is not kept beside the probabilities
+            disparity = torch.einsum("ndhw,d->nhw", prob, _levels(prob))
+        else:
+            offsets = _levels(prob).view(1, -1, 1, 1) - logits.argmax(dim=1, keepdim=True)
+            near_mode = torch.softmax(logits.masked_fill(offsets.abs() > window, float("-inf")), dim=1)
+            del logits
+            disparity = torch.einsum("ndhw,d->nhw", near_mode, _levels(prob))
         if not return_confidence:
             return disparity
         offsets = torch.arange(-radius, radius + 1, device=prob.device).view(1, -1, 1, 1)
