@@ -78,8 +78,8 @@ class LowResolutionSoftArgmax(Regression):
     ``window`` (None: all levels): in eval mode, the expectation over the levels within ±``window`` of
     the most probable one, renormalised. Training keeps the full expectation, whose gradient reaches
     every level; the window only decides which mode an estimate follows where the distribution has
-    two (a depth edge inside a 1/``stride`` cell), so a refinement that searches ±``window`` levels
-    around the estimate starts on one of the surfaces instead of between them.
+    two (a depth edge or a thin structure inside a 1/``stride`` cell, an ambiguous match), so a
+    refinement that searches a few pixels around the estimate starts on one of them, not between.
     Confidence: the probability mass of the levels within ±1 of the estimate (±``stride`` pixels).
     """
 
