@@ -203,3 +203,26 @@ def _with_config(target, source, config):
     checkpoint["hyper_parameters"]["model_config"] = config
     torch.save(checkpoint, target)
     return target
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_the_shipped_network_exports_and_the_graph_holds_at_a_size_other_than_the_traced_one(fmt, tmp_path):
+    """ea_census_detail (refinement + full-resolution step, regression window 1) through stereo.export: the
+    export verifies the file against float64 PyTorch at a second width, where a width frozen into the
+    graph at trace time (the refinement's disparity-over-width input once was) gives wrong disparities."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    from inference_checkpoints import calibrate_batchnorm
+
+    from stereo.export import export
+
+    torch.manual_seed(0)
+    config = model_config("ea_census_detail", max_disp=64)
+    config = {**config, "regression": {**config["regression"], "window": 1}}
+    network = calibrate_batchnorm(build_network(config), size=(64, 96))
+    source = tmp_path / "census.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()},
+                "hyper_parameters": {"model_config": config}, "epoch": 0}, source)
+    ratio = export(source, fmt, tmp_path / f"census.{fmt}", verify_sizes=[[64, 96], [80, 160]])
+    assert ratio is not None and ratio <= 1

@@ -41,8 +41,9 @@ def correction_stem(radius: int, channels: int) -> nn.Sequential:
 
 def correction_input(cost: torch.Tensor, disparity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """[local cost, disparity, left image] at one resolution; the disparity as a fraction of the width
-    (x4): inputs of the same order as the cost's and the image's, at any image size."""
-    return torch.cat((cost, disparity / float(image.shape[-1]) * 4.0, image), dim=1)
+    (x4): inputs of the same order as the cost's and the image's, at any image size. The width stays a
+    traced size (no ``float()``), so an exported graph divides by its input's width, not the trace's."""
+    return torch.cat((cost, disparity / image.shape[-1] * 4.0, image), dim=1)
 
 
 def convex_upsample(disparity: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:

@@ -84,7 +84,10 @@ class LocalCostRefinement(Refinement):
                 left: torch.Tensor, right: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = left_image.shape[-2:]
         image = F.avg_pool2d(left_image, self.stride) if self.stride > 1 else left_image
-        current = F.adaptive_avg_pool2d(disparity.unsqueeze(1), image.shape[-2:]) / self.stride
+        # the network's input is a multiple of 16, so a fixed stride-s window is the same average as an
+        # adaptive one to image's size, and it has a static kernel (what ONNX export needs)
+        current = disparity.unsqueeze(1)
+        current = (F.avg_pool2d(current, self.stride) if self.stride > 1 else current) / self.stride
         steps = []  # training: every iteration's upsampled estimate (each is supervised, as in RAFT)
         for iteration in range(self.iterations):
             current = current.detach()  # each update learns a correction of the estimate it is given
