@@ -213,16 +213,10 @@ def test_the_shipped_network_exports_and_the_graph_holds_at_a_size_other_than_th
     if fmt == "onnx":
         pytest.importorskip("onnx")
         pytest.importorskip("onnxruntime")
-    from inference_checkpoints import calibrate_batchnorm
-
     from stereo.export import export
 
-    torch.manual_seed(0)
     config = model_config("ea_census_detail", max_disp=64)
     config = {**config, "regression": {**config["regression"], "window": 1}}
-    network = calibrate_batchnorm(build_network(config), size=(64, 96))
-    source = tmp_path / "census.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()},
-                "hyper_parameters": {"model_config": config}, "epoch": 0}, source)
+    source = write_our_checkpoint(tmp_path / "census.ckpt", config, calibrated=True)
     ratio = export(source, fmt, tmp_path / f"census.{fmt}", verify_sizes=[[64, 96], [80, 160]])
     assert ratio is not None and ratio <= 1

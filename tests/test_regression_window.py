@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from inference_checkpoints import write_our_checkpoint
 
 from stereo.models import load_model
 from stereo.models.build import build_network, model_config
@@ -91,16 +92,9 @@ def test_export_writes_the_window_into_the_weights_file_and_the_loaded_network_a
     """stereo.export regression_window=1: the weights file's config carries it (so every command that
     loads the file uses it), the export's own verification compares that network, and the loaded
     network's disparity is the windowed one, not the plain one."""
-    from inference_checkpoints import calibrate_batchnorm
-
     from stereo.export import export
 
-    torch.manual_seed(0)
-    config = model_config("ea_census", max_disp=64)
-    source = tmp_path / "census.ckpt"
-    network = calibrate_batchnorm(build_network(config), size=(64, 96))
-    torch.save({"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()},
-                "hyper_parameters": {"model_config": dict(config)}, "epoch": 0}, source)
+    source = write_our_checkpoint(tmp_path / "census.ckpt", model_config("ea_census", max_disp=64), calibrated=True)
     output = tmp_path / "windowed.ckpt"
     assert export(source, "weights", output, verify_sizes=[[64, 96]], regression_window=1) is not None
     stored = torch.load(output, weights_only=True)

@@ -55,9 +55,10 @@ class Predictor:
     ``auto`` is ``full`` when the estimated peak fits in ``max_memory_gb`` and ``tiled`` otherwise.
     ``min_width``: a pair narrower than this runs enlarged to it (bicubic, at most 2x; not in
     ``downscale`` mode) and its result is brought back to the input's size (``resolution.py``); 0 = off.
-    A range given (here or per call) is in the input's pixels and scales with the enlargement; the network's own range (no ``max_disp`` given)
-    is searched at the size the network runs: it is the range the network was trained for, where searching
-    the scaled one measured worse (docs/evaluation.md#narrow-pairs).
+    A range given (here or per call) is in the input's pixels and scales with the enlargement; the
+    network's own range (no ``max_disp`` given) is searched at the size the network runs: it is the
+    range the network was trained for, where searching the scaled one measured worse
+    (docs/evaluation.md#narrow-pairs).
     ``max_disp``: the search range when a call names none (default: the network's own); the caller's
     network is never changed (``network.with_max_disp`` gives one over another range).
     """

@@ -184,8 +184,8 @@ def _soft_argmax(
             del logits  # a converted copy (bf16 under autocast) is not kept beside the probabilities
             disparity = torch.einsum("ndhw,d->nhw", prob, _levels(prob))
         else:
-            offsets = _levels(prob).view(1, -1, 1, 1) - logits.argmax(dim=1, keepdim=True)
-            near_mode = torch.softmax(logits.masked_fill(offsets.abs() > window, float("-inf")), dim=1)
+            from_mode = _levels(prob).view(1, -1, 1, 1) - logits.argmax(dim=1, keepdim=True)
+            near_mode = torch.softmax(logits.masked_fill(from_mode.abs() > window, float("-inf")), dim=1)
             del logits
             disparity = torch.einsum("ndhw,d->nhw", near_mode, _levels(prob))
         if not return_confidence:

@@ -19,8 +19,9 @@ a fraction and still matches at the features' precision):
 ``iterations`` repeats 2-3 with the same weights, looking the cost up again around the new
 estimate: an edge the coarse level blurred over more than ``radius`` is reached in two updates.
 ``detail_channels`` > 0 adds a last step at full resolution on full-resolution census descriptors
-(``detail.py``: sub-pixel precision the half-resolution cost cannot give), starting as the identity. Training returns every iteration's refined disparity (each upsampled with its own mask, so
-each is supervised, as RAFT's sequence loss does: an update trained only on the last iteration's input
+(``detail.py``: sub-pixel precision the half-resolution cost cannot give), starting as the identity.
+Training returns every iteration's refined disparity (each upsampled with its own mask, so each is
+supervised, as RAFT's sequence loss does: an update trained only on the last iteration's input
 would never see the coarse estimate it corrects first), and the full-resolution step's after them when
 there is one; the loss weighs each.
 """
