@@ -1,13 +1,14 @@
 """Training throughput and peak memory of the networks at a crop (default 256×512, PSMNet's).
 
     python scripts/bench_train.py [--models psmnet ea_psmnet] [--batches 1 2] [--steps 2] [--warmup 1]
-                                  [--device cpu|cuda] [--max-disp 192] [--backend plain|cpu]
+                                  [--device cpu|cuda] [--max-disp 192] [--backend plain [cpu]]
                                   [--crop 256 512] [--precision 32-true bf16-mixed] [--compile]
                                   [--json bench_train.json]
     # the demo's training step (experiment=demo_cpu: 256×256 crops, batch 2, max_disp 48, CPU backend):
     python scripts/bench_train.py --models psmnet_basic ea_light --batches 2 --crop 256 256 --max-disp 48 --backend cpu
 
-"x ref" is each case's speed-up over the first model's case of the same batch, measured in this run.
+"x ref" is each case's speed-up over the first model's case of the same batch (first precision, first
+backend), measured in this run.
 ``--precision`` runs each case at each listed Lightning precision: ``bf16-mixed`` is the forward and the
 loss under ``torch.autocast(dtype=torch.bfloat16)``, as ``trainer.precision=bf16-mixed`` runs a training
 step (fast on CPUs with native bf16 units, AVX512-BF16 or AMX; emulated, and far slower, elsewhere:
@@ -16,7 +17,8 @@ step (fast on CPUs with native bf16 units, AVX512-BF16 or AMX; emulated, and far
 compiles (reported as ``first_step_seconds``) and is not timed.
 
 The network is built from conf/train.yaml as ``python -m stereo.train`` builds it (the model config,
-then ``model_backend``: ``--backend cpu`` measures stereo/accel/cpu.py's routes). Each (model, batch) case runs in a fresh
+then ``model_backend``: ``--backend cpu`` measures stereo/accel/cpu.py's routes, ``--backend plain cpu`` both
+side by side). Each (model, batch, precision, backend) case runs in a fresh
 subprocess so that peak memory (ru_maxrss on CPU, torch.cuda.max_memory_allocated on GPU) belongs to
 that case alone. A 1024² matmul probe (median of 10 products) runs before and after the cases and
 its GFLOP/s is printed with them, so figures from different (noisy, shared) machines can be compared
@@ -92,7 +94,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--max-disp", type=int, default=192)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--backend", default="plain", choices=["plain", "cpu"], help="model_backend (stereo/accel)")
+    parser.add_argument("--backend", nargs="+", default=["plain"], choices=["plain", "cpu"],
+                        help="model_backend of each case (stereo/accel)")
     parser.add_argument("--crop", nargs=2, type=int, default=[256, 512], metavar=("H", "W"))
     parser.add_argument("--precision", nargs="+", default=["32-true"], choices=PRECISIONS,
                         help="Lightning precision of each case (bf16-mixed: autocast to bfloat16)")
@@ -108,7 +111,7 @@ def main() -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.case:
         model_name, batch, precision, compiled = args.case.split(":")
-        print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp, args.backend,
+        print(json.dumps(run_case(model_name, int(batch), args.steps, args.warmup, device, args.max_disp, args.backend[0],
                                   tuple(args.crop), compiled == "compiled", precision)))
         return
 
@@ -122,32 +125,35 @@ def main() -> None:
     results = []
     for model_name in args.models:
         for batch in args.batches:
-            for precision, compiled in itertools.product(args.precision, ("plain", "compiled") if args.compile else ("plain",)):
+            for precision, backend, compiled in itertools.product(
+                    args.precision, args.backend, ("plain", "compiled") if args.compile else ("plain",)):
                 command = [sys.executable, __file__, "--case", f"{model_name}:{batch}:{precision}:{compiled}", "--steps",
                            str(args.steps), "--warmup", str(args.warmup), "--max-disp", str(args.max_disp),
-                           "--device", device, "--backend", args.backend, "--crop", *map(str, args.crop)]
-                results.append({"model": model_name, "batch": batch, "precision": precision,
+                           "--device", device, "--backend", backend, "--crop", *map(str, args.crop)]
+                results.append({"model": model_name, "batch": batch, "precision": precision, "model_backend": backend,
                                 "torch_compile": compiled == "compiled", **run_json(command)})
                 print(json.dumps(results[-1]), flush=True)
     probe_after = matmul_gflops(device, MATMUL_SIZE, MATMUL_REPEATS)
     for r in results:
         reference = next((q for q in results if q["model"] == args.models[0] and q["batch"] == r["batch"]
-                          and q["precision"] == args.precision[0] and not q["torch_compile"] and "error" not in q), None)
+                          and q["precision"] == args.precision[0] and q["model_backend"] == args.backend[0]
+                          and not q["torch_compile"] and "error" not in q), None)
         if reference and "error" not in r:
             r["speedup_vs_" + args.models[0]] = reference["seconds_per_step"] / r["seconds_per_step"]
-    header = f"{'model':<15} {'precision':>10} {'compiled':>8} {'batch':>5} {'s/step':>8} {'samples/s':>10} {'peak MiB':>10} {'x ref':>7}"
+    header = (f"{'model':<17} {'precision':>10} {'backend':>7} {'compiled':>8} {'batch':>5} {'s/step':>8} {'samples/s':>10} "
+              f"{'peak MiB':>10} {'x ref':>7}")
     print(f"\nTraining at {args.crop[0]}x{args.crop[1]}, max_disp {args.max_disp}, {args.steps} measured steps after {args.warmup} warm-up, "
-          f"{device}, model_backend {args.backend}")
+          f"{device}")
     print(header)
     for r in results:
         if "error" in r:
-            print(f"{r['model']:<15} {r['precision']:>10} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5}  failed: "
+            print(f"{r['model']:<17} {r['precision']:>10} {r['model_backend']:>7} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5}  failed: "
                   f"{r['error'].splitlines()[-1]}")
         else:
             ratio = r.get("speedup_vs_" + args.models[0])
-            print(f"{r['model']:<15} {r['precision']:>10} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} "
+            print(f"{r['model']:<17} {r['precision']:>10} {r['model_backend']:>7} {'yes' if r['torch_compile'] else 'no':>8} {r['batch']:>5} {r['seconds_per_step']:>8.2f} {r['samples_per_sec']:>10.3f} "
                   f"{r['peak_memory_mib']:>10.0f} {f'{ratio:.2f}x' if ratio else '-':>7}")
-    print(f"x ref: speed-up over {args.models[0]} ({args.precision[0]}, not compiled, same batch, this run)")
+    print(f"x ref: speed-up over {args.models[0]} ({args.precision[0]}, {args.backend[0]} backend, not compiled, same batch, this run)")
     print(f"matmul probe: {probe_before:.1f} GFLOP/s before, {probe_after:.1f} GFLOP/s after")
     Path(args.json).write_text(json.dumps({"machine": machine, "matmul_gflops_before": probe_before,
                                            "matmul_gflops_after": probe_after, "results": results}, indent=2) + "\n")

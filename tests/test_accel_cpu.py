@@ -26,6 +26,7 @@ from stereo.models import PSMNet
 
 CL3D = torch.channels_last_3d
 UNIT_ROUNDOFF = 2.0**-24
+BF16_ROUNDOFF = 2.0**-8
 
 
 def _gamma(n: int) -> float:
@@ -123,6 +124,62 @@ def test_dilated_conv2d_runs_on_interleaved_subgrids_with_the_same_result(layout
     assert shapes == [[2 * dilation**2, 6, 12 // dilation, 18 // dilation]]
 
 
+def _conv2d_layouts(monkeypatch) -> list[bool]:
+    """Whether each F.conv2d call from now on gets a channels-last input."""
+    layouts, plain_call = [], F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda x, *a: layouts.append(
+        x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()) or plain_call(x, *a))
+    return layouts
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("in_channels,out_channels,kernel,bias", [(8, 8, 3, False), (9, 8, 3, True),
+                                                                   (8, 1, 3, True), (16, 36, 1, True)])
+def test_few_output_channels_conv2d_runs_channels_last_with_the_same_result(
+        monkeypatch, layout, in_channels, out_channels, kernel, bias):
+    torch.manual_seed(0)
+    conv = _cpu(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=bias))
+    x = torch.randn(2, in_channels, 12, 18).contiguous(memory_format=layout)
+    layouts = _conv2d_layouts(monkeypatch)
+    assert conv(x).is_contiguous(memory_format=layout)  # handed on in the layout it came in
+    assert layouts == [True]
+    _assert_same_function(conv, lambda t, w, b=None: F.conv2d(t, w, b, 1, kernel // 2), x,
+                          reduction=max(in_channels * kernel**2, 2 * 12 * 18))
+
+
+@pytest.mark.parametrize("out_channels", [8, 1])
+def test_few_output_channels_route_under_bf16_autocast_rounds_as_the_plain_call(monkeypatch, out_channels):
+    """bf16-mixed training: the convolution multiplies bf16 copies of the input and weight, sums in float32
+    and rounds its value and gradients to bf16 (8 significant bits: unit roundoff 2^-8), so each is within
+    2^-8 of itself of a sum that is within γ_n·Σ|terms| of the float64 result on the same bf16 inputs;
+    the plain call is held to the same bound, which shows it is the right one."""
+    torch.manual_seed(0)
+    plain = nn.Conv2d(8, out_channels, 3, padding=1, bias=True)
+    with torch.no_grad():  # bf16 values, so the float64 reference multiplies what the kernel multiplies
+        for p in plain.parameters():
+            p.copy_(p.bfloat16().float())
+    routed = _cpu(copy.deepcopy(plain))
+    x = torch.randn(2, 8, 12, 18).bfloat16().float()
+    upstream = torch.randn(2, out_channels, 12, 18).bfloat16()
+    layouts = _conv2d_layouts(monkeypatch)
+    inputs = [x] + list(plain.parameters())
+    exact = _value_and_grads(lambda t, w, b: F.conv2d(t, w, b, 1, 1), [t.double() for t in inputs], upstream.double())
+    magnitude = _value_and_grads(lambda t, w, b: F.conv2d(t, w, b, 1, 1), [t.double().abs() for t in inputs],
+                                 upstream.double().abs())
+    bound = _gamma(2 * 12 * 18 + 2)  # the longest reduction: the weight gradient's
+    for module, routed_call in ((plain, False), (routed, True)):
+        del layouts[:]
+        params = list(module.parameters())
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = module(leaf)
+        assert out.dtype == torch.bfloat16 and layouts == [routed_call]
+        got = [out.detach()] + list(torch.autograd.grad(out, [leaf] + params, upstream))
+        for name, g, e, m in zip(["value", "input grad", "weight grad", "bias grad"], got, exact, magnitude):
+            excess = ((g.double() - e).abs() - BF16_ROUNDOFF * e.abs() - (1 + BF16_ROUNDOFF) * bound * m).max()
+            assert excess <= 0, f"{type(module).__name__} {name}: {excess:.3g} beyond the rounding bound"
+
+
 def test_routes_step_aside_where_they_do_not_apply(monkeypatch):
     calls = []
     monkeypatch.setattr(cpu._SingleOutputConv3d, "apply", lambda *a: calls.append(a))
@@ -148,6 +205,10 @@ def test_routes_step_aside_where_they_do_not_apply(monkeypatch):
         assert type(fast) is not type(module)
         torch.testing.assert_close(fast(sample), module(sample), rtol=0, atol=0)
     assert calls == []
+    layouts = _conv2d_layouts(monkeypatch)
+    _cpu(nn.Conv2d(4, 16, 3, padding=1))(torch.randn(2, 4, 8, 8))  # a multiple of 16 channels: plain
+    torch.jit.trace(_cpu(nn.Conv2d(4, 8, 3, padding=1)), torch.randn(2, 4, 8, 8), check_trace=False)
+    assert layouts == [False, False]
 
 
 def test_written_out_backward_refuses_double_backward():

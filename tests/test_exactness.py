@@ -26,7 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stereo.accel import apply_backend
+from stereo.accel import apply_backend, cpu
 from stereo.config import CONFIG_DIR
 from stereo.data.normalize import normalize_image
 from stereo.data.real_samples import default_real_data_dir
@@ -59,7 +59,8 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def _loss(outputs: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
     """PSMNet's loss: Σ w_i · SmoothL1(out_i, gt), mean over 0 < gt < max_disp, in the outputs' dtype."""
     mask = ((target > 0) & (target < MAX_DISP)).to(outputs[0].dtype)
-    weights = LOSS_WEIGHTS[len(LOSS_WEIGHTS) - len(outputs):]
+    # more outputs than PSMNet's three (a refinement's steps): the extra leading ones weigh as its first
+    weights = (LOSS_WEIGHTS[0],) * (len(outputs) - len(LOSS_WEIGHTS)) + LOSS_WEIGHTS[-len(outputs):]
     return sum(w * (F.smooth_l1_loss(o, target.to(o.dtype), reduction="none") * mask).sum() / mask.sum()
                for w, o in zip(weights, outputs))
 
@@ -112,4 +113,27 @@ def test_default_training_step_is_within_twice_float32_rounding(experiment, over
     assert error <= 2.0 * rounding, (
         f"{experiment} {overrides}: worst gradient error {error:.3g} ({error_at}) is "
         f"{error / rounding:.2f}x the plain network's float32 error {rounding:.3g} ({rounding_at})"
+    )
+
+
+@pytest.mark.slow
+def test_cpu_backend_on_the_full_resolution_refinement_is_within_twice_float32_rounding():
+    """The shipped network's shape (ea_census_detail) through ``model_backend=cpu``: its refinement's 1-,
+    8- and 36-channel 2-D outputs take the channels-last route. The full-resolution step starts as the
+    identity (a zero output layer, so nothing reaches its other layers' gradients); here its output layer
+    gets weights, so every routed layer has a gradient to compare."""
+    network = _network("ea_census_cpu_detail", "model_backend=cpu")
+    with torch.no_grad():
+        network.refinement.detail.residual.weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(0))
+    routed = [name for name, m in network.named_modules() if isinstance(m, cpu.CpuConv2d)
+              and m.out_channels % cpu.ONEDNN_CHANNEL_BLOCK]
+    assert {"refinement.residual", "refinement.mask", "refinement.detail.residual"} <= set(routed)
+    plain = apply_backend(copy.deepcopy(network), "plain")
+    reference = _gradients(copy.deepcopy(plain).double(), torch.float64)
+    rounding, rounding_at = _worst_error(_gradients(plain, torch.float32), reference)
+    error, error_at = _worst_error(_gradients(network, torch.float32), reference)
+    assert rounding > 0.0 and reference["refinement.detail.stem.0.weight"].any()
+    assert error <= 2.0 * rounding, (
+        f"worst gradient error {error:.3g} ({error_at}) is {error / rounding:.2f}x the plain network's "
+        f"float32 error {rounding:.3g} ({rounding_at})"
     )
