@@ -59,8 +59,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def _loss(outputs: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
     """PSMNet's loss: Σ w_i · SmoothL1(out_i, gt), mean over 0 < gt < max_disp, in the outputs' dtype."""
     mask = ((target > 0) & (target < MAX_DISP)).to(outputs[0].dtype)
-    # more outputs than PSMNet's three (a refinement's steps): the extra leading ones weigh as its first
-    weights = (LOSS_WEIGHTS[0],) * (len(outputs) - len(LOSS_WEIGHTS)) + LOSS_WEIGHTS[-len(outputs):]
+    weights = LOSS_WEIGHTS[len(LOSS_WEIGHTS) - len(outputs):]
     return sum(w * (F.smooth_l1_loss(o, target.to(o.dtype), reduction="none") * mask).sum() / mask.sum()
                for w, o in zip(weights, outputs))
 

@@ -1,6 +1,6 @@
 """CPU backend: convolutions that compute exactly what ``nn.Conv2d`` / ``nn.Conv3d`` /
-``nn.ConvTranspose3d`` compute, but route three PSMNet shapes around slow PyTorch CPU kernels
-(measured at 256×512, 2 threads, forward + backward per call):
+``nn.ConvTranspose3d`` compute, but route three PSMNet shapes and the refinements' few-channel 2-D
+layers around slow PyTorch CPU kernels (measured at 256×512, 2 threads, forward + backward per call):
 
 - **Small 3-D volumes.** PyTorch sends an fp32 CPU convolution with batch 1 and N·C·D·H ≤ 20480 to
   its native kernel instead of oneDNN (``ConvParams::use_mkldnn`` in ATen's Convolution.cpp: "for
@@ -15,8 +15,8 @@
 - **Dilated 2-D convolutions** (layer4 of the feature extractor, dilation 2). A dilation-d
   convolution with "same" padding is an ordinary one on the d×d interleaved sub-grids, stacked as a
   batch: 96 → 70 ms.
-- **2-D convolutions whose output channels are not a multiple of 16**, fp32 or under CPU autocast
-  (bf16-mixed training). oneDNN's plain-layout (NCHW) kernels work on blocks of 16 channels, so an
+- **2-D convolutions whose output channels are not a multiple of 16**, fp32, or fp32 or bf16 input
+  under CPU autocast (bf16-mixed training, where a layer after the first gets bf16 activations). oneDNN's plain-layout (NCHW) kernels work on blocks of 16 channels, so an
   8-channel output is half padding; in the channels-last layout (NHWC) they do not pad. The input and
   the weight are laid out channels-last for the call and the output is returned in the input's
   layout: the full-resolution refinement step's 8-channel convolutions at 256×512, batch 4, 35-40 →
@@ -28,9 +28,9 @@
 subclasses in place (``use_plain_convolutions`` switches back); ``use_cpu_volume_convolutions`` only the
 3-D ones, which ``optimize_for_inference`` does (an inference network is channels-last throughout). The
 subclasses add no state, so parameters (and optimisers holding them), hooks and state-dict keys stay as
-they were. Only batched CPU fp32 input without autocast takes the first three routes, CPU input in fp32
-or under CPU autocast the fourth (anything else runs the plain ``forward``), never while tracing or
-compiling, and not with string padding. The written-out backward is first-order
+they were. Only batched CPU fp32 input without autocast takes the first three routes (not with string
+padding), batched CPU input in fp32 or in the autocast dtype under CPU autocast the fourth; anything else
+runs the plain ``forward``, and nothing is routed while tracing or compiling. The written-out backward is first-order
 only (double backward raises). ``tests/test_accel_cpu.py`` checks each route against the plain layer.
 """
 
@@ -62,9 +62,12 @@ def _plain_cpu_fp32(x: torch.Tensor) -> bool:
 
 
 def _eager_cpu(x: torch.Tensor) -> bool:
-    """Whether the channels-last route applies: eager fp32 on CPU (also under CPU autocast, which casts
-    it to bf16 for the convolution), not tracing or compiling."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32
+    """Whether the channels-last route applies: eager CPU input in fp32, or in fp32 or the autocast dtype
+    under CPU autocast (in bf16-mixed training every layer after the first receives bf16 activations);
+    not tracing or compiling."""
+    autocast = torch.is_autocast_enabled("cpu")
+    return (x.device.type == "cpu"
+            and (x.dtype == torch.float32 or (autocast and x.dtype == torch.get_autocast_dtype("cpu")))
             and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
@@ -118,7 +121,7 @@ class CpuConv2d(nn.Conv2d):
     and whose outputs of other than a multiple of 16 channels are computed channels-last."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        # a dilated fp32 layer takes the sub-grid route below instead (it only applies without autocast)
+        # without autocast a dilated layer is left to the sub-grid route below (or the plain call)
         if self.out_channels % ONEDNN_CHANNEL_BLOCK and input.dim() == 4 and _eager_cpu(input) and (
                 self.dilation == (1, 1) or torch.is_autocast_enabled("cpu")):
             layout = torch.channels_last
