@@ -16,8 +16,9 @@ layers around slow PyTorch CPU kernels (measured at 256×512, 2 threads, forward
   convolution with "same" padding is an ordinary one on the d×d interleaved sub-grids, stacked as a
   batch: 96 → 70 ms.
 - **2-D convolutions whose output channels are not a multiple of 16**, fp32, or fp32 or bf16 input
-  under CPU autocast (bf16-mixed training, where a layer after the first gets bf16 activations). oneDNN's plain-layout (NCHW) kernels work on blocks of 16 channels, so an
-  8-channel output is half padding; in the channels-last layout (NHWC) they do not pad. The input and
+  under CPU autocast (bf16-mixed training, where a layer after the first gets bf16 activations).
+  oneDNN's plain-layout (NCHW) kernels work on blocks of 16 channels, so an 8-channel output is half
+  padding; in the channels-last layout (NHWC) they do not pad. The input and
   the weight are laid out channels-last for the call and the output is returned in the input's
   layout: the full-resolution refinement step's 8-channel convolutions at 256×512, batch 4, 35-40 →
   16-18 ms in fp32 and in bf16, its 8→1 output layer 21 → 9 ms, the half-resolution step's 16→1
@@ -30,8 +31,9 @@ subclasses in place (``use_plain_convolutions`` switches back); ``use_cpu_volume
 subclasses add no state, so parameters (and optimisers holding them), hooks and state-dict keys stay as
 they were. Only batched CPU fp32 input without autocast takes the first three routes (not with string
 padding), batched CPU input in fp32 or in the autocast dtype under CPU autocast the fourth; anything else
-runs the plain ``forward``, and nothing is routed while tracing or compiling. The written-out backward is first-order
-only (double backward raises). ``tests/test_accel_cpu.py`` checks each route against the plain layer.
+runs the plain ``forward``, and nothing is routed while tracing or compiling. The written-out backward is
+first-order only (double backward raises). ``tests/test_accel_cpu.py`` checks each route against the plain
+layer.
 """
 
 from __future__ import annotations
