@@ -103,16 +103,22 @@ BACKEND_RECIPES = [(name, ()) for name in sorted(p.stem for p in (Path(CONFIG_DI
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment,overrides", [*BACKEND_RECIPES, ("psmnet_sceneflow", ("model_backend=cpu",))])
 def test_default_training_step_is_within_twice_float32_rounding(experiment, overrides):
-    network = _network(experiment, *overrides)
+    _assert_within_twice_float32_rounding(_network(experiment, *overrides), f"{experiment} {overrides}")
+
+
+def _assert_within_twice_float32_rounding(network: torch.nn.Module, label: str) -> dict[str, torch.Tensor]:
+    """``network``'s float32 step against its plain copy's float64 one, within twice the plain copy's own
+    float32 error; returns the float64 gradients."""
     plain = apply_backend(copy.deepcopy(network), "plain")
     reference = _gradients(copy.deepcopy(plain).double(), torch.float64)
     rounding, rounding_at = _worst_error(_gradients(plain, torch.float32), reference)
     error, error_at = _worst_error(_gradients(network, torch.float32), reference)
     assert rounding > 0.0
     assert error <= 2.0 * rounding, (
-        f"{experiment} {overrides}: worst gradient error {error:.3g} ({error_at}) is "
+        f"{label}: worst gradient error {error:.3g} ({error_at}) is "
         f"{error / rounding:.2f}x the plain network's float32 error {rounding:.3g} ({rounding_at})"
     )
+    return reference
 
 
 @pytest.mark.slow
@@ -127,12 +133,5 @@ def test_cpu_backend_on_the_full_resolution_refinement_is_within_twice_float32_r
     routed = [name for name, m in network.named_modules() if isinstance(m, cpu.CpuConv2d)
               and m.out_channels % cpu.ONEDNN_CHANNEL_BLOCK]
     assert {"refinement.residual", "refinement.mask", "refinement.detail.residual"} <= set(routed)
-    plain = apply_backend(copy.deepcopy(network), "plain")
-    reference = _gradients(copy.deepcopy(plain).double(), torch.float64)
-    rounding, rounding_at = _worst_error(_gradients(plain, torch.float32), reference)
-    error, error_at = _worst_error(_gradients(network, torch.float32), reference)
-    assert rounding > 0.0 and reference["refinement.detail.stem.0.weight"].any()
-    assert error <= 2.0 * rounding, (
-        f"worst gradient error {error:.3g} ({error_at}) is {error / rounding:.2f}x the plain network's "
-        f"float32 error {rounding:.3g} ({rounding_at})"
-    )
+    reference = _assert_within_twice_float32_rounding(network, "ea_census_cpu_detail model_backend=cpu")
+    assert reference["refinement.detail.stem.0.weight"].any()

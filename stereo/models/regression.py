@@ -113,7 +113,6 @@ class LowResolutionSoftArgmax(Regression):
         return tuple(upsampled) if return_confidence else upsampled[0]
 
 
-
 def regress_disparity(
     cost: torch.Tensor,
     max_disp: int,
