@@ -161,7 +161,7 @@ def distributed_evaluation(nproc: int = 2, workdir: str | Path | None = None, ti
     ``cuda:LOCAL_RANK`` when CUDA is available (NCCL), else the CPU (gloo).
 
     Returns {"ran", "seconds", "world_size", "samples", "count", "rows", "distinct_rows", "each_sample_once"},
-    or {"ran": False, "error": <last stderr line>}.
+    or {"ran": False, "error": <the last 8 stderr lines that are not rules>}.
     """
     from stereo.data.synthetic import generate
     from stereo.models import PSMNet
@@ -190,8 +190,9 @@ def distributed_evaluation(nproc: int = 2, workdir: str | Path | None = None, ti
             return {"ran": False, "error": f"timeout after {timeout:.0f} s"}
         seconds = time.perf_counter() - start
         if done.returncode != 0:
-            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-            return {"ran": False, "error": lines[-1]}
+            # torchrun ends its report with a rule of '='; the cause is in the lines above it
+            lines = [line for line in done.stderr.splitlines() if line.strip().strip("=-")]
+            return {"ran": False, "error": " | ".join(lines[-8:]) or f"exit status {done.returncode}"}
         record = json.loads((out / "metrics.json").read_text())
         with open(out / "per_image.csv", newline="") as handle:
             names = [row["name"] for row in csv.DictReader(handle)]
